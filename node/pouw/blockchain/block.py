@@ -1,0 +1,111 @@
+"""Blocks whose headers fit PoUW: besides the usual fields, a header commits to the iteration
+message that mined it, to the history of messages it applied, and to the precursor its nonce
+was derived from.
+
+Difficulty is an integer: a header hash meets it when hash * difficulty < 2**256, so each
+block's expected work equals its difficulty and cumulative work is a plain sum.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta
+
+from pouw.blockchain.errors import MalformedData
+from pouw.blockchain.transactions import Hash, Transaction
+from pouw.crypto import (
+    PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
+    ZERO_HASH,
+    KeyPair,
+    canonical_bytes,
+    hash_concat,
+    sha256,
+    verify_signature,
+)
+
+BLOCK_VERSION: Final = 1
+HASH_SPACE: Final = 1 << 256
+
+UInt64 = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Difficulty = Annotated[int, Meta(ge=1, le=2**62)]
+
+
+class BlockHeader(msgspec.Struct, frozen=True, array_like=True):
+    version: UInt64
+    height: UInt64
+    prev_hash: Hash
+    merkle_root: Hash
+    timestamp_ms: UInt64
+    difficulty: Difficulty
+    nonce: UInt64
+    miner: Annotated[bytes, Meta(max_length=PUBLIC_KEY_SIZE)]
+    iteration_hash: Hash
+    history_commitment: Hash
+    precursor: Hash
+    device_class: Annotated[str, Meta(max_length=16)] = "cpu"
+
+    def hash(self) -> bytes:
+        return sha256(canonical_bytes(self))
+
+
+class Block(msgspec.Struct, frozen=True, array_like=True):
+    header: BlockHeader
+    transactions: tuple[Transaction, ...]
+    iteration_message: Annotated[bytes, Meta(max_length=1 << 22)] = b""
+    signature: Annotated[bytes, Meta(max_length=SIGNATURE_SIZE)] = b""
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def hash(self) -> bytes:
+        return self.header.hash()
+
+
+def meets_difficulty(block_hash: bytes, difficulty: int) -> bool:
+    return int.from_bytes(block_hash, "big") * difficulty < HASH_SPACE
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """RFC 6962-style tree: leaves and inner nodes are domain-separated, odd nodes carried up
+    unpaired, so no two different lists share a root (unlike Bitcoin's duplicate-last rule)."""
+    if not leaves:
+        return ZERO_HASH
+    level = [hash_concat(b"\x00", leaf) for leaf in leaves]
+    while len(level) > 1:
+        paired = [hash_concat(b"\x01", level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+def block_signing_message(chain_id: str, block_hash: bytes) -> bytes:
+    return b"pouw-block\x00" + chain_id.encode() + b"\x00" + block_hash
+
+
+def sign_block(block: Block, key: KeyPair, chain_id: str) -> Block:
+    signature = key.sign(block_signing_message(chain_id, block.hash()))
+    return msgspec.structs.replace(block, signature=signature)
+
+
+def has_valid_block_signature(block: Block, block_hash: bytes, chain_id: str) -> bool:
+    message = block_signing_message(chain_id, block_hash)
+    return verify_signature(block.header.miner, block.signature, message)
+
+
+_block_decoder = msgspec.msgpack.Decoder(Block)
+
+
+def encode_block(block: Block) -> bytes:
+    return canonical_bytes(block)
+
+
+def decode_block(data: bytes) -> Block:
+    try:
+        return _block_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise MalformedData(f"malformed block: {error}") from None

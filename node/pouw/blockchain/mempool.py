@@ -1,0 +1,167 @@
+"""Pending transactions: bounded, ordered by fee, each sender's transactions kept in nonce order.
+
+Admission checks a transaction against the state plus the sender's pending transactions before
+it (signature, nonce sequence, balance). A full pool evicts its lowest-fee transaction, with that
+sender's later transactions, which could no longer be mined, for a better-paying newcomer.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pouw.blockchain.block import Block
+from pouw.blockchain.errors import InvalidTransaction
+from pouw.blockchain.state import LedgerState
+from pouw.blockchain.transactions import (
+    BuyTicket,
+    PayForTask,
+    Reward,
+    Transaction,
+    Transfer,
+    encode_transaction,
+)
+from pouw.crypto import address_of
+
+
+@dataclass(order=True, frozen=True)
+class _Entry:
+    sort_key: tuple[int, int] = field(init=True)
+    txid: bytes = field(compare=False)
+    tx: Transaction = field(compare=False)
+    sender: str = field(compare=False)
+    size: int = field(compare=False)
+
+
+def _spend(tx: Transaction) -> int:
+    payload = tx.payload
+    amount = payload.reward if isinstance(payload, PayForTask) else 0
+    if isinstance(payload, Transfer | BuyTicket):
+        amount = payload.amount
+    return tx.fee + amount
+
+
+class Mempool:
+    def __init__(self, max_transactions: int = 10_000) -> None:
+        self.max_transactions = max_transactions
+        self._by_id: dict[bytes, _Entry] = {}
+        self._by_sender: dict[str, dict[int, _Entry]] = {}
+        self._arrivals = 0
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, txid: object) -> bool:
+        return txid in self._by_id
+
+    def get(self, txid: bytes) -> Transaction | None:
+        entry = self._by_id.get(txid)
+        return None if entry is None else entry.tx
+
+    def transactions(self) -> list[Transaction]:
+        return [entry.tx for entry in self._by_id.values()]
+
+    def add(self, tx: Transaction, state: LedgerState, size: int | None = None) -> bytes:
+        """Admit a transaction or raise InvalidTransaction with the reason."""
+        txid = tx.txid()
+        size = size if size is not None else len(encode_transaction(tx))
+        if txid in self._by_id:
+            raise InvalidTransaction("duplicate", "already in the mempool")
+        if isinstance(tx.payload, Reward):
+            raise InvalidTransaction("unexpected_reward", "rewards are made by block producers")
+        if not tx.has_valid_signature(state.params.chain_id, txid):
+            raise InvalidTransaction("bad_signature", f"tx {txid.hex()[:16]}")
+        sender = address_of(tx.sender)
+        account = state.account(sender)
+        pending = self._by_sender.get(sender, {})
+        if tx.nonce < account.nonce:
+            raise InvalidTransaction("replay", f"nonce {tx.nonce}, account is at {account.nonce}")
+        if tx.nonce > account.nonce + len(pending):
+            raise InvalidTransaction(
+                "nonce_gap", f"nonce {tx.nonce}, next is {account.nonce + len(pending)}"
+            )
+        replaced = pending.get(tx.nonce)
+        if replaced is not None and tx.fee <= replaced.tx.fee:
+            raise InvalidTransaction("duplicate_nonce", "a replacement must pay a higher fee")
+        committed = sum(_spend(e.tx) for n, e in pending.items() if n < tx.nonce)
+        if committed + _spend(tx) > account.balance:
+            raise InvalidTransaction("overspend", f"balance {account.balance} cannot cover it")
+        if replaced is None and len(self._by_id) >= self.max_transactions:
+            self._make_room_for(tx.fee)
+        if replaced is not None:
+            self._remove_from(sender, tx.nonce)
+        self._arrivals += 1
+        entry = _Entry((-tx.fee, self._arrivals), txid, tx, sender, size)
+        self._by_id[txid] = entry
+        self._by_sender.setdefault(sender, {})[tx.nonce] = entry
+        return txid
+
+    def _make_room_for(self, fee: int) -> None:
+        cheapest = max(self._by_id.values())
+        if cheapest.tx.fee >= fee:
+            raise InvalidTransaction(
+                "mempool_full", f"fee {fee} does not beat the lowest {cheapest.tx.fee}"
+            )
+        self._remove_from(cheapest.sender, cheapest.tx.nonce)
+
+    def _remove_from(self, sender: str, nonce: int) -> None:
+        """Remove a sender's transaction at `nonce` and every later one of theirs."""
+        pending = self._by_sender.get(sender, {})
+        for later in [n for n in pending if n >= nonce]:
+            del self._by_id[pending.pop(later).txid]
+        if not pending:
+            self._by_sender.pop(sender, None)
+
+    def select(self, state: LedgerState, max_bytes: int, height: int) -> list[Transaction]:
+        """The best-paying transactions that apply in order to `state`, within `max_bytes`.
+
+        Each is trial-applied, so the selection is valid as a block body; the state is left as
+        it was."""
+        heads: list[_Entry] = []
+        for pending in self._by_sender.values():
+            heapq.heappush(heads, pending[min(pending)])
+        chosen: list[Transaction] = []
+        used = 0
+        with state.tracking() as changes:
+            try:
+                while heads:
+                    entry = heapq.heappop(heads)
+                    if used + entry.size > max_bytes:
+                        continue
+                    try:
+                        state.apply_transaction(entry.tx, entry.txid, height)
+                    except InvalidTransaction:
+                        continue
+                    chosen.append(entry.tx)
+                    used += entry.size
+                    successor = self._by_sender[entry.sender].get(entry.tx.nonce + 1)
+                    if successor is not None:
+                        heapq.heappush(heads, successor)
+            finally:
+                state.revert(changes)
+        return chosen
+
+    def remove_confirmed(self, blocks: Iterable[Block], state: LedgerState) -> None:
+        """Drop what the new blocks included and whatever their state made stale."""
+        for block in blocks:
+            for tx in block.transactions:
+                entry = self._by_id.pop(tx.txid(), None)
+                if entry is not None:
+                    del self._by_sender[entry.sender][entry.tx.nonce]
+        for sender in list(self._by_sender):
+            next_nonce = state.account(sender).nonce
+            pending = self._by_sender[sender]
+            for nonce in [n for n in pending if n < next_nonce]:
+                del self._by_id[pending.pop(nonce).txid]
+            if not pending:
+                del self._by_sender[sender]
+
+    def readmit(self, blocks: Iterable[Block], state: LedgerState) -> None:
+        """After a reorg, offer the disconnected blocks' transactions again (oldest first)."""
+        for block in blocks:
+            for tx in block.transactions[1:]:
+                try:
+                    self.add(tx, state)
+                except InvalidTransaction:
+                    continue

@@ -1,0 +1,86 @@
+"""Consensus parameters, fixed at genesis, and the genesis block they define."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta
+
+from pouw.blockchain.block import BLOCK_VERSION, Block, BlockHeader, merkle_root
+from pouw.blockchain.transactions import COIN, Payout
+from pouw.crypto import ZERO_HASH, KeyPair, hash_value, sha256
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+
+
+class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    chain_id: Annotated[str, Meta(min_length=1, max_length=64)] = "pouw-devnet"
+    genesis_time_ms: int = 1_767_225_600_000
+    block_time_ms: PositiveInt = 2_000
+    initial_difficulty: PositiveInt = 8
+    min_difficulty: PositiveInt = 1
+    retarget_window: PositiveInt = 10
+    max_block_bytes: PositiveInt = 2 * 1024 * 1024
+    max_future_drift_ms: PositiveInt = 15_000
+    median_time_window: PositiveInt = 11
+    max_reorg_depth: PositiveInt = 100
+    block_reward: Annotated[int, Meta(ge=0)] = 10 * COIN
+    min_stake: Annotated[int, Meta(ge=0)] = 1 * COIN
+    slash_reporter_share_percent: Annotated[int, Meta(ge=0, le=100)] = 10
+    allocations: tuple[Payout, ...] = ()
+
+
+def genesis_block(params: ChainParams) -> Block:
+    """Deterministic from the params; its header commits to them through history_commitment."""
+    header = BlockHeader(
+        version=BLOCK_VERSION,
+        height=0,
+        prev_hash=ZERO_HASH,
+        merkle_root=merkle_root([]),
+        timestamp_ms=params.genesis_time_ms,
+        difficulty=params.initial_difficulty,
+        nonce=0,
+        miner=b"",
+        iteration_hash=sha256(b""),
+        history_commitment=hash_value(params),
+        precursor=ZERO_HASH,
+    )
+    return Block(header=header, transactions=())
+
+
+DEVNET_BALANCE: Final = 1_000_000 * COIN
+
+DEVNET_ACCOUNT_NAMES: Final = (
+    "node",
+    "client",
+    "peer",
+    "supervisor",
+    "verifier",
+    "evaluator",
+    "miner",
+    *(f"miner_{i}" for i in range(16)),
+    *(f"miner-{i}" for i in range(16)),
+    "my_miner",
+    "performance_miner",
+    "secure_node",
+    "network_node",
+    "faucet",
+)
+"""Node ids whose devnet keys the default devnet genesis funds, so that the seed README's
+examples can stake straight away. A devnet node derives its key from its node id."""
+
+
+def devnet_key(node_id: str) -> KeyPair:
+    return KeyPair.from_seed(b"pouw-devnet:" + node_id.encode())
+
+
+def devnet_params(
+    names: tuple[str, ...] = DEVNET_ACCOUNT_NAMES,
+    balance: int = DEVNET_BALANCE,
+    **overrides: object,
+) -> ChainParams:
+    allocations = tuple(
+        Payout(recipient=devnet_key(name).address, amount=balance) for name in names
+    )
+    return msgspec.structs.replace(ChainParams(allocations=allocations), **overrides)

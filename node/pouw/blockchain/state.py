@@ -1,0 +1,306 @@
+"""The ledger state (accounts, tickets, tasks) and its transition function.
+
+Every write goes through `_put_*`, which records the first old value of each key in the open
+`StateChanges`; reverting those changes restores the state exactly, which is what reorgs rely
+on. The same record tells the store which rows a block touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal, TypeVar
+
+import msgspec
+
+from pouw.blockchain.block import Block
+from pouw.blockchain.errors import InvalidBlock, InvalidTransaction
+from pouw.blockchain.params import ChainParams
+from pouw.blockchain.task_spec import TaskSpec, TaskSpecError, check_task_spec
+from pouw.blockchain.transactions import (
+    BuyTicket,
+    PayForTask,
+    Reward,
+    SlashEvidence,
+    TaskResult,
+    Transaction,
+    Transfer,
+)
+from pouw.crypto import address_of, sha256, verify_signature
+from pouw.roles import NodeRole
+
+
+class Account(msgspec.Struct, frozen=True, array_like=True):
+    balance: int = 0
+    nonce: int = 0
+    locked: int = 0
+
+
+class Ticket(msgspec.Struct, frozen=True, array_like=True):
+    ticket_id: bytes
+    owner: str
+    public_key: bytes
+    role: NodeRole
+    amount: int
+    height: int
+    preferences: dict[str, str] = {}
+
+
+TaskStatus = Literal["open", "completed"]
+
+
+class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
+    task_id: bytes
+    client: str
+    spec: TaskSpec
+    escrow: int
+    height: int
+    status: TaskStatus = "open"
+    result: TaskResult | None = None
+
+
+class StateChanges(msgspec.Struct):
+    """First old value of every key written (None: the key did not exist)."""
+
+    accounts: dict[str, Account | None] = {}
+    tickets: dict[bytes, Ticket | None] = {}
+    tasks: dict[bytes, TaskRecord | None] = {}
+
+
+EvidenceCheck = Callable[[SlashEvidence, Ticket], str | None]
+"""Returns None when the evidence proves cheating, else why it does not."""
+
+
+def _signature_only_evidence_check(evidence: SlashEvidence, ticket: Ticket) -> str | None:
+    del evidence, ticket
+    return None
+
+
+class LedgerState:
+    def __init__(self, params: ChainParams, evidence_check: EvidenceCheck | None = None) -> None:
+        self.params = params
+        self.accounts: dict[str, Account] = {}
+        self.tickets: dict[bytes, Ticket] = {}
+        self.tasks: dict[bytes, TaskRecord] = {}
+        self.evidence_check = evidence_check or _signature_only_evidence_check
+        self._changes: StateChanges | None = None
+
+    @classmethod
+    def genesis(
+        cls, params: ChainParams, evidence_check: EvidenceCheck | None = None
+    ) -> LedgerState:
+        state = cls(params, evidence_check)
+        for allocation in params.allocations:
+            current = state.accounts.get(allocation.recipient, Account())
+            state.accounts[allocation.recipient] = Account(
+                balance=current.balance + allocation.amount
+            )
+        return state
+
+    def account(self, address: str) -> Account:
+        return self.accounts.get(address) or Account()
+
+    def balance(self, address: str) -> int:
+        return self.account(address).balance
+
+    def live_tickets(self, role: NodeRole | None = None) -> list[Ticket]:
+        return [t for t in self.tickets.values() if role is None or t.role == role]
+
+    def holds_role(self, address: str, *roles: NodeRole) -> bool:
+        return any(t.owner == address and t.role in roles for t in self.tickets.values())
+
+    # -- change tracking -------------------------------------------------------------------
+
+    @contextmanager
+    def tracking(self) -> Iterator[StateChanges]:
+        """Record every write made inside the block; nested use is an error."""
+        if self._changes is not None:
+            raise RuntimeError("state changes are already being tracked")
+        self._changes = StateChanges(accounts={}, tickets={}, tasks={})
+        try:
+            yield self._changes
+        finally:
+            self._changes = None
+
+    def revert(self, changes: StateChanges) -> None:
+        for address, account in changes.accounts.items():
+            _restore(self.accounts, address, account)
+        for ticket_id, ticket in changes.tickets.items():
+            _restore(self.tickets, ticket_id, ticket)
+        for task_id, task in changes.tasks.items():
+            _restore(self.tasks, task_id, task)
+
+    def _put_account(self, address: str, account: Account) -> None:
+        assert self._changes is not None, "state writes happen inside tracking()"
+        if address not in self._changes.accounts:
+            self._changes.accounts[address] = self.accounts.get(address)
+        self.accounts[address] = account
+
+    def _put_ticket(self, ticket_id: bytes, ticket: Ticket | None) -> None:
+        assert self._changes is not None, "state writes happen inside tracking()"
+        if ticket_id not in self._changes.tickets:
+            self._changes.tickets[ticket_id] = self.tickets.get(ticket_id)
+        _restore(self.tickets, ticket_id, ticket)
+
+    def _put_task(self, task_id: bytes, task: TaskRecord) -> None:
+        assert self._changes is not None, "state writes happen inside tracking()"
+        if task_id not in self._changes.tasks:
+            self._changes.tasks[task_id] = self.tasks.get(task_id)
+        self.tasks[task_id] = task
+
+    def _credit(self, address: str, amount: int) -> None:
+        account = self.account(address)
+        self._put_account(
+            address, msgspec.structs.replace(account, balance=account.balance + amount)
+        )
+
+    # -- transitions -----------------------------------------------------------------------
+
+    def apply_block(self, block: Block, txids: Sequence[bytes]) -> StateChanges:
+        """Apply a block's transactions, or leave the state as it was and raise InvalidBlock."""
+        height = block.header.height
+        with self.tracking() as changes:
+            try:
+                fees = sum(tx.fee for tx in block.transactions[1:])
+                self.apply_reward(block.transactions[0], self.params.block_reward + fees)
+                for tx, txid in zip(block.transactions[1:], txids[1:], strict=True):
+                    self.apply_transaction(tx, txid, height)
+            except InvalidTransaction as error:
+                self.revert(changes)
+                raise InvalidBlock(error.reason, error.detail, height) from None
+        return changes
+
+    def apply_reward(self, tx: Transaction, expected_amount: int) -> None:
+        payload = tx.payload
+        if not isinstance(payload, Reward) or tx.sender or tx.signature or tx.fee:
+            raise InvalidTransaction("bad_reward", "a block starts with one unsigned reward")
+        if payload.amount != expected_amount:
+            raise InvalidTransaction(
+                "bad_reward", f"reward {payload.amount} != block reward plus fees {expected_amount}"
+            )
+        self._credit(payload.recipient, payload.amount)
+
+    def apply_transaction(self, tx: Transaction, txid: bytes, height: int) -> None:
+        """Validate a signed transaction against this state and apply it, or raise with a reason."""
+        payload = tx.payload
+        if isinstance(payload, Reward):
+            raise InvalidTransaction("unexpected_reward", "a reward may only open a block")
+        if not tx.has_valid_signature(self.params.chain_id, txid):
+            raise InvalidTransaction("bad_signature", f"tx {txid.hex()[:16]}")
+        sender = address_of(tx.sender)
+        account = self.account(sender)
+        if tx.nonce != account.nonce:
+            reason = "replay" if tx.nonce < account.nonce else "nonce_gap"
+            raise InvalidTransaction(reason, f"nonce {tx.nonce}, account expects {account.nonce}")
+        spend = tx.fee + _amount_spent(payload)
+        if spend > account.balance:
+            raise InvalidTransaction("overspend", f"spends {spend}, balance is {account.balance}")
+        self._check_payload(payload, sender, txid)
+        locked = account.locked + (payload.amount if isinstance(payload, BuyTicket) else 0)
+        self._put_account(
+            sender, Account(balance=account.balance - spend, nonce=account.nonce + 1, locked=locked)
+        )
+        self._apply_payload(payload, tx, txid, sender, height)
+
+    def _check_payload(self, payload: object, sender: str, txid: bytes) -> None:
+        if isinstance(payload, Transfer) and payload.amount <= 0:
+            raise InvalidTransaction("zero_amount", "a transfer moves a positive amount")
+        if isinstance(payload, PayForTask):
+            if payload.reward <= 0:
+                raise InvalidTransaction("zero_amount", "a task pays a positive reward")
+            try:
+                check_task_spec(payload.spec)
+            except TaskSpecError as error:
+                raise InvalidTransaction("invalid_task_spec", str(error)) from None
+        if isinstance(payload, BuyTicket) and payload.amount < self.params.min_stake:
+            raise InvalidTransaction(
+                "stake_below_minimum", f"stake {payload.amount} < minimum {self.params.min_stake}"
+            )
+        if isinstance(payload, TaskResult):
+            self._check_task_result(payload, sender)
+        if isinstance(payload, SlashEvidence):
+            self._check_slash(payload, sender)
+
+    def _check_task_result(self, result: TaskResult, sender: str) -> None:
+        task = self.tasks.get(result.task_id)
+        if task is None:
+            raise InvalidTransaction("unknown_task", result.task_id.hex())
+        if task.status != "open":
+            raise InvalidTransaction(
+                "task_closed", f"task {result.task_id.hex()[:16]} is {task.status}"
+            )
+        if not self.holds_role(sender, NodeRole.EVALUATOR):
+            raise InvalidTransaction("not_an_evaluator", f"{sender} holds no evaluator ticket")
+        paid = sum(p.amount for p in result.payouts)
+        if paid != task.escrow:
+            raise InvalidTransaction("payout_mismatch", f"payouts {paid} != escrow {task.escrow}")
+
+    def _check_slash(self, slash: SlashEvidence, sender: str) -> None:
+        ticket = self.tickets.get(slash.ticket_id)
+        if ticket is None:
+            raise InvalidTransaction("unknown_ticket", slash.ticket_id.hex())
+        if not self.holds_role(sender, NodeRole.VERIFIER, NodeRole.SUPERVISOR):
+            raise InvalidTransaction("not_a_verifier", f"{sender} holds no verifier ticket")
+        if not verify_signature(
+            ticket.public_key, slash.evidence_signature, sha256(slash.evidence)
+        ):
+            raise InvalidTransaction(
+                "bad_evidence_signature", "evidence not signed by the ticket owner"
+            )
+        why_not = self.evidence_check(slash, ticket)
+        if why_not is not None:
+            raise InvalidTransaction("evidence_not_proven", why_not)
+
+    def _apply_payload(
+        self, payload: object, tx: Transaction, txid: bytes, sender: str, height: int
+    ) -> None:
+        if isinstance(payload, Transfer):
+            self._credit(payload.recipient, payload.amount)
+        elif isinstance(payload, PayForTask):
+            record = TaskRecord(txid, sender, payload.spec, payload.reward, height)
+            self._put_task(txid, record)
+        elif isinstance(payload, BuyTicket):
+            ticket = Ticket(
+                txid, sender, tx.sender, payload.role, payload.amount, height, payload.preferences
+            )
+            self._put_ticket(txid, ticket)
+        elif isinstance(payload, TaskResult):
+            task = self.tasks[payload.task_id]
+            self._put_task(
+                payload.task_id, msgspec.structs.replace(task, status="completed", result=payload)
+            )
+            for payout in payload.payouts:
+                self._credit(payout.recipient, payout.amount)
+        elif isinstance(payload, SlashEvidence):
+            self._confiscate(self.tickets[payload.ticket_id], reporter=sender)
+
+    def _confiscate(self, ticket: Ticket, reporter: str) -> None:
+        """The stake is taken: a share rewards the reporter, the rest is burned."""
+        owner = self.account(ticket.owner)
+        self._put_account(
+            ticket.owner, msgspec.structs.replace(owner, locked=owner.locked - ticket.amount)
+        )
+        self._put_ticket(ticket.ticket_id, None)
+        self._credit(reporter, ticket.amount * self.params.slash_reporter_share_percent // 100)
+
+    def snapshot(self) -> tuple[dict[str, Account], dict[bytes, Ticket], dict[bytes, TaskRecord]]:
+        return dict(self.accounts), dict(self.tickets), dict(self.tasks)
+
+
+def _amount_spent(payload: object) -> int:
+    if isinstance(payload, Transfer | BuyTicket):
+        return payload.amount
+    if isinstance(payload, PayForTask):
+        return payload.reward
+    return 0
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _restore(table: dict[K, V], key: K, value: V | None) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value

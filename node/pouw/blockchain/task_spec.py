@@ -1,0 +1,75 @@
+"""The full specification of an ML task, as paid for by a PAY_FOR_TASK transaction."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+
+PositiveInt = Annotated[int, Meta(ge=1, le=2**31)]
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+HexDigest = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An MLP (`layers` = sizes from input to output) or a small CNN over `input_shape`."""
+
+    layers: Annotated[tuple[PositiveInt, ...], Meta(min_length=2, max_length=16)]
+    architecture: Literal["mlp", "cnn"] = "mlp"
+    activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu"
+    input_shape: Annotated[tuple[PositiveInt, ...], Meta(max_length=3)] = ()
+
+
+class DatasetSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A built-in scikit-learn dataset by name, or a user file by path or URL pinned by sha256."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=256)]
+    format: Literal["builtin", "npz", "csv"] = "builtin"
+    url: Annotated[str, Meta(max_length=2048)] = ""
+    sha256: HexDigest | None = None
+    test_fraction: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.2
+    split_seed: Annotated[int, Meta(ge=0, le=2**32)] = 0
+
+
+class TaskSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    model: ModelSpec
+    dataset: DatasetSpec
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    learning_rate: Annotated[float, Meta(gt=0.0, le=10.0)] = 0.1
+    batch_size: PositiveInt = 100
+    epochs: Annotated[int, Meta(ge=1, le=10_000)] = 10
+    tau: Annotated[float, Meta(ge=0.0)] = 0.0
+    min_accuracy: Probability = 0.0
+    miners: Annotated[int, Meta(ge=1, le=64)] = 3
+    aggregator: Literal["median", "trimmed_mean", "krum", "mean"] = "median"
+
+
+class TaskSpecError(ValueError):
+    pass
+
+
+def task_spec_from_mapping(data: object) -> TaskSpec:
+    """Build a TaskSpec from parsed YAML/JSON, with an error naming the offending field."""
+    try:
+        spec = msgspec.convert(data, TaskSpec)
+    except msgspec.ValidationError as error:
+        raise TaskSpecError(f"invalid task spec: {error}") from None
+    check_task_spec(spec)
+    return spec
+
+
+def check_task_spec(spec: TaskSpec) -> None:
+    """Rules that cross fields, which a schema alone cannot express."""
+    dataset = spec.dataset
+    if dataset.format == "builtin" and dataset.name not in BUILTIN_DATASETS:
+        raise TaskSpecError(
+            f"dataset.name={dataset.name!r} is not a built-in dataset "
+            f"(one of {', '.join(BUILTIN_DATASETS)}); for a file set format to npz or csv"
+        )
+    if dataset.format != "builtin" and dataset.sha256 is None:
+        raise TaskSpecError("dataset.sha256 is required for a user dataset file")
+    if spec.model.architecture == "cnn" and len(spec.model.input_shape) != 3:
+        raise TaskSpecError("model.input_shape must be (channels, height, width) for a cnn")

@@ -1,0 +1,160 @@
+"""Transactions: typed payloads inside one signed envelope.
+
+A transaction's id is the hash of its unsigned body; the signature covers the id under a
+chain-specific domain, so a transaction cannot be replayed on another chain.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta
+
+from pouw.blockchain.errors import MalformedData
+from pouw.blockchain.task_spec import TaskSpec
+from pouw.crypto import (
+    HASH_SIZE,
+    PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
+    KeyPair,
+    address_of,
+    canonical_bytes,
+    sha256,
+    verify_signature,
+)
+from pouw.roles import NodeRole
+
+COIN: Final = 1_000_000
+"""Base units per coin. Amounts in consensus data are integers of base units."""
+
+MAX_AMOUNT: Final = 2**62
+
+Amount = Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
+Hash = Annotated[bytes, Meta(min_length=HASH_SIZE, max_length=HASH_SIZE)]
+Address = Annotated[str, Meta(pattern="^pw[0-9a-f]{40}$")]
+PublicKey = Annotated[bytes, Meta(min_length=PUBLIC_KEY_SIZE, max_length=PUBLIC_KEY_SIZE)]
+Signature = Annotated[bytes, Meta(max_length=SIGNATURE_SIZE)]
+ShortText = Annotated[str, Meta(max_length=256)]
+
+
+def coins(amount: float) -> int:
+    """Convert a human amount (the seed API's floats) to base units."""
+    return round(amount * COIN)
+
+
+class Transfer(msgspec.Struct, frozen=True, array_like=True, tag="transfer"):
+    recipient: Address
+    amount: Amount
+
+
+class PayForTask(msgspec.Struct, frozen=True, array_like=True, tag="pay_for_task"):
+    """A client pays `reward` into escrow for training `spec`; the task id is this tx's id."""
+
+    spec: TaskSpec
+    reward: Amount
+
+
+class BuyTicket(msgspec.Struct, frozen=True, array_like=True, tag="buy_ticket"):
+    """Stake `amount` for a role; the ticket id is this tx's id."""
+
+    role: NodeRole
+    amount: Amount
+    preferences: Annotated[dict[ShortText, ShortText], Meta(max_length=32)] = {}
+
+
+class Payout(msgspec.Struct, frozen=True, array_like=True):
+    recipient: Address
+    amount: Amount
+
+
+class RankedModel(msgspec.Struct, frozen=True, array_like=True):
+    miner: Address
+    model_hash: Hash
+    accuracy: Annotated[float, Meta(ge=0.0, le=1.0)]
+
+
+class TaskResult(msgspec.Struct, frozen=True, array_like=True, tag="task_result"):
+    """An evaluator closes a task: the ranking of final models and the split of its escrow."""
+
+    task_id: Hash
+    ranking: Annotated[tuple[RankedModel, ...], Meta(max_length=256)]
+    payouts: Annotated[tuple[Payout, ...], Meta(max_length=256)]
+
+
+class SlashEvidence(msgspec.Struct, frozen=True, array_like=True, tag="slash"):
+    """Proof that a ticket holder cheated: a message it signed that fails re-execution."""
+
+    ticket_id: Hash
+    reason: ShortText
+    evidence: Annotated[bytes, Meta(max_length=1 << 20)]
+    evidence_signature: Signature
+
+
+class Reward(msgspec.Struct, frozen=True, array_like=True, tag="reward"):
+    """The block reward plus fees; only ever the first transaction of a block, unsigned."""
+
+    recipient: Address
+    amount: Amount
+
+
+Payload = Transfer | PayForTask | BuyTicket | TaskResult | SlashEvidence | Reward
+
+
+class Transaction(msgspec.Struct, frozen=True, array_like=True):
+    payload: Payload
+    sender: Annotated[bytes, Meta(max_length=PUBLIC_KEY_SIZE)]
+    nonce: Amount
+    fee: Amount
+    signature: Signature = b""
+
+    @property
+    def kind(self) -> str:
+        return type(self.payload).__struct_config__.tag  # type: ignore[return-value]
+
+    @property
+    def sender_address(self) -> str:
+        return address_of(self.sender)
+
+    def body_bytes(self) -> bytes:
+        return canonical_bytes((self.payload, self.sender, self.nonce, self.fee))
+
+    def txid(self) -> bytes:
+        return sha256(self.body_bytes())
+
+    def has_valid_signature(self, chain_id: str, txid: bytes | None = None) -> bool:
+        message = signing_message(chain_id, txid if txid is not None else self.txid())
+        return verify_signature(self.sender, self.signature, message)
+
+
+def signing_message(chain_id: str, txid: bytes) -> bytes:
+    return b"pouw-tx\x00" + chain_id.encode() + b"\x00" + txid
+
+
+def sign_transaction(
+    key: KeyPair, payload: Payload, *, nonce: int, fee: int, chain_id: str
+) -> Transaction:
+    unsigned = Transaction(payload=payload, sender=key.public_key, nonce=nonce, fee=fee)
+    signature = key.sign(signing_message(chain_id, unsigned.txid()))
+    return msgspec.structs.replace(unsigned, signature=signature)
+
+
+def reward_transaction(recipient: str, amount: int, height: int) -> Transaction:
+    """The unsigned first transaction of a block; the height makes every reward's id unique."""
+    return Transaction(
+        payload=Reward(recipient=recipient, amount=amount), sender=b"", nonce=height, fee=0
+    )
+
+
+_tx_decoder = msgspec.msgpack.Decoder(Transaction)
+
+
+def encode_transaction(tx: Transaction) -> bytes:
+    return canonical_bytes(tx)
+
+
+def decode_transaction(data: bytes) -> Transaction:
+    try:
+        return _tx_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise MalformedData(f"malformed transaction: {error}") from None

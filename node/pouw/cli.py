@@ -1,0 +1,68 @@
+"""The `pouw` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+stderr = Console(stderr=True)
+
+BENCHMARKS = ("ledger",)
+
+
+@click.group()
+@click.version_option(package_name="pouw")
+def main() -> None:
+    """PoUW: a blockchain whose mining is machine-learning training."""
+
+
+@main.group()
+def chain() -> None:
+    """Inspect and check a node's stored chain."""
+
+
+@chain.command("verify")
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The node's data dir (POUW_DATA_DIR).",
+)
+def chain_verify(data_dir: Path) -> None:
+    """Re-validate a stored chain from genesis; exit 1 naming the first bad block."""
+    from pouw.blockchain.audit import audit_store
+
+    try:
+        report = audit_store(data_dir)
+    except FileNotFoundError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(report.describe())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("name", type=click.Choice(BENCHMARKS))
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON object on stdout.")
+def bench(name: str, as_json: bool) -> None:
+    """Run a benchmark; its baseline is measured in the same process."""
+
+    def report(line: str) -> None:
+        stderr.print(f"[dim]bench {name}:[/] {line}")
+
+    result: dict[str, Any]
+    if name == "ledger":
+        from pouw.bench import ledger
+
+        result = ledger.run(report)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:>22}: {value}")
