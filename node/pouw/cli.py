@@ -12,7 +12,7 @@ from rich.console import Console
 
 stderr = Console(stderr=True)
 
-BENCHMARKS = ("ledger",)
+BENCHMARKS = ("ledger", "mining")
 
 
 @click.group()
@@ -61,6 +61,10 @@ def bench(name: str, as_json: bool) -> None:
         from pouw.bench import ledger
 
         result = ledger.run(report)
+    elif name == "mining":
+        from pouw.bench import mining
+
+        result = mining.run(report)
     if as_json:
         click.echo(json.dumps(result))
     else:

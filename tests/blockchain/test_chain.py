@@ -237,3 +237,23 @@ def test_difficulty_retargets_toward_the_block_time(chain: Chain) -> None:
     for _ in range(4):
         mine(chain, spacing_ms=chain.params.block_time_ms * 4)
     assert chain.next_difficulty() < peak
+
+
+def test_reorg_across_stored_tickets_and_tasks_reopens_exactly(tmp_path: Path) -> None:
+    from tests.support.ledger import signed
+
+    from pouw.blockchain.transactions import BuyTicket, PayForTask
+    from pouw.roles import NodeRole
+
+    chain = open_chain(tmp_path, ledger_params())
+    stake = signed(ALICE, BuyTicket(role=NodeRole.MINER, amount=chain.params.min_stake), 0)
+    spec = chain.params.bootstrap_task
+    assert spec is not None
+    pay = signed(BOB, PayForTask(spec=spec, reward=1_000), 0)
+    mine(chain, [stake, pay])
+    assert stake.txid() in chain.state.tickets and pay.txid() in chain.state.tasks
+    build_fork(chain, fork_at=0, length=2)
+    assert stake.txid() not in chain.state.tickets and pay.txid() not in chain.state.tasks
+    chain.store.close()
+    reopened = open_chain(tmp_path)
+    assert reopened.state.snapshot() == chain.state.snapshot()

@@ -54,8 +54,10 @@ class BlockHeader(msgspec.Struct, frozen=True, array_like=True):
 class Block(msgspec.Struct, frozen=True, array_like=True):
     header: BlockHeader
     transactions: tuple[Transaction, ...]
-    iteration_message: Annotated[bytes, Meta(max_length=1 << 22)] = b""
+    iteration_message: Annotated[bytes, Meta(max_length=1 << 20)] = b""
     signature: Annotated[bytes, Meta(max_length=SIGNATURE_SIZE)] = b""
+    checkpoint: Annotated[bytes, Meta(max_length=1 << 27)] = b""
+    """The model the iteration started from (safetensors), for verifiers to re-run it."""
 
     @property
     def height(self) -> int:

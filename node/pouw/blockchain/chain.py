@@ -86,7 +86,7 @@ class Chain:
                 )
             self.params = stored_params
             self.state = LedgerState(stored_params, evidence_check)
-            self.state.accounts, self.state.tickets, self.state.tasks = store.load_state()
+            self.state.load(store.load_state())
         self._index: dict[bytes, IndexEntry] = {
             stored.hash: IndexEntry(stored.hash, stored.header, stored.total_work)
             for stored in store.stored_blocks()
@@ -102,7 +102,10 @@ class Chain:
             self.store.write_params(self.params)
             self.store.put_block(genesis, genesis_hash, 0, encode_block(genesis))
             self.store.set_main(0, genesis_hash)
-            self.store.write_state_rows(self.state.accounts.items(), (), ())
+            genesis_rows = StateChanges(
+                accounts=dict.fromkeys(self.state.accounts), tasks=dict.fromkeys(self.state.tasks)
+            )
+            self.store.write_state_rows(self.state.tables(), [genesis_rows])
             self.store.write_tip(genesis_hash)
 
     # -- queries ---------------------------------------------------------------------------
@@ -246,15 +249,7 @@ class Chain:
         return self.state.apply_block(block, txids)
 
     def _write_state(self, *all_changes: StateChanges) -> None:
-        state = self.state
-        accounts = {key for changes in all_changes for key in changes.accounts}
-        tickets = {key for changes in all_changes for key in changes.tickets}
-        tasks = {key for changes in all_changes for key in changes.tasks}
-        self.store.write_state_rows(
-            ((key, state.accounts.get(key)) for key in accounts),
-            ((key, state.tickets.get(key)) for key in tickets),
-            ((key, state.tasks.get(key)) for key in tasks),
-        )
+        self.store.write_state_rows(self.state.tables(), all_changes)
 
     def _branch_to(self, entry: IndexEntry) -> list[IndexEntry]:
         """The side-branch entries from just above the fork point up to `entry`."""

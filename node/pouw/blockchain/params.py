@@ -8,6 +8,7 @@ import msgspec
 from msgspec import Meta
 
 from pouw.blockchain.block import BLOCK_VERSION, Block, BlockHeader, merkle_root
+from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
 from pouw.blockchain.transactions import COIN, Payout
 from pouw.crypto import ZERO_HASH, KeyPair, hash_value, sha256
 
@@ -22,13 +23,28 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     min_difficulty: PositiveInt = 1
     retarget_window: PositiveInt = 10
     max_block_bytes: PositiveInt = 2 * 1024 * 1024
+    """Everything but the checkpoint: header, transactions, iteration message."""
+    max_checkpoint_bytes: PositiveInt = 64 * 1024 * 1024
     max_future_drift_ms: PositiveInt = 15_000
     median_time_window: PositiveInt = 11
     max_reorg_depth: PositiveInt = 100
     block_reward: Annotated[int, Meta(ge=0)] = 10 * COIN
     min_stake: Annotated[int, Meta(ge=0)] = 1 * COIN
     slash_reporter_share_percent: Annotated[int, Meta(ge=0, le=100)] = 10
+    omega_b: Annotated[float, Meta(ge=0.0)] = 1e-3
+    """Nonces allowed per training sample of an iteration."""
+    omega_m: Annotated[float, Meta(ge=0.0)] = 1e-5
+    """Nonces allowed per model parameter of an iteration."""
     allocations: tuple[Payout, ...] = ()
+    bootstrap_task: TaskSpec | None = None
+    """A perpetual task open from genesis, so that blocks (and the first PAY_FOR_TASK) can be
+    mined by training before any client has paid; it holds no escrow and never closes."""
+
+
+def bootstrap_task_id(params: ChainParams) -> bytes | None:
+    if params.bootstrap_task is None:
+        return None
+    return sha256(b"pouw-bootstrap-task" + hash_value(params.bootstrap_task))
 
 
 def genesis_block(params: ChainParams) -> Block:
@@ -83,4 +99,16 @@ def devnet_params(
     allocations = tuple(
         Payout(recipient=devnet_key(name).address, amount=balance) for name in names
     )
-    return msgspec.structs.replace(ChainParams(allocations=allocations), **overrides)
+    params = ChainParams(allocations=allocations, bootstrap_task=DEVNET_BOOTSTRAP_TASK)
+    return msgspec.structs.replace(params, **overrides)
+
+
+DEVNET_BOOTSTRAP_TASK: Final = TaskSpec(
+    model=ModelSpec(layers=(64, 128, 64, 10)),
+    dataset=DatasetSpec(name="digits"),
+    batch_size=100,
+    learning_rate=0.1,
+    epochs=10_000,
+    tau=1e-3,
+    miners=1,
+)

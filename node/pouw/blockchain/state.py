@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import msgspec
 
 from pouw.blockchain.block import Block
 from pouw.blockchain.errors import InvalidBlock, InvalidTransaction
-from pouw.blockchain.params import ChainParams
+from pouw.blockchain.params import ChainParams, bootstrap_task_id
 from pouw.blockchain.task_spec import TaskSpec, TaskSpecError, check_task_spec
 from pouw.blockchain.transactions import (
     BuyTicket,
@@ -65,6 +66,15 @@ class StateChanges(msgspec.Struct):
     accounts: dict[str, Account | None] = {}
     tickets: dict[bytes, Ticket | None] = {}
     tasks: dict[bytes, TaskRecord | None] = {}
+    iterations: dict[bytes, int | None] = {}
+
+
+@dataclass(frozen=True)
+class StateTables:
+    accounts: dict[str, Account]
+    tickets: dict[bytes, Ticket]
+    tasks: dict[bytes, TaskRecord]
+    iterations: dict[bytes, int]
 
 
 EvidenceCheck = Callable[[SlashEvidence, Ticket], str | None]
@@ -82,6 +92,8 @@ class LedgerState:
         self.accounts: dict[str, Account] = {}
         self.tickets: dict[bytes, Ticket] = {}
         self.tasks: dict[bytes, TaskRecord] = {}
+        self.iterations: dict[bytes, int] = {}
+        """Hash of every iteration message that mined a main-chain block -> its height."""
         self.evidence_check = evidence_check or _signature_only_evidence_check
         self._changes: StateChanges | None = None
 
@@ -90,6 +102,9 @@ class LedgerState:
         cls, params: ChainParams, evidence_check: EvidenceCheck | None = None
     ) -> LedgerState:
         state = cls(params, evidence_check)
+        task_id = bootstrap_task_id(params)
+        if params.bootstrap_task is not None and task_id is not None:
+            state.tasks[task_id] = TaskRecord(task_id, "", params.bootstrap_task, 0, 0)
         for allocation in params.allocations:
             current = state.accounts.get(allocation.recipient, Account())
             state.accounts[allocation.recipient] = Account(
@@ -116,7 +131,7 @@ class LedgerState:
         """Record every write made inside the block; nested use is an error."""
         if self._changes is not None:
             raise RuntimeError("state changes are already being tracked")
-        self._changes = StateChanges(accounts={}, tickets={}, tasks={})
+        self._changes = StateChanges(accounts={}, tickets={}, tasks={}, iterations={})
         try:
             yield self._changes
         finally:
@@ -129,6 +144,8 @@ class LedgerState:
             _restore(self.tickets, ticket_id, ticket)
         for task_id, task in changes.tasks.items():
             _restore(self.tasks, task_id, task)
+        for iteration_hash, height in changes.iterations.items():
+            _restore(self.iterations, iteration_hash, height)
 
     def _put_account(self, address: str, account: Account) -> None:
         assert self._changes is not None, "state writes happen inside tracking()"
@@ -161,6 +178,8 @@ class LedgerState:
         height = block.header.height
         with self.tracking() as changes:
             try:
+                if block.iteration_message:
+                    self._record_iteration(block.header.iteration_hash, height)
                 fees = sum(tx.fee for tx in block.transactions[1:])
                 self.apply_reward(block.transactions[0], self.params.block_reward + fees)
                 for tx, txid in zip(block.transactions[1:], txids[1:], strict=True):
@@ -169,6 +188,14 @@ class LedgerState:
                 self.revert(changes)
                 raise InvalidBlock(error.reason, error.detail, height) from None
         return changes
+
+    def _record_iteration(self, iteration_hash: bytes, height: int) -> None:
+        if iteration_hash in self.iterations:
+            mined_at = self.iterations[iteration_hash]
+            raise InvalidTransaction("replayed_iteration", f"iteration already mined at {mined_at}")
+        assert self._changes is not None
+        self._changes.iterations[iteration_hash] = None
+        self.iterations[iteration_hash] = height
 
     def apply_reward(self, tx: Transaction, expected_amount: int) -> None:
         payload = tx.payload
@@ -283,8 +310,23 @@ class LedgerState:
         self._put_ticket(ticket.ticket_id, None)
         self._credit(reporter, ticket.amount * self.params.slash_reporter_share_percent // 100)
 
-    def snapshot(self) -> tuple[dict[str, Account], dict[bytes, Ticket], dict[bytes, TaskRecord]]:
-        return dict(self.accounts), dict(self.tickets), dict(self.tasks)
+    def tables(self) -> StateTables:
+        """The live tables, not a copy."""
+        return StateTables(self.accounts, self.tickets, self.tasks, self.iterations)
+
+    def snapshot(self) -> StateTables:
+        """A copy of the tables, for comparisons."""
+        return StateTables(
+            dict(self.accounts), dict(self.tickets), dict(self.tasks), dict(self.iterations)
+        )
+
+    def load(self, tables: StateTables) -> None:
+        self.accounts, self.tickets, self.tasks, self.iterations = (
+            tables.accounts,
+            tables.tickets,
+            tables.tasks,
+            tables.iterations,
+        )
 
 
 def _amount_spent(payload: object) -> int:

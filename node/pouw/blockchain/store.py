@@ -7,16 +7,16 @@ SQLite transaction, so a crash at any moment leaves either the old or the new ch
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
 from pouw.blockchain.block import Block, BlockHeader, decode_block
 from pouw.blockchain.params import ChainParams
-from pouw.blockchain.state import Account, StateChanges, TaskRecord, Ticket
+from pouw.blockchain.state import Account, StateChanges, StateTables, TaskRecord, Ticket
 from pouw.crypto import canonical_bytes
 
 STORE_FILE: Final = "chain.sqlite"
@@ -37,8 +37,11 @@ CREATE TABLE IF NOT EXISTS undo (hash BLOB PRIMARY KEY, changes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts (address TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tickets (id BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (id BLOB PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS iterations (hash BLOB PRIMARY KEY, height INTEGER NOT NULL);
 """
 
+_undo_encoder = msgspec.msgpack.Encoder()
+"""Undo records are never hashed, so they need no canonical form (and have bytes keys)."""
 _header_decoder = msgspec.msgpack.Decoder(BlockHeader)
 _params_decoder = msgspec.msgpack.Decoder(ChainParams)
 _changes_decoder = msgspec.msgpack.Decoder(StateChanges)
@@ -54,15 +57,19 @@ class StoredBlock(msgspec.Struct, frozen=True):
 
 
 class ChainStore:
+    """Not thread-safe: one owner at a time (the node's loop, or a miner's pipeline)."""
+
     def __init__(self, data_dir: Path, *, read_only: bool = False) -> None:
         self.path = Path(data_dir) / STORE_FILE
         if read_only:
             if not self.path.exists():
                 raise FileNotFoundError(f"no chain store at {self.path}")
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            self._db = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA synchronous=FULL")
@@ -157,7 +164,7 @@ class ChainStore:
     def put_undo(self, block_hash: bytes, changes: StateChanges) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO undo (hash, changes) VALUES (?, ?)",
-            (block_hash, canonical_bytes(changes)),
+            (block_hash, _undo_encoder.encode(changes)),
         )
 
     def undo(self, block_hash: bytes) -> StateChanges:
@@ -166,30 +173,34 @@ class ChainStore:
             raise KeyError(f"no undo record for block {block_hash.hex()}")
         return _changes_decoder.decode(row[0])
 
-    def write_state_rows(
-        self,
-        accounts: Iterable[tuple[str, Account | None]],
-        tickets: Iterable[tuple[bytes, Ticket | None]],
-        tasks: Iterable[tuple[bytes, TaskRecord | None]],
-    ) -> None:
-        for table, key_column, rows in (
-            ("accounts", "address", accounts),
-            ("tickets", "id", tickets),
-            ("tasks", "id", tasks),
-        ):
-            upserts = []
-            deletes = []
-            for key, value in rows:
-                if value is None:
-                    deletes.append((key,))
-                else:
-                    upserts.append((key, canonical_bytes(value)))
-            self._db.executemany(
-                f"INSERT OR REPLACE INTO {table} ({key_column}, data) VALUES (?, ?)", upserts
-            )
-            self._db.executemany(f"DELETE FROM {table} WHERE {key_column} = ?", deletes)
+    def write_state_rows(self, state: StateTables, changed: Sequence[StateChanges]) -> None:
+        """Write the current value (or absence) of every row that `changed` touched."""
+        self._write_rows(
+            "accounts", "address", state.accounts, {k for c in changed for k in c.accounts}
+        )
+        self._write_rows("tickets", "id", state.tickets, {k for c in changed for k in c.tickets})
+        self._write_rows("tasks", "id", state.tasks, {k for c in changed for k in c.tasks})
+        iteration_keys = {k for c in changed for k in c.iterations}
+        self._db.executemany(
+            "INSERT OR REPLACE INTO iterations (hash, height) VALUES (?, ?)",
+            [(k, state.iterations[k]) for k in iteration_keys if k in state.iterations],
+        )
+        self._db.executemany(
+            "DELETE FROM iterations WHERE hash = ?",
+            [(k,) for k in iteration_keys if k not in state.iterations],
+        )
 
-    def load_state(self) -> tuple[dict[str, Account], dict[bytes, Ticket], dict[bytes, TaskRecord]]:
+    def _write_rows(
+        self, table: str, key_column: str, current: Mapping[Any, msgspec.Struct], keys: set[Any]
+    ) -> None:
+        present = [(key, canonical_bytes(current[key])) for key in keys if key in current]
+        absent = [(key,) for key in keys if key not in current]
+        self._db.executemany(
+            f"INSERT OR REPLACE INTO {table} ({key_column}, data) VALUES (?, ?)", present
+        )
+        self._db.executemany(f"DELETE FROM {table} WHERE {key_column} = ?", absent)
+
+    def load_state(self) -> StateTables:
         accounts = {
             address: _account_decoder.decode(data)
             for address, data in self._db.execute("SELECT address, data FROM accounts")
@@ -202,4 +213,8 @@ class ChainStore:
             bytes(key): _task_decoder.decode(data)
             for key, data in self._db.execute("SELECT id, data FROM tasks")
         }
-        return accounts, tickets, tasks
+        iterations = {
+            bytes(key): height
+            for key, height in self._db.execute("SELECT hash, height FROM iterations")
+        }
+        return StateTables(accounts, tickets, tasks, iterations)

@@ -35,8 +35,11 @@ def check_block_alone(
 
     if header.version != BLOCK_VERSION:
         raise reject("bad_version", f"version {header.version}")
-    if encoded_size > params.max_block_bytes:
-        raise reject("oversized_block", f"{encoded_size} bytes > {params.max_block_bytes}")
+    body_size = encoded_size - len(block.checkpoint)
+    if body_size > params.max_block_bytes:
+        raise reject("oversized_block", f"{body_size} bytes > {params.max_block_bytes}")
+    if len(block.checkpoint) > params.max_checkpoint_bytes:
+        raise reject("oversized_checkpoint", f"{len(block.checkpoint)} bytes")
     if not block.transactions or not isinstance(block.transactions[0].payload, Reward):
         raise reject("missing_reward", "the first transaction must be the block reward")
     if any(isinstance(tx.payload, Reward) for tx in block.transactions[1:]):

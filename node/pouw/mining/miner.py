@@ -1,0 +1,247 @@
+"""The miner loop: every training iteration is also a bounded round of nonce trials.
+
+The training thread runs forward/backward, derives the precursor from the iteration's
+commitments, tries its nonce budget against the current block template and takes the
+optimizer step; only when a nonce wins does it copy the start model (the parameters are
+untouched until the step). A pipeline thread does the rest off the training thread: Strom
+compression of the update for peers, signing, and sealing found blocks.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import torch
+
+from pouw.blockchain.block import Block, BlockHeader, meets_difficulty, sign_block
+from pouw.blockchain.params import ChainParams
+from pouw.crypto import KeyPair, sha256
+from pouw.mining.budget import derive_nonce, node_budget, nonce_budget
+from pouw.mining.messages import NO_UPDATES_HASH, IterationMessage
+from pouw.mining.trainer import TaskTrainer
+from pouw.ml.compression import StromCompressor
+from pouw.ml.iteration import forward_backward
+from pouw.ml.models import model_to_bytes
+
+TemplateSource = Callable[[], Block | None]
+"""The current unsealed block to mine on (None: nothing to mine on right now)."""
+
+
+@dataclass(frozen=True)
+class PublishedIteration:
+    """What a miner gossips after an iteration: the message, its compressed update, signed."""
+
+    message: bytes
+    update: bytes
+    signature: bytes
+
+
+@dataclass
+class MiningStats:
+    iterations: int = 0
+    samples: int = 0
+    nonces_tried: int = 0
+    blocks_found: int = 0
+    last_loss: float = float("nan")
+    last_accuracy: float = float("nan")
+    losses: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+
+@dataclass(frozen=True)
+class _Handoff:
+    message: IterationMessage
+    encoded: bytes
+    grads: list[torch.Tensor]
+    sealed: BlockHeader | None
+    template: Block | None
+    checkpoint: bytes
+
+
+_STOP = object()
+
+
+class MinerPipelineError(RuntimeError):
+    pass
+
+
+class Miner:
+    def __init__(
+        self,
+        key: KeyPair,
+        params: ChainParams,
+        templates: TemplateSource,
+        *,
+        on_block: Callable[[Block], None],
+        on_iteration: Callable[[PublishedIteration], None] | None = None,
+        intensity: float = 1.0,
+        device_class: str = "cpu",
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.key = key
+        self.params = params
+        self.templates = templates
+        self.on_block = on_block
+        self.on_iteration = on_iteration
+        self.intensity = intensity
+        self.device_class = device_class
+        self.clock_ms = clock_ms
+        self.stats = MiningStats()
+        self._sealed_on: bytes | None = None
+
+    def train(
+        self,
+        trainer: TaskTrainer,
+        *,
+        stop: threading.Event | None = None,
+        max_iterations: int | None = None,
+        progress: Callable[[MiningStats], None] | None = None,
+    ) -> MiningStats:
+        """Train until the task's epochs are done, `stop` is set or `max_iterations` ran."""
+        stop = stop or threading.Event()
+        allowed = nonce_budget(
+            self.params.omega_b, self.params.omega_m, trainer.spec.batch_size, trainer.model_size
+        )
+        budget = node_budget(allowed, self.intensity)
+        handoffs: queue.Queue[_Handoff | object] = queue.Queue(maxsize=8)
+        failures: list[BaseException] = []
+        pipeline = threading.Thread(
+            target=self._pipeline,
+            args=(trainer, handoffs, failures),
+            name="pouw-miner-pipeline",
+            daemon=True,
+        )
+        pipeline.start()
+        parameters = list(trainer.model.parameters())
+        ran = 0
+        try:
+            while not trainer.finished and not stop.is_set() and not failures:
+                if max_iterations is not None and ran >= max_iterations:
+                    break
+                handoff = self._iterate(trainer, parameters, budget)
+                while not failures:
+                    try:
+                        handoffs.put(handoff, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                ran += 1
+                if progress is not None:
+                    progress(self.stats)
+        finally:
+            if not failures:
+                handoffs.put(_STOP)
+            pipeline.join()
+        if failures:
+            raise MinerPipelineError("the miner's pipeline thread failed") from failures[0]
+        return self.stats
+
+    def _iterate(
+        self, trainer: TaskTrainer, parameters: list[torch.nn.Parameter], budget: int
+    ) -> _Handoff:
+        x, y, batch_digest = trainer.batch()
+        outcome = forward_backward(trainer.model, x, y)
+        message = IterationMessage(
+            task_id=trainer.task_id,
+            miner=self.key.public_key,
+            worker_index=trainer.worker_index,
+            workers=trainer.workers,
+            epoch=trainer.epoch,
+            iteration=trainer.iteration,
+            batch_hash=batch_digest,
+            loss=outcome.loss,
+            correct=outcome.correct,
+            samples=outcome.samples,
+            start_sample=outcome.start_sample.numpy().tobytes(),
+            grad_sample=outcome.grad_sample.numpy().tobytes(),
+            applied_updates_hash=NO_UPDATES_HASH,
+            previous_commitment=trainer.commitment,
+        )
+        encoded = message.encode()
+        commitment = message.commitment()
+        template = self.templates()
+        sealed = None
+        if template is not None and template.header.prev_hash != self._sealed_on:
+            sealed = self._try_nonces(
+                template.header, sha256(encoded), commitment, message.precursor(), budget
+            )
+            if sealed is not None:
+                self._sealed_on = sealed.prev_hash
+        checkpoint = model_to_bytes(trainer.model) if sealed is not None else b""
+        trainer.optimizer.step()
+        trainer.advance(commitment)
+        stats = self.stats
+        stats.iterations += 1
+        stats.samples += outcome.samples
+        stats.last_loss, stats.last_accuracy = outcome.loss, outcome.accuracy
+        stats.losses.append(outcome.loss)
+        grads = [p.grad for p in parameters if p.grad is not None]
+        return _Handoff(message, encoded, grads, sealed, template, checkpoint)
+
+    def _try_nonces(
+        self,
+        header: BlockHeader,
+        iteration_hash: bytes,
+        commitment: bytes,
+        precursor: bytes,
+        budget: int,
+    ) -> BlockHeader | None:
+        base = msgspec.structs.replace(
+            header,
+            timestamp_ms=max(header.timestamp_ms, self.clock_ms()),
+            iteration_hash=iteration_hash,
+            history_commitment=commitment,
+            precursor=precursor,
+            device_class=self.device_class,
+        )
+        for index in range(budget):
+            candidate = msgspec.structs.replace(base, nonce=derive_nonce(precursor, index))
+            self.stats.nonces_tried += 1
+            if meets_difficulty(candidate.hash(), candidate.difficulty):
+                return candidate
+        return None
+
+    def _pipeline(
+        self,
+        trainer: TaskTrainer,
+        handoffs: queue.Queue[_Handoff | object],
+        failures: list[BaseException],
+    ) -> None:
+        try:
+            self._publish_and_seal(trainer, handoffs)
+        except BaseException as error:  # handed to the training thread, which re-raises it
+            failures.append(error)
+
+    def _publish_and_seal(
+        self, trainer: TaskTrainer, handoffs: queue.Queue[_Handoff | object]
+    ) -> None:
+        compressor: StromCompressor | None = None
+        learning_rate = trainer.spec.learning_rate
+        tau = trainer.spec.tau
+        while True:
+            item = handoffs.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, _Handoff)
+            update = b""
+            if tau > 0:
+                delta = torch.cat([g.reshape(-1) for g in item.grads]).mul_(-learning_rate)
+                compressor = compressor or StromCompressor(delta.numel(), tau)
+                update = compressor.compress(delta).to_bytes()
+            signature = self.key.sign(sha256(item.encoded + sha256(update)))
+            if self.on_iteration is not None:
+                self.on_iteration(PublishedIteration(item.encoded, update, signature))
+            if item.sealed is not None and item.template is not None:
+                block = msgspec.structs.replace(
+                    item.template,
+                    header=item.sealed,
+                    iteration_message=item.encoded,
+                    checkpoint=item.checkpoint,
+                )
+                self.stats.blocks_found += 1
+                self.on_block(sign_block(block, self.key, self.params.chain_id))

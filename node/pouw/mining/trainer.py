@@ -1,0 +1,74 @@
+"""A miner's training state for one task: its model, optimizer, data shard and position."""
+
+from __future__ import annotations
+
+import torch
+
+from pouw.blockchain.task_spec import TaskSpec
+from pouw.mining.messages import initial_commitment
+from pouw.ml.datasets import Dataset, batch_hash, batch_indices, batches_per_epoch, shard_indices
+from pouw.ml.iteration import make_optimizer
+from pouw.ml.models import build_model, parameter_count
+
+
+class TaskTrainer:
+    def __init__(
+        self,
+        task_id: bytes,
+        spec: TaskSpec,
+        dataset: Dataset,
+        miner: bytes,
+        worker_index: int = 0,
+        workers: int = 1,
+    ) -> None:
+        self.task_id = task_id
+        self.spec = spec
+        self.dataset = dataset
+        self.worker_index = worker_index
+        self.workers = workers
+        self.model = build_model(spec.model, seed=task_id)
+        self.model_size = parameter_count(self.model)
+        self.optimizer = make_optimizer(spec.optimizer, self.model, spec.learning_rate)
+        self.shard = shard_indices(len(dataset.y_train), worker_index, workers)
+        self.batches_per_epoch = batches_per_epoch(len(self.shard), spec.batch_size)
+        self.epoch = 0
+        self.iteration = 0
+        self.commitment = initial_commitment(task_id, miner)
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.spec.epochs
+
+    @property
+    def total_iterations(self) -> int:
+        return self.batches_per_epoch * self.spec.epochs
+
+    @property
+    def completed_iterations(self) -> int:
+        return self.epoch * self.batches_per_epoch + self.iteration
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, bytes]:
+        return task_batch(
+            self.dataset, self.spec, self.task_id, self.shard, self.epoch, self.iteration
+        )
+
+    def advance(self, commitment: bytes) -> None:
+        self.commitment = commitment
+        self.iteration += 1
+        if self.iteration == self.batches_per_epoch:
+            self.iteration = 0
+            self.epoch += 1
+
+
+def task_batch(
+    dataset: Dataset,
+    spec: TaskSpec,
+    task_id: bytes,
+    shard: torch.Tensor,
+    epoch: int,
+    iteration: int,
+) -> tuple[torch.Tensor, torch.Tensor, bytes]:
+    """The batch a miner trains on at (epoch, iteration): anyone can rebuild it from the spec."""
+    indices = batch_indices(shard, spec.batch_size, epoch, iteration, seed=task_id)
+    x, y = dataset.x_train[indices], dataset.y_train[indices]
+    return x, y, batch_hash(x, y)

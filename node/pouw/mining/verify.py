@@ -1,0 +1,183 @@
+"""Checking a mined block.
+
+`check_seal` is what every node runs: the iteration message decodes, belongs to a known task
+and to the block's miner, the header commits to its commitment and precursor, and the nonce is
+derived from the precursor within the budget. `BlockVerifier.reexecute` is what verifiers add:
+rebuild the batch, load the start model, re-run the iteration and compare.
+
+Exact mode (a block mined on CPU): loss, correct count and gradient sample must match bit for
+bit. Tolerance mode (a block whose header names another device class): the float results may
+differ by kernel choice, so the loss may differ by TOLERANCE relative, the correct count by 1%
+of the batch, and the gradient sample by TOLERANCE in relative L2 norm; the commitment and
+precursor are still computed from the published sample.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pouw.blockchain.block import Block
+from pouw.blockchain.errors import InvalidBlock, MalformedData
+from pouw.blockchain.params import ChainParams
+from pouw.blockchain.task_spec import TaskSpec
+from pouw.mining.budget import OVER_BUDGET_SEARCH, nonce_budget, nonce_index
+from pouw.mining.messages import IterationMessage, decode_iteration_message
+from pouw.mining.trainer import task_batch
+from pouw.ml.datasets import Dataset, DatasetError, load_dataset, shard_indices
+from pouw.ml.iteration import forward_backward
+from pouw.ml.models import CorruptModel, build_model, load_model_bytes, parameter_count
+
+TOLERANCE = 1e-3
+EXACT_DEVICE_CLASS = "cpu"
+
+TaskLookup = Callable[[bytes], TaskSpec | None]
+
+
+@dataclass(frozen=True)
+class Verification:
+    block_hash: bytes
+    seconds: float
+    loss: float
+    accuracy: float
+
+
+class BlockVerifier:
+    def __init__(
+        self,
+        params: ChainParams,
+        tasks: TaskLookup,
+        *,
+        datasets: Callable[[TaskSpec], Dataset] = lambda spec: load_dataset(spec.dataset),
+    ) -> None:
+        self.params = params
+        self.tasks = tasks
+        self.datasets = datasets
+        self._models: dict[bytes, tuple[nn.Module, int]] = {}
+
+    def _model(self, task_id: bytes, spec: TaskSpec) -> tuple[nn.Module, int]:
+        cached = self._models.get(task_id)
+        if cached is None:
+            model = build_model(spec.model, seed=task_id)
+            cached = self._models[task_id] = (model, parameter_count(model))
+        return cached
+
+    def check_seal(self, block: Block) -> IterationMessage:
+        """The checks every node runs: cheap, no training."""
+        height = block.header.height
+        header = block.header
+        try:
+            message = decode_iteration_message(block.iteration_message)
+        except MalformedData as error:
+            raise InvalidBlock("malformed_iteration", str(error), height) from None
+        spec = self.tasks(message.task_id)
+        if spec is None:
+            raise InvalidBlock("unknown_task", message.task_id.hex()[:16], height)
+        if message.miner != header.miner:
+            raise InvalidBlock("miner_mismatch", "iteration message is from another miner", height)
+        commitment = message.commitment()
+        if header.history_commitment != commitment:
+            raise InvalidBlock(
+                "commitment_mismatch", "header does not carry the commitment", height
+            )
+        precursor = message.precursor()
+        if header.precursor != precursor:
+            raise InvalidBlock("precursor_mismatch", "header does not carry the precursor", height)
+        _, model_size = self._model(message.task_id, spec)
+        budget = nonce_budget(self.params.omega_b, self.params.omega_m, spec.batch_size, model_size)
+        if nonce_index(precursor, header.nonce, budget) is None:
+            beyond = nonce_index(precursor, header.nonce, budget + OVER_BUDGET_SEARCH)
+            if beyond is not None:
+                raise InvalidBlock(
+                    "nonce_over_budget", f"nonce #{beyond} but the budget is {budget}", height
+                )
+            raise InvalidBlock(
+                "nonce_not_derived", "nonce is not derived from the precursor", height
+            )
+        return message
+
+    def __call__(self, block: Block) -> None:
+        self.check_seal(block)
+
+    def reexecute(self, block: Block) -> Verification:
+        """Re-run the block's iteration; raise InvalidBlock naming the first mismatch."""
+        started = time.perf_counter()
+        message = self.check_seal(block)
+        height = block.header.height
+        spec = self.tasks(message.task_id)
+        assert spec is not None
+        try:
+            dataset = self.datasets(spec)
+        except DatasetError as error:
+            raise InvalidBlock("dataset_unavailable", str(error), height) from None
+        if message.workers != spec.miners or message.worker_index >= message.workers:
+            raise InvalidBlock(
+                "bad_worker_index", f"{message.worker_index}/{message.workers}", height
+            )
+        shard = shard_indices(len(dataset.y_train), message.worker_index, message.workers)
+        try:
+            x, y, digest = task_batch(
+                dataset, spec, message.task_id, shard, message.epoch, message.iteration
+            )
+        except IndexError:
+            raise InvalidBlock("batch_mismatch", "no such batch in the epoch", height) from None
+        if digest != message.batch_hash:
+            raise InvalidBlock("batch_mismatch", "batch hash is not the scheduled batch's", height)
+        model, _ = self._model(message.task_id, spec)
+        try:
+            load_model_bytes(model, block.checkpoint)
+        except CorruptModel as error:
+            raise InvalidBlock("corrupt_model", str(error), height) from None
+        outcome = forward_backward(model, x, y)
+        if outcome.start_sample.numpy().tobytes() != message.start_sample:
+            raise InvalidBlock(
+                "stale_start_model", "checkpoint is not the iteration's start model", height
+            )
+        exact = block.header.device_class == EXACT_DEVICE_CLASS
+        _compare(message, outcome.loss, outcome.correct, outcome.grad_sample, exact, height)
+        return Verification(
+            block.hash(), time.perf_counter() - started, outcome.loss, outcome.accuracy
+        )
+
+
+def _compare(
+    message: IterationMessage,
+    loss: float,
+    correct: int,
+    grad_sample: torch.Tensor,
+    exact: bool,
+    height: int,
+) -> None:
+    published = np.frombuffer(message.grad_sample, dtype=np.float32)
+    recomputed = grad_sample.numpy()
+    if published.shape != recomputed.shape:
+        raise InvalidBlock("update_mismatch", "gradient sample has the wrong length", height)
+    if exact:
+        if loss != message.loss:
+            raise InvalidBlock("loss_mismatch", f"published {message.loss}, re-run {loss}", height)
+        if correct != message.correct:
+            raise InvalidBlock(
+                "accuracy_mismatch", f"published {message.correct}, re-run {correct}", height
+            )
+        if recomputed.tobytes() != message.grad_sample:
+            raise InvalidBlock("update_mismatch", "gradient differs from the re-run", height)
+        return
+    if not math.isclose(loss, message.loss, rel_tol=TOLERANCE):
+        raise InvalidBlock("loss_mismatch", f"published {message.loss}, re-run {loss}", height)
+    if abs(correct - message.correct) > max(1, message.samples // 100):
+        raise InvalidBlock(
+            "accuracy_mismatch", f"published {message.correct}, re-run {correct}", height
+        )
+    error = float(np.linalg.norm(published - recomputed)) / max(
+        float(np.linalg.norm(recomputed)), 1e-12
+    )
+    if not error <= TOLERANCE:
+        raise InvalidBlock(
+            "update_mismatch", f"relative error {error:.2e} above {TOLERANCE}", height
+        )

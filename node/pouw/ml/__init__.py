@@ -1,0 +1,1 @@
+"""Machine learning: models, datasets, deterministic iterations, compression, aggregation."""

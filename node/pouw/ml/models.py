@@ -1,0 +1,93 @@
+"""Models built from a task's ModelSpec, moved as safetensors (never pickle)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from pouw.blockchain.task_spec import ModelSpec
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+
+MAX_MODEL_BYTES = 64 * 1024 * 1024
+
+
+class CorruptModel(ValueError):
+    """A model blob that is not a safetensors file of the expected parameters."""
+
+
+def build_model(spec: ModelSpec, seed: bytes) -> nn.Module:
+    """The task's initial model: every miner who builds it from the same seed gets the same
+    weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") >> 1)
+        return _mlp(spec) if spec.architecture == "mlp" else _cnn(spec)
+
+
+def _mlp(spec: ModelSpec) -> nn.Module:
+    layers: list[nn.Module] = []
+    sizes = spec.layers
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if index < len(sizes) - 2:
+            layers.append(ACTIVATIONS[spec.activation]())
+    return nn.Sequential(*layers)
+
+
+def _cnn(spec: ModelSpec) -> nn.Module:
+    """3x3 same-padding convolutions over `input_shape`, then a linear classifier; inputs
+    arrive flattened and are unflattened first."""
+    channels, height, width = spec.input_shape
+    layers: list[nn.Module] = [nn.Unflatten(1, (channels, height, width))]
+    previous = channels
+    for width_out in spec.layers[:-1]:
+        layers += [nn.Conv2d(previous, width_out, 3, padding=1), ACTIVATIONS[spec.activation]()]
+        previous = width_out
+    layers += [nn.Flatten(), nn.Linear(previous * height * width, spec.layers[-1])]
+    return nn.Sequential(*layers)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_to_bytes(model: nn.Module) -> bytes:
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    return safetensors.torch.save(state)
+
+
+def load_model_bytes(model: nn.Module, data: bytes) -> None:
+    """Load a safetensors blob into `model`, refusing anything but its exact parameters."""
+    if len(data) > MAX_MODEL_BYTES:
+        raise CorruptModel(f"model blob of {len(data)} bytes exceeds {MAX_MODEL_BYTES}")
+    try:
+        loaded = safetensors.torch.load(data)
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise CorruptModel(f"not a safetensors blob: {error}") from None
+    expected = model.state_dict()
+    if loaded.keys() != expected.keys():
+        raise CorruptModel("model blob holds other parameters than the task's model")
+    for name, tensor in expected.items():
+        found = loaded[name]
+        if found.shape != tensor.shape or found.dtype != tensor.dtype:
+            raise CorruptModel(f"parameter {name} has shape {tuple(found.shape)}, {found.dtype}")
+        if not torch.isfinite(found).all():
+            raise CorruptModel(f"parameter {name} holds NaN or infinity")
+    model.load_state_dict(loaded)
+
+
+def model_hash(model: nn.Module) -> bytes:
+    """SHA-256 over every parameter: costly for large models, used at checkpoints only."""
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.digest()

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pouw.blockchain.task_spec import DatasetSpec
+from pouw.ml.datasets import (
+    DatasetError,
+    DatasetIntegrityError,
+    batch_hash,
+    batch_indices,
+    batches_per_epoch,
+    load_dataset,
+    shard_indices,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "features", "classes"),
+    [("digits", 64, 10), ("iris", 4, 3), ("wine", 13, 3), ("breast_cancer", 30, 2)],
+)
+def test_builtin_datasets_load_and_split(name: str, features: int, classes: int) -> None:
+    data = load_dataset(DatasetSpec(name=name))
+    assert data.num_features == features and data.num_classes == classes
+    assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64
+    total = len(data.y_train) + len(data.y_test)
+    assert len(data.y_test) == round(0.2 * total)
+    assert data.digest == load_dataset(DatasetSpec(name=name, split_seed=0)).digest
+    assert data.digest != load_dataset(DatasetSpec(name=name, split_seed=1)).digest
+
+
+def write_npz(path: Path) -> str:
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(size=(40, 3)), y=np.repeat([3, 7], 20))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_npz_from_a_path_and_a_file_url(tmp_path: Path) -> None:
+    path = tmp_path / "data.npz"
+    digest = write_npz(path)
+    for location in (str(path), path.as_uri()):
+        data = load_dataset(DatasetSpec(name="mine", format="npz", url=location, sha256=digest))
+        assert data.num_classes == 2 and set(data.y_train.tolist()) <= {0, 1}
+        assert len(data.y_train) + len(data.y_test) == 40
+
+
+def test_csv_with_a_header(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    rows = ["a,b,label"] + [f"{i},{i * 2},{i % 3}" for i in range(30)]
+    path.write_text("\n".join(rows))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = load_dataset(DatasetSpec(name="csv", format="csv", url=str(path), sha256=digest))
+    assert data.num_features == 2 and data.num_classes == 3
+
+
+def test_wrong_sha256_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"this is not an npz file")
+    with pytest.raises(DatasetIntegrityError, match="pins"):
+        load_dataset(DatasetSpec(name="bad", format="npz", url=str(path), sha256="0" * 64))
+
+
+def test_a_file_without_sha256_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="sha256"):
+        load_dataset(DatasetSpec(name="x", format="npz", url=str(tmp_path / "x.npz")))
+
+
+def test_nan_features_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nan.npz"
+    np.savez(path, x=np.array([[1.0], [np.nan], [2.0]]), y=np.array([0, 1, 0]))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(DatasetError, match="NaN"):
+        load_dataset(DatasetSpec(name="nan", format="npz", url=str(path), sha256=digest))
+
+
+def test_shards_partition_the_training_rows() -> None:
+    shards = [shard_indices(103, i, 4) for i in range(4)]
+    assert torch.equal(torch.cat(shards), torch.arange(103))
+
+
+def test_batches_cover_the_shard_once_per_epoch_and_are_reproducible() -> None:
+    shard = shard_indices(103, 1, 2)
+    n = batches_per_epoch(len(shard), 10)
+    epoch0 = torch.cat([batch_indices(shard, 10, 0, i, b"task") for i in range(n)])
+    assert sorted(epoch0.tolist()) == shard.tolist()
+    assert torch.equal(
+        batch_indices(shard, 10, 0, 2, b"task"), batch_indices(shard, 10, 0, 2, b"task")
+    )
+    assert not torch.equal(
+        batch_indices(shard, 10, 1, 2, b"task"), batch_indices(shard, 10, 0, 2, b"task")
+    )
+    assert not torch.equal(
+        batch_indices(shard, 10, 0, 2, b"other"), batch_indices(shard, 10, 0, 2, b"task")
+    )
+    with pytest.raises(IndexError):
+        batch_indices(shard, 10, 0, n, b"task")
+
+
+def test_batch_hash_changes_with_any_value() -> None:
+    x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64)
+    changed = x.clone()
+    changed[2, 1] = 1e-7
+    assert batch_hash(x, y) == batch_hash(x.clone(), y.clone())
+    assert batch_hash(changed, y) != batch_hash(x, y)
