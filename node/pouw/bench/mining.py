@@ -170,7 +170,8 @@ def _accuracy_gap(report: Report, workdir: Path, epochs: int) -> tuple[float, fl
     plain_accuracy = evaluate(plain.model, dataset.x_test, dataset.y_test)
     mined_accuracy = evaluate(mined.model, dataset.x_test, dataset.y_test)
     report(
-        f"test accuracy after {epochs} epochs: plain {plain_accuracy:.4f}, mined {mined_accuracy:.4f}"
+        f"test accuracy after {epochs} epochs: "
+        f"plain {plain_accuracy:.4f}, mined {mined_accuracy:.4f}"
     )
     return plain_accuracy, mined_accuracy
 

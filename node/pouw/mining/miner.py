@@ -145,7 +145,7 @@ class Miner:
         self, trainer: TaskTrainer, parameters: list[torch.nn.Parameter], budget: int
     ) -> _Handoff:
         x, y, batch_digest = trainer.batch()
-        outcome = forward_backward(trainer.model, x, y)
+        outcome = forward_backward(trainer.model, x, y, trainer.sampling)
         message = IterationMessage(
             task_id=trainer.task_id,
             miner=self.key.public_key,

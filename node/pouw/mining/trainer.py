@@ -6,8 +6,15 @@ import torch
 
 from pouw.blockchain.task_spec import TaskSpec
 from pouw.mining.messages import initial_commitment
-from pouw.ml.datasets import Dataset, batch_hash, batch_indices, batches_per_epoch, shard_indices
-from pouw.ml.iteration import make_optimizer
+from pouw.ml.datasets import (
+    Dataset,
+    batch_hash,
+    batch_indices,
+    batches_per_epoch,
+    epoch_order,
+    shard_indices,
+)
+from pouw.ml.iteration import SamplingPlan, make_optimizer
 from pouw.ml.models import build_model, parameter_count
 
 
@@ -34,6 +41,8 @@ class TaskTrainer:
         self.epoch = 0
         self.iteration = 0
         self.commitment = initial_commitment(task_id, miner)
+        self.sampling = SamplingPlan([p.shape for p in self.model.parameters()])
+        self._epoch_data: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def finished(self) -> bool:
@@ -48,9 +57,20 @@ class TaskTrainer:
         return self.epoch * self.batches_per_epoch + self.iteration
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, bytes]:
-        return task_batch(
-            self.dataset, self.spec, self.task_id, self.shard, self.epoch, self.iteration
-        )
+        """This iteration's batch: the rows `task_batch` selects, read as a contiguous slice
+        of the epoch's shuffled shard, which is materialised once per epoch."""
+        if self._epoch_data is None or self._epoch_data[0] != self.epoch:
+            order = epoch_order(self.shard, self.epoch, seed=self.task_id)
+            self._epoch_data = (
+                self.epoch,
+                self.dataset.x_train[order],
+                self.dataset.y_train[order],
+            )
+        _, x_epoch, y_epoch = self._epoch_data
+        size = self.spec.batch_size
+        x = x_epoch[self.iteration * size : (self.iteration + 1) * size]
+        y = y_epoch[self.iteration * size : (self.iteration + 1) * size]
+        return x, y, batch_hash(x, y)
 
     def advance(self, commitment: bytes) -> None:
         self.commitment = commitment

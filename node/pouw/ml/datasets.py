@@ -189,6 +189,11 @@ def batch_indices(
     """Batch `iteration` of `epoch`: the shard shuffled by a permutation from (seed, epoch)."""
     if not 0 <= iteration < batches_per_epoch(len(shard), batch_size):
         raise IndexError(f"epoch has no batch {iteration}")
+    return epoch_order(shard, epoch, seed)[iteration * batch_size : (iteration + 1) * batch_size]
+
+
+def epoch_order(shard: torch.Tensor, epoch: int, seed: bytes) -> torch.Tensor:
+    """The shard's rows in the order the epoch visits them."""
     key = (seed, epoch, int(shard[0]) if len(shard) else 0, len(shard))
     order = _epoch_orders.get(key)
     if order is None:
@@ -197,7 +202,7 @@ def batch_indices(
         digest = hashlib.sha256(seed + epoch.to_bytes(8, "big")).digest()
         generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") >> 1)
         order = _epoch_orders[key] = shard[torch.randperm(len(shard), generator=generator)]
-    return order[iteration * batch_size : (iteration + 1) * batch_size]
+    return order
 
 
 def batch_hash(x: torch.Tensor, y: torch.Tensor) -> bytes:

@@ -25,20 +25,32 @@ def configure_determinism(threads: int = DETERMINISTIC_THREADS) -> None:
     torch.set_num_threads(threads)
 
 
+class SamplingPlan:
+    """Where to sample a list of tensors of fixed shapes: every `stride`-th value as if they
+    were concatenated, about `samples` values in all. Computed once per model."""
+
+    def __init__(self, shapes: Sequence[torch.Size], samples: int = FINGERPRINT_SAMPLES) -> None:
+        total = sum(shape.numel() for shape in shapes)
+        self.stride = max(1, total // samples)
+        self.starts: list[int] = []
+        offset = 0
+        for shape in shapes:
+            self.starts.append((-offset) % self.stride)
+            offset += shape.numel()
+
+    def sample(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        stride = self.stride
+        with torch.no_grad():
+            return torch.cat(
+                [t.view(-1)[start::stride] for t, start in zip(tensors, self.starts, strict=True)]
+            )
+
+
 def sample_tensors(
     tensors: Sequence[torch.Tensor], samples: int = FINGERPRINT_SAMPLES
 ) -> torch.Tensor:
     """A strided sample across `tensors` (as if concatenated), about `samples` values long."""
-    total = sum(t.numel() for t in tensors)
-    stride = max(1, total // samples)
-    picked = []
-    offset = 0
-    for tensor in tensors:
-        flat = tensor.detach().reshape(-1)
-        start = (-offset) % stride
-        picked.append(flat[start::stride])
-        offset += flat.numel()
-    return torch.cat(picked).to(torch.float32)
+    return SamplingPlan([t.shape for t in tensors], samples).sample(tensors)
 
 
 @dataclass(frozen=True)
@@ -54,10 +66,13 @@ class IterationOutcome:
         return self.correct / self.samples
 
 
-def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> IterationOutcome:
+def forward_backward(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: SamplingPlan | None = None
+) -> IterationOutcome:
     """Forward and backward on one batch, leaving the gradients in `.grad` for the step."""
     parameters = list(model.parameters())
-    start_sample = sample_tensors(parameters)
+    plan = plan or SamplingPlan([p.shape for p in parameters])
+    start_sample = plan.sample(parameters)
     for parameter in parameters:
         parameter.grad = None
     logits = model(x)
@@ -70,7 +85,7 @@ def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Iter
         correct=correct,
         samples=len(y),
         start_sample=start_sample,
-        grad_sample=sample_tensors(grads),
+        grad_sample=plan.sample(grads),
     )
 
 

@@ -1,0 +1,242 @@
+"""Node configuration: the seed API's NodeConfig, and `from_env` for the POUW_* variables.
+
+Every invalid value stops the start with one line naming the field (or variable), the value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pouw.roles import NodeRole
+
+DEVICES = ("cpu", "cuda", "auto")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+Peer = tuple[str, int]
+
+
+@dataclass
+class NodeConfig:
+    node_id: str = "node"
+    role: NodeRole = NodeRole.PEER
+    host: str = "127.0.0.1"
+    port: int = 8000
+    initial_stake: float = 0.0
+    omega_b: float = 1e-3
+    omega_m: float = 1e-5
+    max_peers: int = 50
+    bootstrap_peers: list[Peer] = field(default_factory=list)
+    enable_security_monitoring: bool = True
+    enable_attack_mitigation: bool = True
+    enable_production_features: bool = False
+    enable_advanced_features: bool = False
+    preferences: dict[str, Any] = field(default_factory=dict)
+    mining_intensity: float = 1.0
+    """Fraction of the consensus nonce budget this node spends per iteration (at least one)."""
+    data_dir: Path = Path(".data/node")
+    api_port: int = 8080
+    api_token: str | None = None
+    device: str = "cpu"
+    enable_security: bool = True
+    """CurveZMQ encryption of peer traffic."""
+    log_level: str = "INFO"
+    chain_id: str = "pouw-devnet"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.role, str) and not isinstance(self.role, NodeRole):
+            self.role = _parse("role", self.role, NodeRole.parse)
+        self.data_dir = Path(self.data_dir)
+        self.bootstrap_peers = [
+            _check_peer("bootstrap_peers", host, port) for host, port in self.bootstrap_peers
+        ]
+        self.device = self.device.lower()
+        self.log_level = self.log_level.upper()
+        _require("node_id", self.node_id, bool(self.node_id.strip()), "must not be empty")
+        for name in ("port", "api_port"):
+            value = getattr(self, name)
+            _require(name, value, _is_port(value), "must be an integer from 1 to 65535")
+        for name in ("initial_stake", "omega_b", "omega_m", "mining_intensity"):
+            value = getattr(self, name)
+            _require(name, value, isinstance(value, int | float) and value >= 0, "must be >= 0")
+        _require("max_peers", self.max_peers, self.max_peers >= 1, "must be at least 1")
+        _require(
+            "device", self.device, self.device in DEVICES, f"must be one of {', '.join(DEVICES)}"
+        )
+        _require(
+            "log_level",
+            self.log_level,
+            self.log_level in LOG_LEVELS,
+            f"must be one of {', '.join(LOG_LEVELS)}",
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> NodeConfig:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for variable, (field_name, parse) in ENVIRONMENT.items():
+            raw = environ.get(variable)
+            if raw is not None:
+                values[field_name] = _parse(variable, raw, parse)
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            raise ConfigError(_name_variable(str(error))) from None
+
+    def to_env(self) -> dict[str, str]:
+        """The POUW_* variables that `from_env` turns back into this config."""
+        env: dict[str, str] = {}
+        for variable, (field_name, _) in ENVIRONMENT.items():
+            value = getattr(self, field_name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                env[variable] = "true" if value else "false"
+            elif field_name == "bootstrap_peers":
+                env[variable] = ",".join(_format_peer(host, port) for host, port in value)
+            elif isinstance(value, NodeRole):
+                env[variable] = value.value
+            else:
+                env[variable] = str(value)
+        return env
+
+
+def _require(name: str, value: object, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: {allowed}")
+
+
+def _is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def _parse(name: str, raw: str, parse: Callable[[str], Any]) -> Any:
+    try:
+        return parse(raw)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{name}={raw!r} is invalid: {error}") from None
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("must be an integer from 1 to 65535") from None
+    if not 1 <= value <= 65535:
+        raise ValueError("must be an integer from 1 to 65535")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("must be a whole number of at least 1") from None
+    if value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _non_negative(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("must be a number >= 0") from None
+    if not value >= 0:
+        raise ValueError("must be a number >= 0")
+    return value
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("must be true or false (also 1/0, yes/no, on/off)")
+
+
+def _choice(allowed: tuple[str, ...], normalise: Callable[[str], str]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = normalise(raw.strip())
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _peers(raw: str) -> list[Peer]:
+    peers = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        host, separator, port = item.rpartition(":")
+        if not separator or not host:
+            raise ValueError(f"{item!r} is not host:port (list them as host:port,host:port)")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        peers.append((host, _port(port)))
+    return peers
+
+
+def _check_peer(name: str, host: object, port: object) -> Peer:
+    _require(name, (host, port), isinstance(host, str) and bool(host), "host must be a name")
+    _require(name, (host, port), _is_port(port), "port must be an integer from 1 to 65535")
+    assert isinstance(host, str) and isinstance(port, int)
+    return host, port
+
+
+def _format_peer(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "POUW_NODE_ID": ("node_id", _text),
+    "POUW_ROLE": ("role", NodeRole.parse),
+    "POUW_HOST": ("host", _text),
+    "POUW_PORT": ("port", _port),
+    "POUW_STAKE_AMOUNT": ("initial_stake", _non_negative),
+    "POUW_MINING_INTENSITY": ("mining_intensity", _non_negative),
+    "POUW_MAX_PEERS": ("max_peers", _positive_int),
+    "POUW_BOOTSTRAP_PEERS": ("bootstrap_peers", _peers),
+    "POUW_ENABLE_SECURITY": ("enable_security", _boolean),
+    "POUW_ENABLE_SECURITY_MONITORING": ("enable_security_monitoring", _boolean),
+    "POUW_ENABLE_ATTACK_MITIGATION": ("enable_attack_mitigation", _boolean),
+    "POUW_ENABLE_PRODUCTION_FEATURES": ("enable_production_features", _boolean),
+    "POUW_ENABLE_ADVANCED_FEATURES": ("enable_advanced_features", _boolean),
+    "POUW_OMEGA_B": ("omega_b", _non_negative),
+    "POUW_OMEGA_M": ("omega_m", _non_negative),
+    "POUW_DATA_DIR": ("data_dir", lambda raw: Path(_text(raw))),
+    "POUW_API_PORT": ("api_port", _port),
+    "POUW_API_TOKEN": ("api_token", _text),
+    "POUW_DEVICE": ("device", _choice(DEVICES, str.lower)),
+    "POUW_LOG_LEVEL": ("log_level", _choice(LOG_LEVELS, str.upper)),
+    "POUW_CHAIN_ID": ("chain_id", _text),
+}
+ENV_VARIABLES = tuple(ENVIRONMENT)
+_FIELD_TO_VARIABLE = {field_name: variable for variable, (field_name, _) in ENVIRONMENT.items()}
+assert set(_FIELD_TO_VARIABLE) <= {f.name for f in fields(NodeConfig)}
+
+
+def _name_variable(message: str) -> str:
+    """Rewrite a field-level error ('port=...') in terms of its variable ('POUW_PORT=...')."""
+    field_name, _, rest = message.partition("=")
+    variable = _FIELD_TO_VARIABLE.get(field_name)
+    return f"{variable}={rest}" if variable else message

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pouw.config import ENV_VARIABLES, ConfigError, NodeConfig
+from pouw.economics import NodeRole
+
+
+def test_the_seed_readme_constructions_work() -> None:
+    miner = NodeConfig(
+        node_id="my_miner", role=NodeRole.MINER, host="0.0.0.0", port=8001, initial_stake=100.0
+    )
+    assert miner.role is NodeRole.MINER and miner.port == 8001
+    peer = NodeConfig(
+        node_id="miner_0", role=NodeRole.MINER, port=8001, bootstrap_peers=[("127.0.0.1", 8000)]
+    )
+    assert peer.bootstrap_peers == [("127.0.0.1", 8000)]
+    fast = NodeConfig(
+        node_id="performance_miner", role=NodeRole.MINER, omega_b=1e-4, omega_m=1e-6,
+        max_peers=200, enable_production_features=True,
+    )  # fmt: skip
+    assert fast.max_peers == 200
+    secure = NodeConfig(
+        node_id="secure_node", role=NodeRole.SUPERVISOR, enable_security_monitoring=True,
+        enable_attack_mitigation=True, preferences={"security_level": "maximum"},
+    )  # fmt: skip
+    assert secure.preferences["security_level"] == "maximum"
+
+
+FULL_ENV = {
+    "POUW_NODE_ID": "prod_node_001",
+    "POUW_ROLE": "miner",
+    "POUW_HOST": "0.0.0.0",
+    "POUW_PORT": "8001",
+    "POUW_STAKE_AMOUNT": "1000",
+    "POUW_MINING_INTENSITY": "0.00001",
+    "POUW_MAX_PEERS": "100",
+    "POUW_BOOTSTRAP_PEERS": "node1.pouw.network:8000,[::1]:8002",
+    "POUW_ENABLE_SECURITY": "false",
+    "POUW_ENABLE_SECURITY_MONITORING": "no",
+    "POUW_ENABLE_ATTACK_MITIGATION": "off",
+    "POUW_ENABLE_PRODUCTION_FEATURES": "TRUE",
+    "POUW_ENABLE_ADVANCED_FEATURES": "1",
+    "POUW_OMEGA_B": "0.002",
+    "POUW_OMEGA_M": "0.00002",
+    "POUW_DATA_DIR": "/var/lib/pouw",
+    "POUW_API_PORT": "9090",
+    "POUW_API_TOKEN": "s3cret",
+    "POUW_DEVICE": "CUDA",
+    "POUW_LOG_LEVEL": "debug",
+    "POUW_CHAIN_ID": "testnet",
+}
+
+
+def test_from_env_reads_every_variable() -> None:
+    assert set(FULL_ENV) == set(ENV_VARIABLES)
+    config = NodeConfig.from_env(FULL_ENV)
+    assert config.node_id == "prod_node_001" and config.role is NodeRole.MINER
+    assert (config.host, config.port, config.api_port) == ("0.0.0.0", 8001, 9090)
+    assert config.initial_stake == 1000 and config.mining_intensity == 0.00001
+    assert config.max_peers == 100
+    assert config.bootstrap_peers == [("node1.pouw.network", 8000), ("::1", 8002)]
+    assert not config.enable_security and not config.enable_security_monitoring
+    assert not config.enable_attack_mitigation
+    assert config.enable_production_features and config.enable_advanced_features
+    assert (config.omega_b, config.omega_m) == (0.002, 0.00002)
+    assert config.data_dir == Path("/var/lib/pouw") and config.api_token == "s3cret"
+    assert (config.device, config.log_level, config.chain_id) == ("cuda", "DEBUG", "testnet")
+
+
+def test_unset_variables_keep_defaults() -> None:
+    assert NodeConfig.from_env({}) == NodeConfig()
+
+
+def test_to_env_round_trips() -> None:
+    config = NodeConfig.from_env(FULL_ENV)
+    assert NodeConfig.from_env(config.to_env()) == config
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POUW_ROLE", "KING"),
+        ("POUW_PORT", "abc"),
+        ("POUW_PORT", "70000"),
+        ("POUW_API_PORT", "0"),
+        ("POUW_STAKE_AMOUNT", "-5"),
+        ("POUW_MINING_INTENSITY", "lots"),
+        ("POUW_MAX_PEERS", "0"),
+        ("POUW_BOOTSTRAP_PEERS", "node1"),
+        ("POUW_BOOTSTRAP_PEERS", "node1:99999"),
+        ("POUW_ENABLE_SECURITY", "maybe"),
+        ("POUW_DEVICE", "tpu"),
+        ("POUW_LOG_LEVEL", "loud"),
+        ("POUW_NODE_ID", "  "),
+    ],
+)
+def test_bad_values_name_the_variable_and_value_in_one_line(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        NodeConfig.from_env({variable: value})
+    message = str(caught.value)
+    assert message.startswith(f"{variable}=") and repr(value) in message
+    assert "\n" not in message
+
+
+def test_bad_constructor_values_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="^port=70000 is invalid"):
+        NodeConfig(port=70000)
+    with pytest.raises(ConfigError, match="role='king'"):
+        NodeConfig(role="king")  # type: ignore[arg-type]
+    assert NodeConfig(role="verifier").role is NodeRole.VERIFIER  # type: ignore[arg-type]
+
+
+def test_role_parsing_accepts_any_case() -> None:
+    assert NodeRole.parse("Evaluator") is NodeRole.EVALUATOR
+    with pytest.raises(ValueError, match="MINER, SUPERVISOR"):
+        NodeRole.parse("boss")
