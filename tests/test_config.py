@@ -106,7 +106,7 @@ def test_bad_values_name_the_variable_and_value_in_one_line(variable: str, value
 
 
 def test_bad_constructor_values_name_the_field() -> None:
-    with pytest.raises(ConfigError, match="^port=70000 is invalid"):
+    with pytest.raises(ConfigError, match=r"^port=70000 is invalid"):
         NodeConfig(port=70000)
     with pytest.raises(ConfigError, match="role='king'"):
         NodeConfig(role="king")  # type: ignore[arg-type]

@@ -48,6 +48,40 @@ def chain_verify(data_dir: Path) -> None:
 
 
 @main.command()
+@click.option("--nodes", default=1, show_default=True, help="Nodes in the network (one for now).")
+@click.option(
+    "--task",
+    "task_name",
+    default="digits",
+    show_default=True,
+    help="digits, iris, wine, breast_cancer, or a task spec file (YAML/JSON).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the task's epochs.")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the node keeps its chain (default: a fresh temporary directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON object on stdout.")
+def devnet(
+    nodes: int, task_name: str, epochs: int | None, data_dir: Path | None, as_json: bool
+) -> None:
+    """Run a devnet that trains a client's task while it mines, and report the result."""
+    from pouw.devnet_view import run_devnet
+
+    if nodes != 1:
+        raise click.BadParameter(
+            "only a single-node devnet runs until peers talk ZeroMQ", param_hint="--nodes"
+        )
+    result = run_devnet(task_name, epochs, data_dir, stderr)
+    if as_json:
+        click.echo(json.dumps(result))
+    if result["task_state"] != "completed":
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("name", type=click.Choice(BENCHMARKS))
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object on stdout.")
 def bench(name: str, as_json: bool) -> None:
