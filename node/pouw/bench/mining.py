@@ -27,6 +27,7 @@ from pouw.blockchain.errors import InvalidBlock
 from pouw.blockchain.params import ChainParams, bootstrap_task_id, devnet_key, devnet_params
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
+from pouw.mining.budget import nonce_budget
 from pouw.mining.miner import Miner
 from pouw.mining.trainer import TaskTrainer
 from pouw.mining.verify import BlockVerifier
@@ -34,6 +35,7 @@ from pouw.ml.datasets import load_dataset
 from pouw.ml.iteration import configure_determinism, evaluate
 
 Report = Callable[[str], None]
+BLOCK_TIME_MS = 1_000
 
 REFERENCE = TaskSpec(
     model=ModelSpec(layers=(64, 1024, 1024, 10)),
@@ -53,10 +55,15 @@ class MiningRig:
     """A real chain whose bootstrap task is `spec`, a miner on its tip, found blocks imported
     (each passing the seal check every node runs)."""
 
-    def __init__(self, spec: TaskSpec, workdir: Path, difficulty: int) -> None:
+    def __init__(
+        self, spec: TaskSpec, workdir: Path, difficulty: int, block_time_ms: int = 100
+    ) -> None:
         self.miner_key = devnet_key("miner")
         self.params: ChainParams = devnet_params(
-            ("miner",), initial_difficulty=difficulty, block_time_ms=100, bootstrap_task=spec
+            ("miner",),
+            initial_difficulty=difficulty,
+            block_time_ms=block_time_ms,
+            bootstrap_task=spec,
         )
         self.chain = Chain(ChainStore(workdir), self.params)
         task_id = bootstrap_task_id(self.params)
@@ -102,7 +109,7 @@ def _plain_loop(spec: TaskSpec, trainer: TaskTrainer, iterations: int) -> float:
     samples = 0
     start = time.perf_counter()
     for _ in range(iterations):
-        x, y, _ = trainer.batch()
+        x, y = trainer.batch_tensors()
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -123,16 +130,24 @@ def _miner_loop(rig: MiningRig, trainer: TaskTrainer, iterations: int) -> tuple[
 def _efficiency(
     spec: TaskSpec, workdir: Path, iterations: int, rounds: int, report: Report, label: str
 ) -> dict[str, Any]:
-    rig = MiningRig(spec, workdir / label, difficulty=iterations // 4 or 1)
+    probe = MiningRig(spec, workdir / f"{label}-probe", difficulty=1)
+    iteration_s = spec.batch_size / _plain_loop(spec, probe.trainer(spec), 20)
+    budget = nonce_budget(
+        probe.params.omega_b, probe.params.omega_m, spec.batch_size, probe.trainer(spec).model_size
+    )
+    # Difficulty for one block per BLOCK_TIME_MS at this machine's iteration rate, as the
+    # network's retargeting would settle it.
+    difficulty = max(1, round(BLOCK_TIME_MS / 1000 / iteration_s * budget))
+    rig = MiningRig(spec, workdir / label, difficulty=difficulty, block_time_ms=BLOCK_TIME_MS)
     plain_trainer, mining_trainer = rig.trainer(spec), rig.trainer(spec)
     _plain_loop(spec, plain_trainer, 5)
     _miner_loop(rig, mining_trainer, 5)
     plain_rates, miner_rates, nonces = [], [], []
     for round_number in range(1, rounds + 1):
         plain_rates.append(_plain_loop(spec, plain_trainer, iterations))
-        rate, miner = _miner_loop(rig, mining_trainer, iterations)
+        rate, _ = _miner_loop(rig, mining_trainer, iterations)
         miner_rates.append(rate)
-        nonces.append(miner.stats.nonces_tried / miner.stats.iterations)
+        nonces.append(budget)
         report(
             f"{label} round {round_number}/{rounds}: plain {plain_rates[-1]:,.0f} samples/s, "
             f"miner {rate:,.0f} samples/s, {len(rig.blocks)} blocks so far"
@@ -177,13 +192,13 @@ def _accuracy_gap(report: Report, workdir: Path, epochs: int) -> tuple[float, fl
 
 
 def run(
-    report: Report, *, iterations: int = 120, rounds: int = 3, epochs: int = 30
+    report: Report, *, iterations: int = 300, rounds: int = 3, epochs: int = 30
 ) -> dict[str, Any]:
     configure_determinism()
     with tempfile.TemporaryDirectory(prefix="pouw-bench-mining-") as tmp:
         workdir = Path(tmp)
         reference = _efficiency(REFERENCE, workdir, iterations, rounds, report, "reference")
-        demo = _efficiency(DEMO, workdir, iterations * 4, rounds, report, "demo")
+        demo = _efficiency(DEMO, workdir, iterations * 8, rounds, report, "demo")
         verify_ms = _verify_ms(reference["rig"], report)
         plain_accuracy, mined_accuracy = _accuracy_gap(report, workdir, epochs)
         rejected = reference["rig"].rejected + demo["rig"].rejected

@@ -9,6 +9,7 @@ compression of the update for peers, signing, and sealing found blocks.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -70,6 +71,10 @@ class MinerPipelineError(RuntimeError):
     pass
 
 
+class TrainingDiverged(ArithmeticError):
+    """A non-finite loss: the task's hyperparameters make this model diverge."""
+
+
 class Miner:
     def __init__(
         self,
@@ -108,7 +113,7 @@ class Miner:
             self.params.omega_b, self.params.omega_m, trainer.spec.batch_size, trainer.model_size
         )
         budget = node_budget(allowed, self.intensity)
-        handoffs: queue.Queue[_Handoff | object] = queue.Queue(maxsize=8)
+        handoffs: queue.Queue[_Handoff | object] = queue.Queue(maxsize=2)
         failures: list[BaseException] = []
         pipeline = threading.Thread(
             target=self._pipeline,
@@ -146,6 +151,8 @@ class Miner:
     ) -> _Handoff:
         x, y, batch_digest = trainer.batch()
         outcome = forward_backward(trainer.model, x, y, trainer.sampling)
+        if not math.isfinite(outcome.loss):
+            raise TrainingDiverged(f"loss is {outcome.loss} at epoch {trainer.epoch}")
         message = IterationMessage(
             task_id=trainer.task_id,
             miner=self.key.public_key,
@@ -230,9 +237,9 @@ class Miner:
             assert isinstance(item, _Handoff)
             update = b""
             if tau > 0:
-                delta = torch.cat([g.reshape(-1) for g in item.grads]).mul_(-learning_rate)
-                compressor = compressor or StromCompressor(delta.numel(), tau)
-                update = compressor.compress(delta).to_bytes()
+                size = sum(g.numel() for g in item.grads)
+                compressor = compressor or StromCompressor(size, tau)
+                update = compressor.compress_parts(item.grads, -learning_rate).to_bytes()
             signature = self.key.sign(sha256(item.encoded + sha256(update)))
             if self.on_iteration is not None:
                 self.on_iteration(PublishedIteration(item.encoded, update, signature))

@@ -57,6 +57,10 @@ class TaskTrainer:
         return self.epoch * self.batches_per_epoch + self.iteration
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, bytes]:
+        x, y = self.batch_tensors()
+        return x, y, batch_hash(x, y)
+
+    def batch_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This iteration's batch: the rows `task_batch` selects, read as a contiguous slice
         of the epoch's shuffled shard, which is materialised once per epoch."""
         if self._epoch_data is None or self._epoch_data[0] != self.epoch:
@@ -70,7 +74,7 @@ class TaskTrainer:
         size = self.spec.batch_size
         x = x_epoch[self.iteration * size : (self.iteration + 1) * size]
         y = y_epoch[self.iteration * size : (self.iteration + 1) * size]
-        return x, y, batch_hash(x, y)
+        return x, y
 
     def advance(self, commitment: bytes) -> None:
         self.commitment = commitment

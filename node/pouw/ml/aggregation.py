@@ -23,6 +23,9 @@ class Aggregator(Protocol):
 def _stack(updates: Sequence[torch.Tensor]) -> torch.Tensor:
     if not updates:
         raise ValueError("nothing to aggregate")
+    shape = updates[0].shape
+    if len(shape) != 1 or any(update.shape != shape for update in updates):
+        raise ValueError("updates must be flat vectors of one length")
     return torch.stack(list(updates))
 
 
@@ -40,8 +43,8 @@ class CoordinateMedianAggregator:
 
 class TrimmedMeanAggregator:
     def __init__(self, trim_fraction: float = 0.2) -> None:
-        if not 0.0 <= trim_fraction < 0.5:
-            raise ValueError(f"trim_fraction {trim_fraction} must be in [0, 0.5)")
+        if not 0.0 <= trim_fraction <= 0.5:
+            raise ValueError(f"trim_fraction {trim_fraction} must be in [0, 0.5]")
         self.trim_fraction = trim_fraction
 
     def aggregate(self, updates: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -53,26 +56,36 @@ class TrimmedMeanAggregator:
 
 
 class MultiKrumAggregator:
+    """Multi-Krum: the mean of the `selected` (default n - f) updates with the lowest scores.
+
+    With n <= f + 2 there are no neighbours to score, so `aggregate` falls back to the
+    coordinate median (and `select` raises).
+    """
+
     def __init__(self, byzantine: int, selected: int | None = None) -> None:
+        if byzantine < 0:
+            raise ValueError(f"byzantine must be >= 0, got {byzantine}")
+        if selected is not None and selected < 1:
+            raise ValueError(f"selected must be >= 1, got {selected}")
         self.byzantine = byzantine
         self.selected = selected
 
     def select(self, updates: Sequence[torch.Tensor]) -> list[int]:
-        """Indices of the m updates with the lowest Krum scores (n - f - 2 nearest distances)."""
+        """Sorted indices of the chosen updates; a score sums the n - f - 2 nearest distances²."""
         stacked = _stack(updates)
         n, f = len(stacked), self.byzantine
         neighbours = n - f - 2
         if neighbours < 1:
             raise ValueError(f"krum needs n > f + 2, got n={n}, f={f}")
-        distances = torch.cdist(stacked, stacked).pow(2)
-        nearest = distances.sort(dim=1).values[:, 1 : neighbours + 1]
+        # Exact distances and a stable sort, so every peer selects the same updates.
+        distances = torch.cdist(stacked, stacked, compute_mode="donot_use_mm_for_euclid_dist")
+        nearest = distances.pow(2).sort(dim=1).values[:, 1 : neighbours + 1]
         scores = nearest.sum(dim=1)
-        m = self.selected if self.selected is not None else n - f
-        return sorted(scores.argsort()[:m].tolist())
+        m = min(self.selected if self.selected is not None else n - f, n)
+        return sorted(torch.argsort(scores, stable=True)[:m].tolist())
 
     def aggregate(self, updates: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(updates) <= self.byzantine + 2:
-            # Too few updates for Krum's neighbourhood: the median still bounds outliers.
             return CoordinateMedianAggregator().aggregate(updates)
         chosen = self.select(updates)
         return _stack([updates[i] for i in chosen]).mean(dim=0)
@@ -100,14 +113,17 @@ class AnomalyScore:
 def anomaly_scores(
     updates: Sequence[torch.Tensor], max_norm_ratio: float = 3.0, min_cosine: float = 0.0
 ) -> list[AnomalyScore]:
-    """Each update against the coordinate median: how much larger, and how aligned."""
+    """Each update against the coordinate median: how much larger, and how aligned.
+
+    A zero median makes any nonzero update's ratio infinite; a cosine involving a zero vector is
+    undefined and counts as 1 (no evidence of a direction attack).
+    """
+    stacked = _stack(updates)
     median = CoordinateMedianAggregator().aggregate(updates)
     median_norm = float(median.norm())
     scores = []
-    for update in updates:
-        norm = float(update.norm())
+    for norm, dot in zip(stacked.norm(dim=1).tolist(), (stacked @ median).tolist(), strict=True):
         ratio = norm / median_norm if median_norm > 0 else (0.0 if norm == 0 else float("inf"))
-        denominator = norm * median_norm
-        cosine = float(torch.dot(update, median)) / denominator if denominator > 0 else 1.0
+        cosine = dot / (norm * median_norm) if norm * median_norm > 0 else 1.0
         scores.append(AnomalyScore(ratio, cosine, ratio > max_norm_ratio or cosine < min_cosine))
     return scores

@@ -2,7 +2,8 @@
 
 Each step adds the update to a residual; every entry whose residual reaches +/-tau is sent as
 its sign (the receiver applies +/-tau there) and tau is taken off the residual; the rest waits.
-Over time the sum of what is sent tracks the sum of the updates within tau per coordinate.
+While no update entry exceeds tau in magnitude the residual stays below tau, so the sum of what
+is sent tracks the sum of the updates within tau per coordinate.
 """
 
 from __future__ import annotations
@@ -10,17 +11,22 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+# magic, size, nnz, tau; then nnz little-endian uint32 indices, then the signs as a bitmask
+# (bit set = +1, most significant bit first, padding bits zero).
 _HEADER = struct.Struct("<4sIIf")
 _MAGIC = b"PWU1"
 
 
 @dataclass(frozen=True)
 class CompressedUpdate:
+    """A sparse update: +/-tau at the sorted `indices` of a dense vector of `size` entries."""
+
     size: int
     tau: float
     indices: torch.Tensor
@@ -36,8 +42,8 @@ class CompressedUpdate:
         return dense
 
     def to_bytes(self) -> bytes:
-        indices = self.indices.numpy().astype("<u4").tobytes()
-        signs = np.packbits(self.signs.numpy() > 0).tobytes()
+        indices = self.indices.cpu().numpy().astype("<u4").tobytes()
+        signs = np.packbits(self.signs.cpu().numpy() > 0).tobytes()
         return _HEADER.pack(_MAGIC, self.size, self.nnz, self.tau) + indices + signs
 
     def digest(self) -> bytes:
@@ -45,7 +51,7 @@ class CompressedUpdate:
 
     @classmethod
     def from_bytes(cls, data: bytes, max_size: int) -> CompressedUpdate:
-        """Decode an update from an untrusted peer, validating every field."""
+        """Decode an update from an untrusted peer; only the canonical encoding is accepted."""
         if len(data) < _HEADER.size:
             raise ValueError("compressed update is shorter than its header")
         magic, size, nnz, tau = _HEADER.unpack_from(data)
@@ -53,27 +59,31 @@ class CompressedUpdate:
             raise ValueError("not a compressed update")
         if size > max_size:
             raise ValueError(f"update of {size} entries exceeds the model's {max_size}")
-        if not math.isfinite(tau) or tau < 0:
+        if not math.isfinite(tau) or math.copysign(1.0, tau) < 0:
             raise ValueError(f"tau {tau} is not a finite non-negative number")
-        sign_bytes = (nnz + 7) // 8
-        if nnz > size or len(data) != _HEADER.size + 4 * nnz + sign_bytes:
+        sign_offset = _HEADER.size + 4 * nnz
+        if nnz > size or len(data) != sign_offset + (nnz + 7) // 8:
             raise ValueError("compressed update length does not match its header")
         indices = np.frombuffer(data, dtype="<u4", count=nnz, offset=_HEADER.size).astype(np.int64)
         if nnz and (indices[-1] >= size or np.any(np.diff(indices) <= 0)):
             raise ValueError("indices must be strictly increasing and inside the model")
-        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=_HEADER.size + 4 * nnz))[
-            :nnz
-        ]
-        signs = np.where(bits == 1, 1, -1).astype(np.int8)
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=sign_offset))
+        if bits[nnz:].any():
+            raise ValueError("sign padding bits must be zero")
+        signs = np.where(bits[:nnz] == 1, 1, -1).astype(np.int8)
         return cls(size, tau, torch.from_numpy(indices), torch.from_numpy(signs))
 
 
 class StromCompressor:
+    """Keeps one sender's residual; tau is rounded to float32, as it travels."""
+
     def __init__(self, size: int, tau: float) -> None:
-        if not tau > 0:
-            raise ValueError(f"tau must be positive, got {tau}")
-        self.tau = tau
+        tau32 = float(np.float32(tau))
+        if not (math.isfinite(tau32) and tau32 > 0):
+            raise ValueError(f"tau must be a positive finite float32, got {tau}")
+        self.tau = tau32
         self._residual = torch.zeros(size, dtype=torch.float32)
+        self._split: tuple[list[int], list[torch.Tensor]] | None = None
 
     @property
     def residual(self) -> torch.Tensor:
@@ -81,8 +91,35 @@ class StromCompressor:
 
     def compress(self, update: torch.Tensor) -> CompressedUpdate:
         residual = self._residual
+        if update.shape != residual.shape:
+            raise ValueError(f"update shape {tuple(update.shape)} != {tuple(residual.shape)}")
+        if not bool(torch.isfinite(update).all()):
+            raise ValueError("update has non-finite entries")
         residual.add_(update)
-        indices = torch.nonzero(residual.abs() >= self.tau).squeeze(1)
+        return self._emit()
+
+    def compress_parts(self, parts: Sequence[torch.Tensor], scale: float) -> CompressedUpdate:
+        """Compress `scale * concat(parts)` without building the concatenation: one fused pass
+        adds each part into its slice of the residual. The parts are the caller's own, known
+        finite (the miner stops on a non-finite loss), so they are not scanned again."""
+        views = self._views_for(parts)
+        torch._foreach_add_(views, [part.reshape(-1) for part in parts], alpha=scale)
+        return self._emit()
+
+    def _views_for(self, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        sizes = [part.numel() for part in parts]
+        if self._split is None or self._split[0] != sizes:
+            if sum(sizes) != len(self._residual):
+                raise ValueError(
+                    f"parts hold {sum(sizes)} values, the residual {len(self._residual)}"
+                )
+            self._split = (sizes, list(torch.split(self._residual, sizes)))
+        return self._split[1]
+
+    def _emit(self) -> CompressedUpdate:
+        residual = self._residual
+        tau = self.tau
+        indices = torch.nonzero((residual >= tau) | (residual <= -tau)).squeeze(1)
         signs = torch.sign(residual[indices]).to(torch.int8)
         residual.index_add_(0, indices, signs.to(torch.float32), alpha=-self.tau)
-        return CompressedUpdate(len(residual), float(np.float32(self.tau)), indices, signs)
+        return CompressedUpdate(len(residual), self.tau, indices, signs)
