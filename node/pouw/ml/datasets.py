@@ -207,6 +207,6 @@ def epoch_order(shard: torch.Tensor, epoch: int, seed: bytes) -> torch.Tensor:
 
 def batch_hash(x: torch.Tensor, y: torch.Tensor) -> bytes:
     digest = hashlib.sha256(repr((tuple(x.shape), tuple(y.shape))).encode())
-    digest.update(memoryview(x.contiguous().numpy()))
-    digest.update(memoryview(y.contiguous().numpy()))
+    digest.update(x.contiguous().numpy().data)
+    digest.update(y.contiguous().numpy().data)
     return digest.digest()
