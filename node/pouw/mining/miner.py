@@ -150,7 +150,7 @@ class Miner:
         self, trainer: TaskTrainer, parameters: list[torch.nn.Parameter], budget: int
     ) -> _Handoff:
         x, y, batch_digest = trainer.batch()
-        outcome = forward_backward(trainer.model, x, y, trainer.sampling)
+        outcome = forward_backward(trainer.model, x, y, trainer.fingerprint)
         if not math.isfinite(outcome.loss):
             raise TrainingDiverged(f"loss is {outcome.loss} at epoch {trainer.epoch}")
         message = IterationMessage(
@@ -164,8 +164,8 @@ class Miner:
             loss=outcome.loss,
             correct=outcome.correct,
             samples=outcome.samples,
-            start_sample=outcome.start_sample.numpy().tobytes(),
-            grad_sample=outcome.grad_sample.numpy().tobytes(),
+            start_sample=outcome.start_sample,
+            grad_sample=outcome.grad_sample,
             applied_updates_hash=NO_UPDATES_HASH,
             previous_commitment=trainer.commitment,
         )

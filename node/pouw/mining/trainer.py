@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from pouw.blockchain.task_spec import TaskSpec
@@ -14,8 +16,29 @@ from pouw.ml.datasets import (
     epoch_order,
     shard_indices,
 )
-from pouw.ml.iteration import SamplingPlan, make_optimizer
+from pouw.ml.iteration import ModelFingerprint, make_optimizer
 from pouw.ml.models import build_model, parameter_count
+
+
+@dataclass(frozen=True)
+class _EpochData:
+    """An epoch's shuffled shard and its batch hashes, taken while the rows are in cache."""
+
+    epoch: int
+    x: torch.Tensor
+    y: torch.Tensor
+    hashes: list[bytes]
+
+    @classmethod
+    def build(cls, trainer: TaskTrainer, epoch: int) -> _EpochData:
+        order = epoch_order(trainer.shard, epoch, seed=trainer.task_id)
+        x, y = trainer.dataset.x_train[order], trainer.dataset.y_train[order]
+        size = trainer.spec.batch_size
+        hashes = [
+            batch_hash(x[start : start + size], y[start : start + size])
+            for start in range(0, trainer.batches_per_epoch * size, size)
+        ]
+        return cls(epoch, x, y, hashes)
 
 
 class TaskTrainer:
@@ -41,8 +64,8 @@ class TaskTrainer:
         self.epoch = 0
         self.iteration = 0
         self.commitment = initial_commitment(task_id, miner)
-        self.sampling = SamplingPlan([p.shape for p in self.model.parameters()])
-        self._epoch_data: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        self.fingerprint = ModelFingerprint(self.model)
+        self._epoch_data: _EpochData | None = None
 
     @property
     def finished(self) -> bool:
@@ -58,23 +81,20 @@ class TaskTrainer:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, bytes]:
         x, y = self.batch_tensors()
-        return x, y, batch_hash(x, y)
+        return x, y, self._epoch().hashes[self.iteration]
 
     def batch_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This iteration's batch: the rows `task_batch` selects, read as a contiguous slice
         of the epoch's shuffled shard, which is materialised once per epoch."""
-        if self._epoch_data is None or self._epoch_data[0] != self.epoch:
-            order = epoch_order(self.shard, self.epoch, seed=self.task_id)
-            self._epoch_data = (
-                self.epoch,
-                self.dataset.x_train[order],
-                self.dataset.y_train[order],
-            )
-        _, x_epoch, y_epoch = self._epoch_data
+        epoch = self._epoch()
         size = self.spec.batch_size
-        x = x_epoch[self.iteration * size : (self.iteration + 1) * size]
-        y = y_epoch[self.iteration * size : (self.iteration + 1) * size]
-        return x, y
+        rows = slice(self.iteration * size, (self.iteration + 1) * size)
+        return epoch.x[rows], epoch.y[rows]
+
+    def _epoch(self) -> _EpochData:
+        if self._epoch_data is None or self._epoch_data.epoch != self.epoch:
+            self._epoch_data = _EpochData.build(self, self.epoch)
+        return self._epoch_data
 
     def advance(self, commitment: bytes) -> None:
         self.commitment = commitment

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from pouw.blockchain.block import Block
@@ -135,7 +134,7 @@ class BlockVerifier:
         except CorruptModel as error:
             raise InvalidBlock("corrupt_model", str(error), height) from None
         outcome = forward_backward(model, x, y)
-        if outcome.start_sample.numpy().tobytes() != message.start_sample:
+        if outcome.start_sample != message.start_sample:
             raise InvalidBlock(
                 "stale_start_model", "checkpoint is not the iteration's start model", height
             )
@@ -150,12 +149,12 @@ def _compare(
     message: IterationMessage,
     loss: float,
     correct: int,
-    grad_sample: torch.Tensor,
+    grad_sample: bytes,
     exact: bool,
     height: int,
 ) -> None:
     published = np.frombuffer(message.grad_sample, dtype=np.float32)
-    recomputed = grad_sample.numpy()
+    recomputed = np.frombuffer(grad_sample, dtype=np.float32)
     if published.shape != recomputed.shape:
         raise InvalidBlock("update_mismatch", "gradient sample has the wrong length", height)
     if exact:
@@ -165,7 +164,7 @@ def _compare(
             raise InvalidBlock(
                 "accuracy_mismatch", f"published {message.correct}, re-run {correct}", height
             )
-        if recomputed.tobytes() != message.grad_sample:
+        if grad_sample != message.grad_sample:
             raise InvalidBlock("update_mismatch", "gradient differs from the re-run", height)
         return
     if not math.isclose(loss, message.loss, rel_tol=TOLERANCE):

@@ -1,7 +1,7 @@
 """One deterministic training iteration, and the cheap fingerprints that commit to it.
 
 Hashing every parameter every iteration would cost a large share of an iteration, so an
-iteration commits to a strided sample of the parameters it started from and of the gradient
+iteration commits to a sample of the parameters it started from and of the gradient
 it computed. A verifier that re-runs the iteration on the same start model and batch gets the
 same samples bit for bit on CPU in deterministic mode.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
@@ -26,31 +27,57 @@ def configure_determinism(threads: int = DETERMINISTIC_THREADS) -> None:
 
 
 class SamplingPlan:
-    """Where to sample a list of tensors of fixed shapes: every `stride`-th value as if they
-    were concatenated, about `samples` values in all. Computed once per model."""
+    """Where to sample a list of tensors of fixed shapes: about `samples` values, read as
+    contiguous runs of `run` values spread evenly across the tensors as if they were
+    concatenated. Runs rather than a stride: after a backward pass the parameters are out of
+    cache, and a strided gather costs a cache and TLB miss per value (measured: 0.4 ms an
+    iteration on a 1.1M-parameter model, against 0.02 ms for runs). Computed once per model."""
 
-    def __init__(self, shapes: Sequence[torch.Size], samples: int = FINGERPRINT_SAMPLES) -> None:
-        total = sum(shape.numel() for shape in shapes)
-        self.stride = max(1, total // samples)
-        self.starts: list[int] = []
-        offset = 0
-        for shape in shapes:
-            self.starts.append((-offset) % self.stride)
-            offset += shape.numel()
+    def __init__(
+        self, shapes: Sequence[torch.Size], samples: int = FINGERPRINT_SAMPLES, run: int = 256
+    ) -> None:
+        sizes = [shape.numel() for shape in shapes]
+        total = sum(sizes)
+        if total <= samples:
+            global_runs = [(0, total)] if total else []
+        else:
+            run = min(run, samples)
+            count = samples // run
+            starts = [k * (total - run) // max(1, count - 1) for k in range(count)]
+            global_runs = [(start, start + run) for start in starts]
+        self.pieces: list[tuple[int, int, int]] = []
+        offsets = [sum(sizes[:index]) for index in range(len(sizes))]
+        for begin, end in global_runs:
+            for index, (offset, size) in enumerate(zip(offsets, sizes, strict=True)):
+                low, high = max(begin, offset), min(end, offset + size)
+                if low < high:
+                    self.pieces.append((index, low - offset, high - offset))
 
-    def sample(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        stride = self.stride
-        with torch.no_grad():
-            return torch.cat(
-                [t.view(-1)[start::stride] for t, start in zip(tensors, self.starts, strict=True)]
-            )
+    def sample(self, arrays: Sequence[np.ndarray]) -> bytes:
+        """The sampled values of flat float32 `arrays`, as little-endian bytes."""
+        pieces = [arrays[index][low:high] for index, low, high in self.pieces]
+        return np.concatenate(pieces).tobytes()
 
 
-def sample_tensors(
-    tensors: Sequence[torch.Tensor], samples: int = FINGERPRINT_SAMPLES
-) -> torch.Tensor:
-    """A strided sample across `tensors` (as if concatenated), about `samples` values long."""
-    return SamplingPlan([t.shape for t in tensors], samples).sample(tensors)
+class ModelFingerprint:
+    """Samples one model's parameters and gradients through numpy views made once: the
+    optimizer updates parameters in place, so the views stay current, and a fresh torch
+    view per tensor per iteration would cost more than the sampling itself."""
+
+    def __init__(self, model: nn.Module, samples: int = FINGERPRINT_SAMPLES) -> None:
+        self.parameters = list(model.parameters())
+        self.plan = SamplingPlan([p.shape for p in self.parameters], samples)
+        self._views = [p.detach().numpy().reshape(-1) for p in self.parameters]
+
+    def parameters_sample(self) -> bytes:
+        return self.plan.sample(self._views)
+
+    def gradients_sample(self) -> bytes:
+        grads = [
+            p.grad.numpy().reshape(-1) if p.grad is not None else np.zeros(p.numel(), np.float32)
+            for p in self.parameters
+        ]
+        return self.plan.sample(grads)
 
 
 @dataclass(frozen=True)
@@ -58,8 +85,8 @@ class IterationOutcome:
     loss: float
     correct: int
     samples: int
-    start_sample: torch.Tensor
-    grad_sample: torch.Tensor
+    start_sample: bytes
+    grad_sample: bytes
 
     @property
     def accuracy(self) -> float:
@@ -67,25 +94,26 @@ class IterationOutcome:
 
 
 def forward_backward(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: SamplingPlan | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fingerprint: ModelFingerprint | None = None,
 ) -> IterationOutcome:
     """Forward and backward on one batch, leaving the gradients in `.grad` for the step."""
-    parameters = list(model.parameters())
-    plan = plan or SamplingPlan([p.shape for p in parameters])
-    start_sample = plan.sample(parameters)
-    for parameter in parameters:
+    fingerprint = fingerprint or ModelFingerprint(model)
+    start_sample = fingerprint.parameters_sample()
+    for parameter in fingerprint.parameters:
         parameter.grad = None
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     loss.backward()  # type: ignore[no-untyped-call]
     correct = int((logits.detach().argmax(dim=1) == y).sum())
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
     return IterationOutcome(
         loss=float(loss.detach()),
         correct=correct,
         samples=len(y),
         start_sample=start_sample,
-        grad_sample=plan.sample(grads),
+        grad_sample=fingerprint.gradients_sample(),
     )
 
 
