@@ -28,7 +28,7 @@ from pouw.mining.messages import NO_UPDATES_HASH, IterationMessage
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.compression import StromCompressor
 from pouw.ml.iteration import forward_backward
-from pouw.ml.models import model_to_bytes
+from pouw.ml.models import state_snapshot, state_to_bytes
 
 TemplateSource = Callable[[], Block | None]
 """The current unsealed block to mine on (None: nothing to mine on right now)."""
@@ -61,7 +61,7 @@ class _Handoff:
     grads: list[torch.Tensor]
     sealed: BlockHeader | None
     template: Block | None
-    checkpoint: bytes
+    start_state: dict[str, torch.Tensor] | None
 
 
 _STOP = object()
@@ -179,7 +179,7 @@ class Miner:
             )
             if sealed is not None:
                 self._sealed_on = sealed.prev_hash
-        checkpoint = model_to_bytes(trainer.model) if sealed is not None else b""
+        start_state = state_snapshot(trainer.model) if sealed is not None else None
         trainer.optimizer.step()
         trainer.advance(commitment)
         stats = self.stats
@@ -188,7 +188,7 @@ class Miner:
         stats.last_loss, stats.last_accuracy = outcome.loss, outcome.accuracy
         stats.losses.append(outcome.loss)
         grads = [p.grad for p in parameters if p.grad is not None]
-        return _Handoff(message, encoded, grads, sealed, template, checkpoint)
+        return _Handoff(message, encoded, grads, sealed, template, start_state)
 
     def _try_nonces(
         self,
@@ -243,12 +243,16 @@ class Miner:
             signature = self.key.sign(sha256(item.encoded + sha256(update)))
             if self.on_iteration is not None:
                 self.on_iteration(PublishedIteration(item.encoded, update, signature))
-            if item.sealed is not None and item.template is not None:
+            if (
+                item.sealed is not None
+                and item.template is not None
+                and item.start_state is not None
+            ):
                 block = msgspec.structs.replace(
                     item.template,
                     header=item.sealed,
                     iteration_message=item.encoded,
-                    checkpoint=item.checkpoint,
+                    checkpoint=state_to_bytes(item.start_state),
                 )
                 self.stats.blocks_found += 1
                 self.on_block(sign_block(block, self.key, self.params.chain_id))
