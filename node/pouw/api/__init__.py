@@ -1,0 +1,1 @@
+"""The node's HTTP API (FastAPI) and its client."""

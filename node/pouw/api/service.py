@@ -1,0 +1,43 @@
+"""What the HTTP API needs of a node. `pouw.node.PoUWNode` provides it; tests give fakes."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pouw.blockchain.task_spec import TaskSpec
+from pouw.monitoring.metrics import NodeMetrics
+from pouw.node.views import HealthMetrics, TaskView, TicketView
+from pouw.roles import NodeRole
+
+
+class NodeService(Protocol):
+    metrics: NodeMetrics
+
+    def get_status(self) -> dict[str, Any]: ...
+
+    def get_health_metrics(self) -> HealthMetrics: ...
+
+    def get_economic_status(self) -> dict[str, Any]: ...
+
+    def block_summary(self, height: int) -> dict[str, Any] | None:
+        """The main chain's block at `height` as JSON-ready values, or None above the tip."""
+        ...
+
+    def task_views(self) -> list[TaskView]: ...
+
+    def task_view(self, task_id: bytes) -> TaskView | None: ...
+
+    def task_model(self, task_id: bytes) -> bytes | None:
+        """The best model of a completed task as safetensors, or None if not available."""
+        ...
+
+    async def submit_task_spec(
+        self, spec: TaskSpec, reward: float, fee: float, request_id: str | None = None
+    ) -> str:
+        """Pay for a task; returns its id (hex). A repeated `request_id` returns the first
+        submission's id without paying again. Raises TaskSpecError or InvalidTransaction."""
+        ...
+
+    def stake(self, amount: float, role: NodeRole | None = None) -> TicketView:
+        """Buy a ticket (role defaults to the node's). Raises InvalidTransaction."""
+        ...
