@@ -85,7 +85,7 @@ def test_to_env_round_trips() -> None:
         ("POUW_ROLE", "KING"),
         ("POUW_PORT", "abc"),
         ("POUW_PORT", "70000"),
-        ("POUW_API_PORT", "0"),
+        ("POUW_API_PORT", "-1"),
         ("POUW_STAKE_AMOUNT", "-5"),
         ("POUW_MINING_INTENSITY", "lots"),
         ("POUW_MAX_PEERS", "0"),

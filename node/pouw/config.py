@@ -66,7 +66,12 @@ class NodeConfig:
         _require("node_id", self.node_id, bool(self.node_id.strip()), "must not be empty")
         for name in ("port", "api_port"):
             value = getattr(self, name)
-            _require(name, value, _is_port(value), "must be an integer from 1 to 65535")
+            _require(
+                name,
+                value,
+                _is_port(value, 0),
+                "must be an integer from 0 (any free port) to 65535",
+            )
         for name in ("initial_stake", "omega_b", "omega_m", "mining_intensity"):
             value = getattr(self, name)
             _require(name, value, isinstance(value, int | float) and value >= 0, "must be >= 0")
@@ -117,8 +122,8 @@ def _require(name: str, value: object, ok: bool, allowed: str) -> None:
         raise ConfigError(f"{name}={value!r} is invalid: {allowed}")
 
 
-def _is_port(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+def _is_port(value: object, lowest: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lowest <= value <= 65535
 
 
 def _parse(name: str, raw: str, parse: Callable[[str], Any]) -> Any:

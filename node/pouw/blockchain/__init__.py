@@ -4,6 +4,7 @@ from pouw.blockchain.block import Block, BlockHeader, decode_block, encode_block
 from pouw.blockchain.chain import AddStatus, Chain, ChainMismatch, ChainUpdate
 from pouw.blockchain.errors import InvalidBlock, InvalidTransaction, MalformedData, ReorgTooDeep
 from pouw.blockchain.mempool import Mempool
+from pouw.blockchain.ml_task import MLTask
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params, genesis_block
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.store import ChainStore
@@ -23,6 +24,7 @@ from pouw.blockchain.transactions import (
 )
 
 __all__ = [
+    "MLTask",
     "COIN",
     "AddStatus",
     "Block",
