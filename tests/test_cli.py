@@ -44,25 +44,7 @@ def test_chain_verify_without_a_store_is_a_clear_error(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "no chain store" in result.output
 
 
-def test_devnet_trains_a_task_to_completion_and_ends_with_json(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["devnet", "--json", "--data", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.output.strip().splitlines()[-1])
-    assert {
-        "task_state",
-        "test_accuracy",
-        "height",
-        "blocks_verified",
-        "blocks_rejected",
-        "nodes",
-    } <= set(summary)
-    assert summary["task_state"] == "completed"
-    assert summary["test_accuracy"] >= 0.9
-    assert summary["blocks_verified"] == summary["height"] > 0
-    assert summary["blocks_rejected"] == 0 and summary["chain_verified"]
-
-
-def test_devnet_refuses_more_nodes_until_the_network_exists() -> None:
+def test_devnet_needs_at_least_one_node_per_role() -> None:
     result = CliRunner().invoke(main, ["devnet", "--nodes", "3"])
     assert result.exit_code == 2 and "--nodes" in result.output
 

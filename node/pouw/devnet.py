@@ -1,49 +1,37 @@
-"""A whole devnet on one machine: the project's main job (`pouw devnet`, `make demo`).
+"""A whole network on one machine: the project's main job (`pouw devnet`, `make demo`).
 
-One node in one process plays client, miner, verifier and evaluator; the multi-process
-network replaces this once peers gossip over ZeroMQ. Nothing is simulated: the client's
-PAY_FOR_TASK is mined by training the chain's bootstrap task, the client's task is then
-trained while mining, a verifier re-executes every block, and the evaluator's TASK_RESULT
-closes the task on chain.
+Every node is its own OS process running `pouw node` on 127.0.0.1 (its own data dir, p2p
+port and API port): a supervisor (everybody's bootstrap peer), miners, a verifier, an
+evaluator and a client. They stake, the client pays for a task through its node's API, the
+drawn miners train it while mining, the verifier re-executes every block, the evaluator
+scores the final models and closes the task on chain. This module only orchestrates and
+watches through the HTTP API; it never imports torch.
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from pouw.blockchain.block import Block
-from pouw.blockchain.chain import AddStatus, Chain
-from pouw.blockchain.errors import InvalidBlock
-from pouw.blockchain.mempool import Mempool
-from pouw.blockchain.params import ChainParams, bootstrap_task_id, devnet_key, devnet_params
-from pouw.blockchain.store import ChainStore
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
-from pouw.blockchain.transactions import (
-    BuyTicket,
-    PayForTask,
-    Payload,
-    Payout,
-    RankedModel,
-    TaskResult,
-    Transaction,
-    coins,
-    sign_transaction,
-)
-from pouw.crypto import KeyPair
-from pouw.mining.miner import Miner, MiningStats
-from pouw.mining.trainer import TaskTrainer
-from pouw.mining.verify import BlockVerifier
-from pouw.ml.datasets import load_dataset
-from pouw.ml.iteration import configure_determinism, evaluate
-from pouw.ml.models import model_hash
-from pouw.roles import NodeRole
+from pouw.api.client import ApiError, NodeClient
+from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec, task_spec_from_mapping
+
+DEVNET_TOKEN = "devnet-token"
+STAKE = 10.0
+TASK_REWARD = 100.0
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
 
 BUILTIN_TASKS: dict[str, TaskSpec] = {
     "digits": TaskSpec(
@@ -51,220 +39,38 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
         dataset=DatasetSpec(name="digits"),
         batch_size=32,
         learning_rate=0.05,
-        epochs=20,
+        epochs=30,
         tau=1e-3,
         min_accuracy=0.9,
-        miners=1,
     ),
     "iris": TaskSpec(
         model=ModelSpec(layers=(4, 16, 3)),
         dataset=DatasetSpec(name="iris"),
         batch_size=16,
         learning_rate=0.1,
-        epochs=60,
+        epochs=80,
         tau=1e-3,
         min_accuracy=0.85,
-        miners=1,
     ),
     "wine": TaskSpec(
         model=ModelSpec(layers=(13, 32, 3)),
         dataset=DatasetSpec(name="wine"),
         batch_size=16,
         learning_rate=0.1,
-        epochs=40,
+        epochs=60,
         tau=1e-3,
         min_accuracy=0.85,
-        miners=1,
     ),
     "breast_cancer": TaskSpec(
         model=ModelSpec(layers=(30, 32, 2)),
         dataset=DatasetSpec(name="breast_cancer"),
         batch_size=32,
         learning_rate=0.05,
-        epochs=20,
+        epochs=30,
         tau=1e-3,
         min_accuracy=0.9,
-        miners=1,
     ),
 }
-
-
-@dataclass
-class DevnetProgress:
-    phase: str = "starting"
-    task_epoch: int = 0
-    task_epochs: int = 0
-    iterations: int = 0
-    total_iterations: int = 0
-    loss: float = float("nan")
-    batch_accuracy: float = float("nan")
-    height: int = 0
-    blocks_verified: int = 0
-    blocks_rejected: int = 0
-    rejected_reasons: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DevnetResult:
-    task_id: str
-    task_state: str
-    test_accuracy: float
-    min_accuracy: float
-    height: int
-    blocks_verified: int
-    blocks_rejected: int
-    nodes: int
-    iterations: int
-    seconds: float
-    rewards_earned: float
-    data_dir: str
-
-    def as_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-class SingleNodeDevnet:
-    def __init__(self, data_dir: Path, task: TaskSpec, params: ChainParams | None = None) -> None:
-        configure_determinism()
-        self.task = task
-        self.params = params or devnet_params(block_time_ms=1_000, initial_difficulty=64)
-        self.client, self.miner_key, self.evaluator = (
-            devnet_key("client"),
-            devnet_key("miner"),
-            devnet_key("evaluator"),
-        )
-        self.chain = Chain(ChainStore(data_dir), self.params)
-        self.verifier = BlockVerifier(self.params, self._task_spec)
-        self.chain.seal_rules = (self.verifier,)
-        self.mempool = Mempool()
-        self.progress = DevnetProgress(height=self.chain.height)
-        self._template: Block | None = None
-        self.data_dir = data_dir
-
-    def _task_spec(self, task_id: bytes) -> TaskSpec | None:
-        record = self.chain.state.tasks.get(task_id)
-        return None if record is None or record.status != "open" else record.spec
-
-    # -- the node's block pipeline ----------------------------------------------------------
-
-    def _refresh_template(self) -> None:
-        state, height = self.chain.state, self.chain.height + 1
-        body = self.mempool.select(state, self.params.max_block_bytes // 2, height)
-        self._template = self.chain.assemble_block(
-            self.miner_key.public_key, self.miner_key.address, body
-        )
-
-    def _on_block(self, block: Block) -> None:
-        """A found block: the verifier re-executes it, then the chain takes it."""
-        progress = self.progress
-        try:
-            self.verifier.reexecute(block)
-            update = self.chain.add_block(block)
-        except InvalidBlock as error:
-            progress.blocks_rejected += 1
-            progress.rejected_reasons[error.reason] = (
-                progress.rejected_reasons.get(error.reason, 0) + 1
-            )
-        else:
-            if update.status in (AddStatus.EXTENDED, AddStatus.REORGANIZED):
-                progress.blocks_verified += 1
-                self.mempool.remove_confirmed(update.connected, self.chain.state)
-        progress.height = self.chain.height
-        self._refresh_template()
-
-    def submit(self, key: KeyPair, payload: Payload, fee: int = 1_000) -> Transaction:
-        pending = sum(1 for tx in self.mempool.transactions() if tx.sender == key.public_key)
-        nonce = self.chain.state.account(key.address).nonce + pending
-        tx = sign_transaction(key, payload, nonce=nonce, fee=fee, chain_id=self.params.chain_id)
-        self.mempool.add(tx, self.chain.state)
-        self._refresh_template()
-        return tx
-
-    # -- phases -----------------------------------------------------------------------------
-
-    def _train(
-        self,
-        trainer: TaskTrainer,
-        until: Callable[[], bool],
-        stop: threading.Event,
-        *,
-        client_task: bool = False,
-    ) -> MiningStats:
-        miner = Miner(self.miner_key, self.params, lambda: self._template, on_block=self._on_block)
-        progress = self.progress
-
-        def observe(stats: MiningStats) -> None:
-            if client_task:
-                progress.iterations = trainer.completed_iterations
-                progress.total_iterations = trainer.total_iterations
-                progress.task_epoch = trainer.epoch
-                progress.loss, progress.batch_accuracy = stats.last_loss, stats.last_accuracy
-            if until():
-                stop.set()
-
-        self._refresh_template()
-        return miner.train(trainer, stop=stop, progress=observe)
-
-    def _mine_until_confirmed(self, txids: set[bytes]) -> None:
-        """Mine by training the bootstrap task until the transactions are on chain."""
-        task_id = bootstrap_task_id(self.params)
-        assert task_id is not None and self.params.bootstrap_task is not None
-        spec = self.params.bootstrap_task
-        trainer = TaskTrainer(task_id, spec, load_dataset(spec.dataset), self.miner_key.public_key)
-
-        def confirmed() -> bool:
-            return not any(txid in self.mempool for txid in txids)
-
-        self._train(trainer, confirmed, threading.Event())
-
-    def run(self, stop: threading.Event | None = None) -> DevnetResult:
-        stop = stop or threading.Event()
-        started = time.monotonic()
-        progress = self.progress
-        progress.phase = "client pays for the task"
-        pay = self.submit(self.client, PayForTask(spec=self.task, reward=coins(100)))
-        ticket = self.submit(self.evaluator, BuyTicket(role=NodeRole.EVALUATOR, amount=coins(10)))
-        stake = self.submit(self.miner_key, BuyTicket(role=NodeRole.MINER, amount=coins(10)))
-        self._mine_until_confirmed({pay.txid(), ticket.txid(), stake.txid()})
-
-        task_id = pay.txid()
-        progress.phase = "training the client's task"
-        progress.task_epochs = self.task.epochs
-        dataset = load_dataset(self.task.dataset)
-        trainer = TaskTrainer(task_id, self.task, dataset, self.miner_key.public_key)
-        self._train(trainer, stop.is_set, stop, client_task=True)
-
-        progress.phase = "evaluating on the withheld test set"
-        accuracy = evaluate(trainer.model, dataset.x_test, dataset.y_test)
-        state = "failed"
-        if trainer.finished:
-            ranking = (RankedModel(self.miner_key.address, model_hash(trainer.model), accuracy),)
-            payouts = (Payout(self.miner_key.address, coins(100)),)
-            result = self.submit(self.evaluator, TaskResult(task_id, ranking, payouts))
-            progress.phase = "closing the task on chain"
-            self._mine_until_confirmed({result.txid()})
-            record = self.chain.state.tasks[task_id]
-            state = record.status if accuracy >= self.task.min_accuracy else "below_min_accuracy"
-        progress.phase = "done"
-        miner_balance = self.chain.state.balance(self.miner_key.address)
-        genesis_balance = next(
-            a.amount for a in self.params.allocations if a.recipient == self.miner_key.address
-        )
-        self.chain.store.close()
-        return DevnetResult(
-            task_id=task_id.hex(),
-            task_state=state,
-            test_accuracy=round(accuracy, 4),
-            min_accuracy=self.task.min_accuracy,
-            height=self.chain.height,
-            blocks_verified=progress.blocks_verified,
-            blocks_rejected=progress.blocks_rejected,
-            nodes=1,
-            iterations=trainer.completed_iterations,
-            seconds=round(time.monotonic() - started, 1),
-            rewards_earned=round((miner_balance + coins(10) - genesis_balance) / coins(1), 3),
-            data_dir=str(self.data_dir),
-        )
 
 
 def task_from_name(name: str) -> TaskSpec:
@@ -272,10 +78,259 @@ def task_from_name(name: str) -> TaskSpec:
         return BUILTIN_TASKS[name]
     import yaml
 
-    from pouw.blockchain.task_spec import task_spec_from_mapping
-
     with open(name, encoding="utf-8") as file:
         return task_spec_from_mapping(yaml.safe_load(file))
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    node_id: str
+    role: str
+    p2p_port: int
+    api_port: int
+    stake: float
+
+
+@dataclass
+class NodeProcess:
+    plan: NodePlan
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    client: NodeClient
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "node.log"
+
+
+@dataclass
+class Snapshot:
+    """What the watcher shows: per-node status, the task's view, elapsed time."""
+
+    phase: str = "starting nodes"
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+class DevnetError(RuntimeError):
+    pass
+
+
+def plan_nodes(count: int) -> list[NodePlan]:
+    """Supervisor, verifier, evaluator and client, and `count - 4` miners (at least one)."""
+    if count < 5:
+        raise ValueError(
+            "a devnet needs at least 5 nodes: supervisor, verifier, evaluator, client and one miner"
+        )
+    roles = [("supervisor", "SUPERVISOR"), ("verifier", "VERIFIER"), ("evaluator", "EVALUATOR")]
+    roles += [(f"miner-{i}", "MINER") for i in range(count - 4)]
+    roles.append(("client", "PEER"))
+    ports = free_ports(2 * len(roles))
+    return [
+        NodePlan(node_id, role, ports[2 * i], ports[2 * i + 1], 0.0 if role == "PEER" else STAKE)
+        for i, (node_id, role) in enumerate(roles)
+    ]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            sockets.append(probe)
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def node_environment(plan: NodePlan, data_dir: Path, bootstrap_port: int) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("POUW_")}
+    env.update(
+        {
+            "POUW_NODE_ID": plan.node_id,
+            "POUW_ROLE": plan.role,
+            "POUW_HOST": "127.0.0.1",
+            "POUW_PORT": str(plan.p2p_port),
+            "POUW_API_PORT": str(plan.api_port),
+            "POUW_API_TOKEN": DEVNET_TOKEN,
+            "POUW_DATA_DIR": str(data_dir),
+            "POUW_STAKE_AMOUNT": str(plan.stake),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if plan.p2p_port != bootstrap_port:
+        env["POUW_BOOTSTRAP_PEERS"] = f"127.0.0.1:{bootstrap_port}"
+    return env
+
+
+class Devnet:
+    def __init__(self, root: Path, nodes: int, task: TaskSpec) -> None:
+        self.root = root
+        self.plans = plan_nodes(nodes)
+        miners = sum(1 for plan in self.plans if plan.role == "MINER")
+        self.task = msgspec.structs.replace(task, miners=miners)
+        self.processes: dict[str, NodeProcess] = {}
+        self.snapshot = Snapshot()
+        self.started = time.monotonic()
+        self.task_id: str | None = None
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def launch(self) -> None:
+        for plan in self.plans:
+            self.spawn(plan)
+
+    def spawn(self, plan: NodePlan) -> NodeProcess:
+        """Start (or restart, on its existing data dir) one node process."""
+        data_dir = self.root / plan.node_id
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with (data_dir / "node.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pouw.cli", "node"],
+                env=node_environment(plan, data_dir, self.plans[0].p2p_port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the devnet, which stops them in order
+            )
+        client = NodeClient(f"http://127.0.0.1:{plan.api_port}", token=DEVNET_TOKEN)
+        self.processes[plan.node_id] = NodeProcess(plan, data_dir, process, client)
+        return self.processes[plan.node_id]
+
+    def stop(self) -> None:
+        for node in self.processes.values():
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for node in self.processes.values():
+            try:
+                node.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
+            node.client.close()
+
+    def _check_alive(self) -> None:
+        for node in self.processes.values():
+            code = node.process.poll()
+            if code is not None:
+                tail = node.log_path.read_text(errors="replace").splitlines()[-15:]
+                raise DevnetError(
+                    f"node {node.plan.node_id} exited with {code}; its log ends:\n"
+                    + "\n".join(tail)
+                )
+
+    # -- watching ------------------------------------------------------------------------------
+
+    def poll(self) -> Snapshot:
+        snapshot = self.snapshot
+        snapshot.seconds = time.monotonic() - self.started
+        for node_id, node in self.processes.items():
+            with contextlib.suppress(ApiError, OSError):
+                snapshot.statuses[node_id] = node.client.status()
+        if self.task_id is not None:
+            with contextlib.suppress(ApiError, OSError):
+                snapshot.task = self.processes["client"].client.task(self.task_id)
+        return snapshot
+
+    def wait_for(
+        self,
+        phase: str,
+        condition: Callable[[Snapshot], bool],
+        timeout: float,
+        on_poll: Callable[[Snapshot], None],
+    ) -> None:
+        self.snapshot.phase = phase
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            snapshot = self.poll()
+            on_poll(snapshot)
+            if condition(snapshot):
+                return
+            if time.monotonic() > deadline:
+                raise DevnetError(f"timed out after {timeout:.0f} s while {phase}")
+            time.sleep(0.25)
+
+    def run(self, on_poll: Callable[[Snapshot], None], timeout: float) -> dict[str, Any]:
+        self.launch()
+        everyone = len(self.plans)
+        self.wait_for(
+            "starting nodes and connecting peers",
+            lambda s: (
+                len(s.statuses) == everyone
+                and all(status["peer_count"] > 0 for status in s.statuses.values())
+            ),
+            READY_TIMEOUT_S,
+            on_poll,
+        )
+        self.wait_for("staking: tickets mined into blocks", self._all_staked, timeout, on_poll)
+        client = self.processes["client"].client
+        self.task_id = client.submit_task(
+            _spec_mapping(self.task), reward=TASK_REWARD, request_id="devnet-task"
+        )
+        self.wait_for(
+            "training the client's task while mining",
+            lambda s: s.task is not None and s.task["phase"] in ("completed", "failed"),
+            timeout,
+            on_poll,
+        )
+        return self.summary()
+
+    def _all_staked(self, snapshot: Snapshot) -> bool:
+        del snapshot
+        for node in self.processes.values():
+            if node.plan.stake <= 0:
+                continue
+            try:
+                if not node.client.economics()["staked"]:
+                    return False
+            except (ApiError, OSError):
+                return False
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        snapshot = self.poll()
+        task = snapshot.task or {}
+        verifier = snapshot.statuses.get("verifier", {}).get("stats", {})
+        rewards = {}
+        for node_id, node in self.processes.items():
+            with contextlib.suppress(ApiError, OSError):
+                rewards[node_id] = node.client.economics()["rewards_earned"]
+        heights = [status["blockchain_height"] for status in snapshot.statuses.values()]
+        return {
+            "task_id": self.task_id,
+            "task_state": task.get("phase", "unknown"),
+            "test_accuracy": task.get("test_accuracy"),
+            "min_accuracy": self.task.min_accuracy,
+            "height": max(heights, default=0),
+            "blocks_verified": verifier.get("blocks_verified", 0),
+            "blocks_rejected": verifier.get("blocks_rejected", 0),
+            "task_blocks": task.get("blocks", 0),
+            "nodes": len(self.plans),
+            "miners": self.task.miners,
+            "rewards": rewards,
+            "seconds": round(snapshot.seconds, 1),
+            "data_dir": str(self.root),
+        }
+
+
+def _spec_mapping(spec: TaskSpec) -> dict[str, Any]:
+    mapping: dict[str, Any] = msgspec.to_builtins(spec)
+    return mapping
+
+
+def verify_data_dirs(root: Path, node_ids: Mapping[str, object]) -> dict[str, str]:
+    """`pouw chain verify` on every node's data dir: node id -> the verdict line."""
+    from pouw.blockchain.audit import audit_store
+
+    verdicts = {}
+    for node_id in node_ids:
+        report = audit_store(root / node_id, seal_rules=())
+        verdicts[node_id] = ("ok: " if report.ok else "BAD: ") + report.describe()
+    return verdicts
 
 
 def with_epochs(spec: TaskSpec, epochs: int | None) -> TaskSpec:

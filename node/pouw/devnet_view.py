@@ -2,75 +2,100 @@
 
 from __future__ import annotations
 
-import signal
+import math
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from pouw.blockchain.audit import audit_store
-from pouw.devnet import DevnetProgress, DevnetResult, SingleNodeDevnet, task_from_name, with_epochs
+from pouw.devnet import Devnet, DevnetError, Snapshot, task_from_name, verify_data_dirs, with_epochs
+
+RUN_TIMEOUT_S = 600.0
 
 
-def _panel(progress: DevnetProgress) -> Table:
-    table = Table(title="PoUW devnet", show_header=False, min_width=60)
-    table.add_row("phase", progress.phase)
-    if progress.total_iterations:
-        done = progress.iterations / progress.total_iterations
-        bar = "#" * int(30 * done) + "-" * (30 - int(30 * done))
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _nodes_table(snapshot: Snapshot) -> Table:
+    table = Table(title=f"PoUW devnet: {snapshot.phase}  ({snapshot.seconds:.0f} s)")
+    for column in ("node", "role", "height", "peers", "mined", "verified / rejected", "doing"):
+        table.add_column(column)
+    for node_id, status in snapshot.statuses.items():
+        stats = status.get("stats", {})
         table.add_row(
-            "training", f"[{bar}] {done:5.1%}  epoch {progress.task_epoch}/{progress.task_epochs}"
+            node_id,
+            status.get("role", ""),
+            str(status.get("blockchain_height", "")),
+            str(status.get("peer_count", "")),
+            str(stats.get("blocks_mined", "")),
+            f"{stats.get('blocks_verified', 0)} / {stats.get('blocks_rejected', 0)}",
+            status.get("mining", ""),
         )
-    table.add_row(
-        "miner loss / batch accuracy", f"{progress.loss:.4f} / {progress.batch_accuracy:.3f}"
-    )
-    table.add_row("chain height", str(progress.height))
-    table.add_row(
-        "blocks verified / rejected", f"{progress.blocks_verified} / {progress.blocks_rejected}"
-    )
     return table
 
 
+def _task_table(task: dict[str, Any], names: dict[str, str]) -> Table:
+    table = Table(title=f"task {task['task_id'][:16]}: {task['phase']}  {task.get('message', '')}")
+    for column in ("miner", "progress", "epoch", "loss", "batch accuracy", "final model"):
+        table.add_column(column)
+    epochs = max(1, task.get("epochs", 1))
+    for entry in task.get("progress", []):
+        done = min(1.0, entry["epoch"] / epochs) if not entry["finished"] else 1.0
+        bar = "#" * int(20 * done) + "-" * (20 - int(20 * done))
+        table.add_row(
+            names.get(entry["miner"], entry["miner"][:12]),
+            f"[{bar}] {done:4.0%}",
+            f"{entry['epoch']}/{epochs}",
+            _number(entry["loss"]),
+            _number(entry["accuracy"], 3),
+            "yes" if entry["finished"] else "",
+        )
+    return table
+
+
+def _panel(snapshot: Snapshot) -> Group:
+    names = {s.get("address", ""): node_id for node_id, s in snapshot.statuses.items()}
+    parts: list[Table] = [_nodes_table(snapshot)]
+    if snapshot.task is not None:
+        parts.append(_task_table(snapshot.task, names))
+    return Group(*parts)
+
+
 def run_devnet(
-    task_name: str, epochs: int | None, data_dir: Path | None, console: Console
+    task_name: str, nodes: int, epochs: int | None, data_dir: Path | None, console: Console
 ) -> dict[str, Any]:
-    directory = data_dir or Path(tempfile.mkdtemp(prefix="pouw-devnet-"))
-    network = SingleNodeDevnet(directory, with_epochs(task_from_name(task_name), epochs))
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    results: list[DevnetResult] = []
-    failures: list[BaseException] = []
-
-    def run() -> None:
+    root = data_dir or Path(tempfile.mkdtemp(prefix="pouw-devnet-"))
+    devnet = Devnet(root, nodes, with_epochs(task_from_name(task_name), epochs))
+    report: dict[str, Any]
+    interrupted = False
+    with Live(_panel(devnet.snapshot), console=console, refresh_per_second=4) as live:
         try:
-            results.append(network.run(stop))
-        except BaseException as error:  # re-raised in the calling thread below
-            failures.append(error)
-
-    worker = threading.Thread(target=run, daemon=True)
-    try:
-        worker.start()
-        with Live(_panel(network.progress), console=console, refresh_per_second=4) as live:
-            while worker.is_alive():
-                worker.join(timeout=0.25)
-                live.update(_panel(network.progress))
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if failures:
-        raise failures[0]
-    result = results[0]
-    audit = audit_store(directory, seal_rules=())
+            report = devnet.run(lambda snapshot: live.update(_panel(snapshot)), RUN_TIMEOUT_S)
+        except KeyboardInterrupt:
+            interrupted = True
+            report = devnet.summary()
+        except DevnetError as error:
+            console.print(f"[red]devnet failed:[/] {error}")
+            report = devnet.summary()
+            report["error"] = str(error)
+        finally:
+            devnet.stop()
+    verdicts = verify_data_dirs(root, devnet.processes)
+    report["chain_verified"] = all(v.startswith("ok") for v in verdicts.values())
+    if interrupted:
+        report["task_state"] = "interrupted"
     summary = Table(title="PoUW devnet summary")
     summary.add_column("")
     summary.add_column("")
-    for key, value in result.as_json().items():
+    for key, value in report.items():
         summary.add_row(key, str(value))
-    summary.add_row("chain verify", audit.describe())
+    for node_id, verdict in verdicts.items():
+        summary.add_row(f"chain verify {node_id}", verdict)
     console.print(summary)
-    report: dict[str, Any] = result.as_json()
-    report["chain_verified"] = audit.ok
     return report

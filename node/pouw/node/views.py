@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pouw.monitoring.health import HealthMetrics
+
+__all__ = ["HealthMetrics", "MinerProgress", "TaskPhase", "TaskView", "TicketView"]
+
 TaskPhase = Literal["pending", "training", "evaluating", "completed", "failed"]
 
 
@@ -44,14 +48,3 @@ class TicketView:
     amount: float
     owner: str
     confirmed: bool
-
-
-@dataclass(frozen=True)
-class HealthMetrics:
-    """The seed's health fields: response_time in ms, success_rate in [0, 1], usage in %."""
-
-    response_time: float
-    success_rate: float
-    cpu_usage: float
-    memory_usage: float
-    healthy: bool

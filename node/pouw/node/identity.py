@@ -1,0 +1,43 @@
+"""A node's signing key and the chain parameters of the network it joins."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pouw.blockchain.params import ChainParams, devnet_params
+from pouw.crypto import KeyPair
+
+KEY_FILE = "node.key"
+DEVNET_PREFIX = "pouw-devnet"
+NETWORK_BLOCK_TIME_MS = 1_000
+NETWORK_INITIAL_DIFFICULTY = 2_000
+"""About one block a second from a few miners training the demo model on a laptop."""
+
+
+def network_params(chain_id: str) -> ChainParams:
+    """Every node of a network derives the same genesis from its chain id."""
+    return devnet_params(
+        chain_id=chain_id,
+        block_time_ms=NETWORK_BLOCK_TIME_MS,
+        initial_difficulty=NETWORK_INITIAL_DIFFICULTY,
+    )
+
+
+def load_node_key(data_dir: Path, node_id: str, chain_id: str) -> KeyPair:
+    """The key in the data dir (mode 0600); a new node gets one. On a devnet it is derived
+    from the node id, which is what the devnet genesis funds (as the seed's examples expect)."""
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return KeyPair.from_seed(path.read_bytes())
+    seed = devnet_seed(node_id) if chain_id.startswith(DEVNET_PREFIX) else os.urandom(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(seed)
+    return KeyPair.from_seed(seed)
+
+
+def devnet_seed(node_id: str) -> bytes:
+    """The seed `pouw.blockchain.params.devnet_key` derives a devnet account from."""
+    return b"pouw-devnet:" + node_id.encode()

@@ -1,0 +1,130 @@
+"""What a node knows of each task beyond the chain: miners' progress (from their gossiped
+iteration messages), final models (kept on disk as safetensors), and blocks mined with it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pouw.blockchain.state import TaskRecord
+from pouw.blockchain.transactions import COIN
+from pouw.crypto import address_of
+from pouw.economics.selection import TaskAssignment
+from pouw.mining.messages import IterationMessage
+from pouw.node.items import FinalModel
+from pouw.node.views import MinerProgress, TaskPhase, TaskView
+
+
+@dataclass
+class _MinerState:
+    epoch: int = 0
+    iterations: int = 0
+    loss: float = math.nan
+    accuracy: float = math.nan
+    finished: bool = False
+
+
+@dataclass
+class TaskProgress:
+    miners: dict[str, _MinerState] = field(default_factory=dict)
+    blocks: int = 0
+    final_models: dict[str, FinalModel] = field(default_factory=dict)
+    failure: str = ""
+    """Why the task cannot complete, when it cannot."""
+
+
+class TaskBook:
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        self.progress: dict[bytes, TaskProgress] = {}
+        self.pending: dict[bytes, tuple[str, float]] = {}
+        """Paid-for tasks not yet on chain: task id -> (client address, reward in coins)."""
+
+    def of(self, task_id: bytes) -> TaskProgress:
+        return self.progress.setdefault(task_id, TaskProgress())
+
+    def record_iteration(self, message: IterationMessage) -> None:
+        state = self.of(message.task_id).miners.setdefault(address_of(message.miner), _MinerState())
+        state.epoch = max(state.epoch, message.epoch)
+        state.iterations += 1
+        state.loss = message.loss
+        state.accuracy = message.correct / message.samples
+
+    def record_block(self, task_id: bytes, delta: int = 1) -> None:
+        self.of(task_id).blocks += delta
+
+    def store_model(self, model: FinalModel) -> None:
+        progress = self.of(model.task_id)
+        miner = address_of(model.miner)
+        progress.final_models[miner] = model
+        progress.miners.setdefault(miner, _MinerState()).finished = True
+        path = self.model_path(model.task_id, model.model_hash)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(model.model)
+        temporary.replace(path)
+
+    def model_path(self, task_id: bytes, model_hash: bytes) -> Path:
+        return self.models_dir / task_id.hex() / f"{model_hash.hex()}.safetensors"
+
+    def model_bytes(self, task_id: bytes, model_hash: bytes) -> bytes | None:
+        path = self.model_path(task_id, model_hash)
+        return path.read_bytes() if path.exists() else None
+
+    def view(
+        self, record: TaskRecord, assignment: TaskAssignment | None, *, evaluating: bool
+    ) -> TaskView:
+        progress = self.of(record.task_id)
+        phase: TaskPhase
+        test_accuracy: float | None = None
+        best: bytes | None = None
+        message = progress.failure
+        if record.status == "completed" and record.result is not None:
+            ranking = record.result.ranking
+            best = ranking[0].model_hash if ranking else None
+            test_accuracy = ranking[0].accuracy if ranking else None
+            below = test_accuracy is not None and test_accuracy < record.spec.min_accuracy
+            phase = "failed" if below else "completed"
+            if below:
+                message = (
+                    f"best test accuracy {test_accuracy:.4f} is below the task's "
+                    f"min_accuracy {record.spec.min_accuracy}"
+                )
+        elif progress.failure:
+            phase = "failed"
+        elif evaluating:
+            phase = "evaluating"
+        elif assignment is None or not assignment.miners:
+            phase = "pending"
+            message = message or "waiting for miner tickets"
+        else:
+            phase = "training"
+        miners = [t.owner for t in assignment.miners] if assignment else []
+        return TaskView(
+            task_id=record.task_id.hex(),
+            phase=phase,
+            client=record.client,
+            reward=record.escrow / COIN,
+            epochs=record.spec.epochs,
+            dataset=record.spec.dataset.name,
+            min_accuracy=record.spec.min_accuracy,
+            created_height=record.height,
+            miners=miners,
+            progress=[
+                MinerProgress(
+                    miner=address,
+                    epoch=state.epoch,
+                    iterations=state.iterations,
+                    loss=state.loss,
+                    accuracy=state.accuracy,
+                    finished=state.finished,
+                )
+                for address, state in sorted(progress.miners.items())
+            ],
+            blocks=progress.blocks,
+            test_accuracy=test_accuracy,
+            best_model_hash=best.hex() if best else None,
+            model_available=best is not None and self.model_path(record.task_id, best).exists(),
+            message=message,
+        )

@@ -1,0 +1,120 @@
+"""The mining worker: a thread that always trains something, and so always mines.
+
+It trains the client task this node was drawn for, if any, else the chain's bootstrap task
+(a node with neither has nothing to mine with and says so in its status). The node, on its
+event loop, decides the job; the worker switches at the next iteration when the job changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pouw.blockchain.task_spec import TaskSpec
+from pouw.mining.miner import Miner, MiningStats, TrainingDiverged
+from pouw.mining.trainer import TaskTrainer
+from pouw.ml.datasets import load_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    task_id: bytes
+    spec: TaskSpec
+    worker_index: int
+    workers: int
+    client_task: bool
+
+
+@dataclass(frozen=True)
+class FinishedTraining:
+    job: Job
+    trainer: TaskTrainer
+
+
+class MiningWorker:
+    def __init__(
+        self,
+        miner: Miner,
+        miner_key: bytes,
+        next_job: Callable[[], Job | None],
+        *,
+        on_finished: Callable[[FinishedTraining], None],
+        on_progress: Callable[[Job, TaskTrainer, MiningStats], None],
+        on_failed: Callable[[Job, str], None],
+    ) -> None:
+        self.miner = miner
+        self.miner_key = miner_key
+        self.next_job = next_job
+        self.on_finished = on_finished
+        self.on_progress = on_progress
+        self.on_failed = on_failed
+        self.current: Job | None = None
+        self._stopping = threading.Event()
+        self._trainers: dict[bytes, TaskTrainer] = {}
+        self._thread = threading.Thread(target=self._run, name="pouw-mining-worker", daemon=True)
+        self._idle = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self._idle.set()
+        self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """The job may have changed (a new block, a new assignment)."""
+        self._idle.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            job = self.next_job()
+            if job is None:
+                self.current = None
+                self._idle.wait(1.0)
+                self._idle.clear()
+                continue
+            self.current = job
+            self._train(job)
+
+    def _train(self, job: Job) -> None:
+        trainer = self._trainer_for(job)
+        switch = threading.Event()
+
+        def progress(stats: MiningStats) -> None:
+            self.on_progress(job, trainer, stats)
+            if self._stopping.is_set() or self.next_job() != job:
+                switch.set()
+
+        try:
+            self.miner.train(trainer, stop=switch, progress=progress)
+        except TrainingDiverged as error:
+            log.warning("task %s diverged: %s", job.task_id.hex()[:16], error)
+            self._trainers.pop(job.task_id, None)
+            self.on_failed(job, str(error))
+            return
+        if trainer.finished:
+            self._trainers.pop(job.task_id, None)
+            self.on_finished(FinishedTraining(job, trainer))
+
+    def _trainer_for(self, job: Job) -> TaskTrainer:
+        trainer = self._trainers.get(job.task_id)
+        if trainer is None:
+            trainer = TaskTrainer(
+                job.task_id,
+                job.spec,
+                load_dataset(job.spec.dataset),
+                self.miner_key,
+                worker_index=job.worker_index,
+                workers=job.workers,
+            )
+            self._trainers[job.task_id] = trainer
+        return trainer
