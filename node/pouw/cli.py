@@ -10,9 +10,11 @@ from typing import Any
 import click
 from rich.console import Console
 
+from pouw.task_commands import task
+
 stderr = Console(stderr=True)
 
-BENCHMARKS = ("ledger", "mining")
+BENCHMARKS = ("ledger", "mining", "network")
 
 
 @click.group()
@@ -48,7 +50,34 @@ def chain_verify(data_dir: Path) -> None:
 
 
 @main.command()
-@click.option("--nodes", default=1, show_default=True, help="Nodes in the network (one for now).")
+def node() -> None:
+    """Run one node from POUW_* variables (the container's command)."""
+    import asyncio
+    import logging
+
+    from pouw.config import ConfigError, NodeConfig
+
+    try:
+        config = NodeConfig.from_env()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    logging.basicConfig(
+        level=config.log_level,
+        format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s",
+    )
+    from pouw.api.runner import run_node
+
+    asyncio.run(run_node(config))
+
+
+@main.command()
+@click.option(
+    "--nodes",
+    default=6,
+    show_default=True,
+    type=click.IntRange(min=5, max=16),
+    help="Processes: supervisor, verifier, evaluator, client and NODES-4 miners.",
+)
 @click.option(
     "--task",
     "task_name",
@@ -61,23 +90,19 @@ def chain_verify(data_dir: Path) -> None:
     "--data",
     "data_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where the node keeps its chain (default: a fresh temporary directory).",
+    help="Where the nodes keep their data dirs (default: a fresh temporary directory).",
 )
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object on stdout.")
 def devnet(
     nodes: int, task_name: str, epochs: int | None, data_dir: Path | None, as_json: bool
 ) -> None:
-    """Run a devnet that trains a client's task while it mines, and report the result."""
+    """Run a whole network on this machine that trains a client's task while it mines."""
     from pouw.devnet_view import run_devnet
 
-    if nodes != 1:
-        raise click.BadParameter(
-            "only a single-node devnet runs until peers talk ZeroMQ", param_hint="--nodes"
-        )
-    result = run_devnet(task_name, epochs, data_dir, stderr)
+    result = run_devnet(task_name, nodes, epochs, data_dir, stderr)
     if as_json:
         click.echo(json.dumps(result))
-    if result["task_state"] != "completed":
+    if result["task_state"] != "completed" or not result["chain_verified"]:
         sys.exit(1)
 
 
@@ -99,8 +124,18 @@ def bench(name: str, as_json: bool) -> None:
         from pouw.bench import mining
 
         result = mining.run(report)
+    elif name == "network":
+        from pouw.bench import network
+
+        result = network.run(report)
     if as_json:
         click.echo(json.dumps(result))
     else:
         for key, value in result.items():
             click.echo(f"{key:>22}: {value}")
+
+
+main.add_command(task)
+
+if __name__ == "__main__":
+    main()

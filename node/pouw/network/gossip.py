@@ -319,10 +319,7 @@ class Network:
         elif isinstance(body, Data):
             await self._on_data(link, body)
         elif isinstance(body, GetBlocks):
-            blocks = self.handler.blocks_after(
-                body.locator, min(body.limit, self.settings.sync_batch)
-            )
-            self._send(link, Blocks(blocks))
+            self._send(link, Blocks(self._blocks_for(body)))
         elif isinstance(body, Blocks):
             await self._on_blocks(link, body)
 
@@ -379,6 +376,18 @@ class Network:
             if not self._is_connected_to(address):
                 self._connect(host, port)
 
+    def _dial_known(self, at_most: int = 2) -> None:
+        """Below max_peers, dial a few addresses learnt from peer exchange."""
+        room = self.max_peers - self.peer_count() - self._dialling()
+        candidates = [
+            address
+            for address in self._known_addresses
+            if not self._is_connected_to(address) and not self._bans.banned(address)
+        ]
+        random.shuffle(candidates)
+        for host, port in candidates[: max(0, min(room, at_most))]:
+            self._connect(host, port)
+
     def _dialling(self) -> int:
         return sum(1 for link, _ in self._outbound.values() if not link.ready)
 
@@ -402,6 +411,7 @@ class Network:
             for host, port in self.bootstrap_peers:
                 if not self._is_connected_to((host, port)):
                     self._connect(host, port)
+            self._dial_known()
             for key, asked in list(self._requested.items()):
                 if now - asked > settings.request_timeout_s:
                     del self._requested[key]
@@ -498,6 +508,20 @@ class Network:
             return
         self._syncing.add(id(link))
         self._send(link, GetBlocks(self.handler.block_locator()[:128], self.settings.sync_batch))
+
+    def _blocks_for(self, request: GetBlocks) -> list[bytes]:
+        """As many of the requested blocks as fit in half a message."""
+        budget = self.settings.max_message_bytes // 2
+        blocks = self.handler.blocks_after(
+            request.locator, min(request.limit, self.settings.sync_batch)
+        )
+        reply: list[bytes] = []
+        for block in blocks:
+            budget -= len(block) + 8
+            if budget < 0 and reply:
+                break
+            reply.append(block)
+        return reply
 
     async def _on_blocks(self, link: Link, reply: Blocks) -> None:
         self._syncing.discard(id(link))
