@@ -34,6 +34,24 @@ class IterationRecord(msgspec.Struct, frozen=True, array_like=True):
         return sha256(self.message)
 
 
+class IterationBatch(msgspec.Struct, frozen=True, array_like=True):
+    """A miner's IT_RES messages of the last moment, gossiped together and signed once:
+    a small model runs hundreds of iterations a second, and a signature check per
+    iteration at every node would cost more than the training. Each record keeps its own
+    signature, which is what slashing evidence needs."""
+
+    miner: PublicKey
+    records: Annotated[tuple[IterationRecord, ...], Meta(max_length=4096)]
+    signature: Signature = b""
+
+    def body(self) -> bytes:
+        digests = b"".join(record.signed_digest() for record in self.records)
+        return canonical_bytes((b"pouw-iterations", self.miner, sha256(digests)))
+
+    def item_id(self) -> bytes:
+        return sha256(self.body())
+
+
 class FinalModel(msgspec.Struct, frozen=True, array_like=True):
     task_id: Hash
     miner: PublicKey
@@ -65,6 +83,10 @@ class BlockVerdict(msgspec.Struct, frozen=True, array_like=True):
         return sha256(self.body())
 
 
+def sign_batch(key: KeyPair, batch: IterationBatch) -> IterationBatch:
+    return msgspec.structs.replace(batch, signature=key.sign(batch.body()))
+
+
 def sign_final_model(key: KeyPair, model: FinalModel) -> FinalModel:
     return msgspec.structs.replace(model, signature=key.sign(model.body()))
 
@@ -73,21 +95,24 @@ def sign_verdict(key: KeyPair, verdict: BlockVerdict) -> BlockVerdict:
     return msgspec.structs.replace(verdict, signature=key.sign(verdict.body()))
 
 
-def has_valid_signature(item: IterationRecord | FinalModel | BlockVerdict, author: bytes) -> bool:
+def has_valid_signature(
+    item: IterationRecord | IterationBatch | FinalModel | BlockVerdict, author: bytes
+) -> bool:
     body = item.signed_digest() if isinstance(item, IterationRecord) else item.body()
     return verify_signature(author, item.signature, body)
 
 
-def encode_item(item: IterationRecord | FinalModel | BlockVerdict) -> bytes:
+def encode_item(item: IterationRecord | IterationBatch | FinalModel | BlockVerdict) -> bytes:
     return canonical_bytes(item)
 
 
 _decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {
-    kind: msgspec.msgpack.Decoder(kind) for kind in (IterationRecord, FinalModel, BlockVerdict)
+    kind: msgspec.msgpack.Decoder(kind)
+    for kind in (IterationRecord, IterationBatch, FinalModel, BlockVerdict)
 }
 
 
-Item = TypeVar("Item", IterationRecord, FinalModel, BlockVerdict)
+Item = TypeVar("Item", IterationRecord, IterationBatch, FinalModel, BlockVerdict)
 
 
 def decode_item(kind: type[Item], data: bytes) -> Item:

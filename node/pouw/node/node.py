@@ -61,10 +61,12 @@ from pouw.node.identity import load_node_key, network_params
 from pouw.node.items import (
     BlockVerdict,
     FinalModel,
+    IterationBatch,
     IterationRecord,
     decode_item,
     encode_item,
     has_valid_signature,
+    sign_batch,
     sign_final_model,
     sign_verdict,
 )
@@ -80,6 +82,8 @@ DEFAULT_FEE = 0.01
 EVALUATION_GRACE_S = 60.0
 """How long an evaluator waits for missing final models after the first one arrives."""
 RECENT_ITEMS = 4096
+ITERATION_BATCH_MAX = 1024
+ITERATION_FLUSH_S = 0.5
 REBROADCAST_EVERY_S = 3
 REBROADCAST_LIMIT = 200
 
@@ -135,6 +139,8 @@ class PoUWNode:
             kind: OrderedDict() for kind in ItemKind
         }
         self._verdicts: dict[bytes, BlockVerdict] = {}
+        self._records: OrderedDict[bytes, IterationRecord] = OrderedDict()
+        self._unsent_iterations: list[IterationRecord] = []
         self._requests_path = config.data_dir / "requests.json"
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pouw-check")
         self._background: set[asyncio.Task[Any]] = set()
@@ -240,12 +246,15 @@ class PoUWNode:
     async def _housekeeping(self) -> None:
         ticks = 0
         while self.is_running:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(ITERATION_FLUSH_S)
+            self._flush_iterations()
             ticks += 1
+            if ticks % 2:
+                continue
             self.metrics.peers.set(self._network.peer_count() if self._network else 0)
             for task_id in list(self._first_final_model):
                 self._maybe_evaluate(task_id)
-            if ticks % REBROADCAST_EVERY_S == 0:
+            if ticks % (2 * REBROADCAST_EVERY_S) == 0:
                 self._rebroadcast()
 
     def _rebroadcast(self) -> None:
@@ -551,7 +560,22 @@ class PoUWNode:
         record = IterationRecord(published.message, published.update, published.signature)
         with contextlib.suppress(MalformedData):
             self.tasks.record_iteration(decode_iteration_message(published.message))
-        self._announce(ItemKind.ITERATION, record.item_id(), encode_item(record))
+        self._keep_record(record)
+        self._unsent_iterations.append(record)
+        if len(self._unsent_iterations) >= ITERATION_BATCH_MAX:
+            self._flush_iterations()
+
+    def _flush_iterations(self) -> None:
+        records, self._unsent_iterations = self._unsent_iterations, []
+        if records:
+            batch = sign_batch(self.key, IterationBatch(self.key.public_key, tuple(records)))
+            self._announce(ItemKind.ITERATION, batch.item_id(), encode_item(batch))
+
+    def _keep_record(self, record: IterationRecord) -> None:
+        """Recent IT_RES by message hash: the evidence a verifier attaches to a slash."""
+        self._records[sha256(record.message)] = record
+        while len(self._records) > RECENT_ITEMS:
+            self._records.popitem(last=False)
 
     def _training_progress(self, job: Job, trainer: TaskTrainer, stats: MiningStats) -> None:
         self.metrics.iterations.inc()
@@ -564,6 +588,7 @@ class PoUWNode:
 
     def _finished_training(self, done: FinishedTraining) -> None:
         job, trainer = done.job, done.trainer
+        self._flush_iterations()
         self._finished.add(job.task_id)
         final = sign_final_model(
             self.key,
@@ -640,12 +665,11 @@ class PoUWNode:
         """Report the miner of a block that failed re-execution, with its signed IT_RES."""
         if not self.chain.state.holds_role(self.address, NodeRole.VERIFIER, NodeRole.SUPERVISOR):
             return
-        record_bytes = self._items[ItemKind.ITERATION].get(sha256(block.iteration_message))
+        record = self._records.get(sha256(block.iteration_message))
         miner = address_of(block.header.miner)
         tickets = [t for t in self.chain.state.live_tickets(NodeRole.MINER) if t.owner == miner]
-        if record_bytes is None or not tickets:
+        if record is None or not tickets:
             return
-        record = decode_item(IterationRecord, record_bytes)
         evidence = SlashEvidence(
             ticket_id=tickets[0].ticket_id,
             reason=reason,
@@ -784,18 +808,22 @@ class PoUWNode:
         return ItemResult(Verdict.ACCEPTED)
 
     def _on_iteration(self, item_id: bytes, payload: bytes) -> ItemResult:
-        record = decode_item(IterationRecord, payload)
-        if record.item_id() != item_id:
+        batch = decode_item(IterationBatch, payload)
+        if batch.item_id() != item_id:
             return _rejected("id_mismatch")
         if item_id in self._items[ItemKind.ITERATION]:
             return ItemResult(Verdict.KNOWN)
-        message = decode_iteration_message(record.message)
-        if not has_valid_signature(record, message.miner):
+        if not has_valid_signature(batch, batch.miner):
             return _rejected("bad_signature")
-        self.tasks.record_iteration(message)
+        for record in batch.records:
+            message = decode_iteration_message(record.message)
+            if message.miner != batch.miner:
+                return _rejected("foreign_iteration")
+            self.tasks.record_iteration(message)
+            self._keep_record(record)
+            if self.role == NodeRole.SUPERVISOR:
+                self._journal(message.task_id, encode_item(record))
         self._remember(ItemKind.ITERATION, item_id, payload)
-        if self.role == NodeRole.SUPERVISOR:
-            self._journal(message.task_id, payload)
         return ItemResult(Verdict.ACCEPTED)
 
     def _journal(self, task_id: bytes, payload: bytes) -> None:
