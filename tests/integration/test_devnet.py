@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pouw.api.client import ApiError
 from pouw.devnet import BUILTIN_TASKS, Devnet, NodePlan, free_ports, verify_data_dirs
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, d
 def tip_of(network: Devnet, node_id: str) -> str:
     try:
         status: dict[str, Any] = network.processes[node_id].client.status()
-    except OSError:
+    except (ApiError, OSError):
         return ""
     return str(status["tip"])
 

@@ -1,8 +1,11 @@
 """What peers say to each other: one signed envelope type carrying typed bodies.
 
-Every frame is an Envelope (msgpack via msgspec): protocol version, message type, the
-sender's ed25519 key, a timestamp, the encoded body and a signature over all of them under
-the chain id. Sizes are checked before decoding; bodies decode into bounded typed structs.
+Every frame is an Envelope (msgpack via msgspec, array-encoded): protocol version, message
+type, the sender's ed25519 key, a timestamp, the encoded body and a signature over a
+domain-separated hash of all of them and the chain id, so a message signed for one chain is
+worthless on another. `open_frame` checks size, shape, version, signature and type, in that
+order, before it decodes the body into a bounded typed struct; every refusal is a
+`DropMessage` whose reason is the metric label and the ban-score key.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from pouw.crypto import KeyPair, canonical_bytes, sha256, verify_signature
 
 PROTOCOL_VERSION: Final = 1
 MAX_IDS: Final = 1024
+"""Item ids in one inv or getdata."""
 MAX_BLOCKS: Final = 1000
+"""Blocks in one sync reply (and the largest limit a getblocks may ask for)."""
+MAX_LOCATOR: Final = 128
+MAX_ADDRESSES: Final = 256
+SIGNING_DOMAIN: Final = b"pouw-p2p-v1\x00"
 
 
 class ItemKind(StrEnum):
@@ -50,56 +58,80 @@ class Verdict(enum.Enum):
 class ItemResult:
     verdict: Verdict
     reason: str = ""
+    """For REJECTED: the rule the item broke, e.g. "bad_signature" (a metric label)."""
 
 
 Hash = Annotated[bytes, Meta(min_length=32, max_length=32)]
 Host = Annotated[str, Meta(max_length=255)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
+Address = tuple[Host, Port]
+UInt63 = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Work = UInt63
 
 
 class Envelope(msgspec.Struct, frozen=True, array_like=True):
-    version: int
+    version: UInt63
     type: Annotated[str, Meta(max_length=32)]
     sender: Annotated[bytes, Meta(min_length=32, max_length=32)]
-    timestamp_ms: int
+    timestamp_ms: UInt63
     body: bytes
     signature: Annotated[bytes, Meta(max_length=64)] = b""
 
     def signing_digest(self, chain_id: str) -> bytes:
         head = canonical_bytes((self.version, self.type, self.sender, self.timestamp_ms))
-        return sha256(b"pouw-p2p\x00" + chain_id.encode() + b"\x00" + head + self.body)
+        return sha256(SIGNING_DOMAIN + chain_id.encode() + b"\x00" + head + sha256(self.body))
 
 
 class Hello(msgspec.Struct, frozen=True, array_like=True):
+    """The handshake: which chain we are on, how far we are, where we listen."""
+
     chain_id: Annotated[str, Meta(max_length=64)]
     genesis_hash: Hash
-    height: Annotated[int, Meta(ge=0)]
+    height: UInt63
     tip_hash: Hash
-    total_work: Annotated[int, Meta(ge=0)]
+    total_work: Work
     listen_host: Host
     listen_port: Port
 
 
 class Ping(msgspec.Struct, frozen=True, array_like=True):
-    nonce: int
+    """A heartbeat; it carries our tip so that a peer which fell behind notices and syncs."""
+
+    nonce: UInt63
+    height: UInt63
+    tip_hash: Hash
+    total_work: Work
 
 
 class Pong(msgspec.Struct, frozen=True, array_like=True):
-    nonce: int
+    nonce: UInt63
+    height: UInt63
+    tip_hash: Hash
+    total_work: Work
 
 
 class Peers(msgspec.Struct, frozen=True, array_like=True):
-    addresses: Annotated[list[tuple[Host, Port]], Meta(max_length=256)]
+    """Peer exchange: listen addresses of peers we know."""
+
+    addresses: Annotated[list[Address], Meta(max_length=MAX_ADDRESSES)]
+
+
+class Bye(msgspec.Struct, frozen=True, array_like=True):
+    """We are closing this link ("full", "shutdown", "wrong_chain", "banned"), or, with
+    "hello_first", we do not know the sender on this link (we restarted): say hello again."""
+
+    reason: Annotated[str, Meta(max_length=32)]
+    addresses: Annotated[list[Address], Meta(max_length=MAX_ADDRESSES)] = []
 
 
 class Inv(msgspec.Struct, frozen=True, array_like=True):
     kind: ItemKind
-    ids: Annotated[list[Hash], Meta(max_length=MAX_IDS)]
+    ids: Annotated[list[Hash], Meta(min_length=1, max_length=MAX_IDS)]
 
 
 class GetData(msgspec.Struct, frozen=True, array_like=True):
     kind: ItemKind
-    ids: Annotated[list[Hash], Meta(max_length=MAX_IDS)]
+    ids: Annotated[list[Hash], Meta(min_length=1, max_length=MAX_IDS)]
 
 
 class Data(msgspec.Struct, frozen=True, array_like=True):
@@ -108,8 +140,15 @@ class Data(msgspec.Struct, frozen=True, array_like=True):
     payload: bytes
 
 
+class Items(msgspec.Struct, frozen=True, array_like=True):
+    """Several requested items in one frame (small ones: one signature for the lot)."""
+
+    kind: ItemKind
+    items: Annotated[list[tuple[Hash, bytes]], Meta(min_length=1, max_length=MAX_IDS)]
+
+
 class GetBlocks(msgspec.Struct, frozen=True, array_like=True):
-    locator: Annotated[list[Hash], Meta(max_length=128)]
+    locator: Annotated[list[Hash], Meta(min_length=1, max_length=MAX_LOCATOR)]
     limit: Annotated[int, Meta(ge=1, le=MAX_BLOCKS)]
 
 
@@ -117,19 +156,21 @@ class Blocks(msgspec.Struct, frozen=True, array_like=True):
     blocks: Annotated[list[bytes], Meta(max_length=MAX_BLOCKS)]
 
 
+Body = Hello | Ping | Pong | Peers | Bye | Inv | GetData | Data | Items | GetBlocks | Blocks
 BODY_TYPES: Final[dict[str, type[Any]]] = {
     "hello": Hello,
     "ping": Ping,
     "pong": Pong,
     "peers": Peers,
+    "bye": Bye,
     "inv": Inv,
     "getdata": GetData,
     "data": Data,
+    "items": Items,
     "getblocks": GetBlocks,
     "blocks": Blocks,
 }
-TYPE_NAMES: Final = {body: name for name, body in BODY_TYPES.items()}
-Body = Hello | Ping | Pong | Peers | Inv | GetData | Data | GetBlocks | Blocks
+TYPE_NAMES: Final[dict[type[Any], str]] = {body: name for name, body in BODY_TYPES.items()}
 
 _envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 _body_decoders = {name: msgspec.msgpack.Decoder(kind) for name, kind in BODY_TYPES.items()}
@@ -144,6 +185,7 @@ class DropMessage(Exception):
 
 
 def seal(key: KeyPair, chain_id: str, body: Body, timestamp_ms: int) -> bytes:
+    """The signed frame carrying `body`."""
     unsigned = Envelope(
         PROTOCOL_VERSION,
         TYPE_NAMES[type(body)],
@@ -156,7 +198,7 @@ def seal(key: KeyPair, chain_id: str, body: Body, timestamp_ms: int) -> bytes:
 
 
 def open_frame(frame: bytes, chain_id: str, max_bytes: int) -> tuple[Envelope, Body]:
-    """Size, shape, signature, type and body, in that order; DropMessage names the failure."""
+    """Size, shape, version, signature, type and body, in that order."""
     if len(frame) > max_bytes:
         raise DropMessage("oversized", f"{len(frame)} bytes > {max_bytes}")
     try:
@@ -175,3 +217,7 @@ def open_frame(frame: bytes, chain_id: str, max_bytes: int) -> tuple[Envelope, B
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise DropMessage("malformed", str(error)) from None
     return envelope, body
+
+
+def message_type(body: Body) -> str:
+    return TYPE_NAMES[type(body)]

@@ -1,43 +1,85 @@
-"""Peer bookkeeping: links, token-bucket rate limits and ban scores."""
+"""Peer bookkeeping: links, ban scores, bans, token-bucket rate limits and the address book.
+
+Nothing here does I/O; the Network drives it.
+"""
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from pouw.network.messages import ChainInfo
+from pouw.network.messages import ChainInfo, ItemKind
 
-BAN_SCORES: dict[str, int] = {
+K = TypeVar("K", bound=Hashable)
+
+BAN_SCORES: dict[str, float] = {
     "oversized": 50,
     "malformed": 20,
     "bad_signature": 50,
-    "unknown_type": 10,
     "bad_version": 10,
+    "unknown_type": 10,
     "wrong_chain": 100,
-    "rate_limited": 2,
-    "unsolicited": 1,
     "impersonation": 100,
+    "rate_limited": 2,
+    "stale": 2,
+    "unsolicited": 1,
+    "no_hello": 1,
+    # Not the peer's fault: counted, never scored.
+    "banned": 0,
+    "overloaded": 0,
+    "handler_error": 0,
+    "too_many_links": 0,
 }
-ITEM_REJECTION_SCORE = 25
-"""A block, transaction or message that its handler rejected (bad work, bad signature...)."""
+ITEM_REJECTION_SCORE = 25.0
+"""An item or sync batch the handler rejected (bad work, bad signature, ...): four in a row
+and the peer is gone; honest races (stale nonce, known block) come back KNOWN, not REJECTED."""
 
 
-def ban_score(reason: str) -> int:
+def ban_score(reason: str) -> float:
     return BAN_SCORES.get(reason, ITEM_REJECTION_SCORE)
+
+
+class BoundedSet(Generic[K]):
+    """Insertion-ordered set that forgets its oldest members beyond `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[K, None] = OrderedDict()
+
+    def add(self, item: K) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+    def discard(self, item: K) -> None:
+        self._items.pop(item, None)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @dataclass
 class TokenBucket:
+    """`rate_per_s` tokens a second, at most `burst` saved up; one token per frame."""
+
     rate_per_s: float
     burst: float
-    tokens: float = -1.0
+    tokens: float = field(init=False)
     updated: float = field(default_factory=time.monotonic)
 
-    def take(self) -> bool:
-        now = time.monotonic()
-        if self.tokens < 0:
-            self.tokens = self.burst
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+
+    def take(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
         self.updated = now
         if self.tokens < 1:
@@ -45,49 +87,113 @@ class TokenBucket:
         self.tokens -= 1
         return True
 
+    def refund(self) -> None:
+        """Give back the token of a frame that turned out to be an answer we asked for."""
+        self.tokens = min(self.burst, self.tokens + 1)
+
 
 @dataclass
+class BanScore:
+    """Misbehaviour points that fade at `decay_per_s`, so honest peers' rare slips never add
+    up to a ban while a burst of garbage does."""
+
+    decay_per_s: float
+    value: float = 0.0
+    updated: float = field(default_factory=time.monotonic)
+
+    def add(self, points: float, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        self.value = max(0.0, self.value - (now - self.updated) * self.decay_per_s) + points
+        self.updated = now
+        return self.value
+
+    def current(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return max(0.0, self.value - (now - self.updated) * self.decay_per_s)
+
+
+Sender = Callable[[bytes], bool]
+"""Queues one frame to the peer without waiting; False when it could not."""
+
+
+@dataclass(eq=False)
 class Link:
-    """One connection: outbound (our DEALER) or inbound (a routing id on our ROUTER)."""
+    """One connection: outbound (our DEALER to `address`) or inbound (a routing id on our
+    ROUTER). It belongs to a peer once a valid hello arrived on it."""
 
     direction: str
-    send: Callable[[bytes], Awaitable[None]]
+    send: Sender
     bucket: TokenBucket
+    score: BanScore
     address: tuple[str, int] | None = None
+    """Where we dialled (outbound)."""
     routing_id: bytes | None = None
+    remote_ip: str | None = None
     peer_key: bytes | None = None
     chain: ChainInfo | None = None
     listen: tuple[str, int] | None = None
-    score: int = 0
+    """Where the peer accepts connections, from its hello."""
+    opened: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
+    last_bye: float = 0.0
     closed: bool = False
+    syncing: bool = False
+    """We are fetching this peer's chain, batch after batch."""
+    sync_asked: float | None = None
+    """When our unanswered getblocks went out."""
+    sync_last: bytes | None = None
+    """The last block of the previous batch (the next batch starts after it)."""
+    synced_to: bytes | None = None
+    """The peer's tip when our last sync from it ended (not retried until it moves)."""
+    pending_inv: dict[ItemKind, list[bytes]] = field(default_factory=dict)
+    known: BoundedSet[tuple[ItemKind, bytes]] = field(default_factory=lambda: BoundedSet(4096))
+    """Items this peer has (it announced or sent them, or we did): never announced to it."""
 
     @property
     def ready(self) -> bool:
         """The peer said a valid hello on this link."""
         return self.peer_key is not None and not self.closed
 
+    @property
+    def label(self) -> str:
+        if self.peer_key is not None:
+            return self.peer_key.hex()[:16]
+        if self.address is not None:
+            return f"{self.address[0]}:{self.address[1]}"
+        return f"inbound {self.remote_ip or '?'}"
+
 
 @dataclass(frozen=True)
 class PeerInfo:
     node_key: str
+    """The peer's ed25519 public key, hex."""
     address: str
+    """host:port where the peer listens."""
     direction: str
-    ban_score: int
-    seconds_since_seen: float
+    """Whether we dialled it ("out") or it dialled us ("in")."""
+    ban_score: float
+    last_seen_s: float
+    """Seconds since its last valid message."""
     height: int
+    total_work: int
 
 
 class BanList:
-    def __init__(self, seconds: float) -> None:
+    """Subjects (node keys, addresses, routing ids) refused until their ban runs out."""
+
+    def __init__(self, seconds: float, limit: int = 65_536) -> None:
         self.seconds = seconds
+        self.limit = limit
         self._until: dict[object, float] = {}
 
     def ban(self, *subjects: object) -> None:
         until = time.monotonic() + self.seconds
         for subject in subjects:
             if subject is not None:
-                self._until[subject] = until
+                if len(self._until) >= self.limit:
+                    self.purge()
+                if len(self._until) < self.limit:
+                    self._until[subject] = until
 
     def banned(self, subject: object) -> bool:
         until = self._until.get(subject)
@@ -97,3 +203,104 @@ class BanList:
             del self._until[subject]
             return False
         return True
+
+    def purge(self) -> None:
+        now = time.monotonic()
+        for subject in [s for s, until in self._until.items() if until < now]:
+            del self._until[subject]
+
+
+UNSPECIFIED_HOSTS = frozenset({"", "*", "0.0.0.0", "::", "[::]"})
+
+
+@dataclass
+class AddressEntry:
+    failures: int = 0
+    next_try: float = 0.0
+    bootstrap: bool = False
+
+
+class AddressBook:
+    """Listen addresses we could dial: bootstrap peers (kept for ever) and those learnt from
+    peer exchange (bounded; dropped after repeated failures). Failed dials back off
+    exponentially up to `max_backoff_s`."""
+
+    def __init__(self, limit: int = 1024, max_backoff_s: float = 30.0, max_failures: int = 6):
+        self.limit = limit
+        self.max_backoff_s = max_backoff_s
+        self.max_failures = max_failures
+        self._entries: dict[tuple[str, int], AddressEntry] = {}
+        self._never: set[tuple[str, int]] = set()
+        """Addresses that turned out to be ourselves."""
+
+    def add(self, address: tuple[str, int], *, bootstrap: bool = False) -> None:
+        if address in self._never or address[1] == 0 or address[0] in UNSPECIFIED_HOSTS:
+            return
+        entry = self._entries.get(address)
+        if entry is not None:
+            entry.bootstrap = entry.bootstrap or bootstrap
+            return
+        if len(self._entries) >= self.limit and not bootstrap:
+            victims = [a for a, e in self._entries.items() if not e.bootstrap]
+            if not victims:
+                return
+            del self._entries[random.choice(victims)]
+        self._entries[address] = AddressEntry(bootstrap=bootstrap)
+
+    def never(self, address: tuple[str, int]) -> None:
+        """Never dial `address` again (it is us)."""
+        self._never.add(address)
+        self._entries.pop(address, None)
+
+    def succeeded(self, address: tuple[str, int]) -> None:
+        entry = self._entries.get(address)
+        if entry is not None:
+            entry.failures = 0
+            entry.next_try = 0.0
+
+    def failed(self, address: tuple[str, int], now: float | None = None) -> None:
+        entry = self._entries.get(address)
+        if entry is None:
+            return
+        entry.failures += 1
+        if entry.failures > self.max_failures and not entry.bootstrap:
+            del self._entries[address]
+            return
+        now = time.monotonic() if now is None else now
+        delay = min(self.max_backoff_s, 2.0 ** (entry.failures - 1))
+        entry.next_try = now + delay * random.uniform(0.8, 1.2)
+
+    def defer(self, address: tuple[str, int], seconds: float) -> None:
+        """Do not dial `address` for a while (it is full)."""
+        entry = self._entries.get(address)
+        if entry is not None:
+            entry.next_try = time.monotonic() + seconds
+
+    def due(self, now: float | None = None) -> list[tuple[str, int]]:
+        """Addresses whose backoff has run out, bootstrap peers first, the rest shuffled."""
+        now = time.monotonic() if now is None else now
+        ready = [(a, e) for a, e in self._entries.items() if e.next_try <= now]
+        random.shuffle(ready)
+        ready.sort(key=lambda pair: not pair[1].bootstrap)
+        return [address for address, _ in ready]
+
+    def sample(self, count: int, exclude: Iterable[tuple[str, int]] = ()) -> list[tuple[str, int]]:
+        excluded = set(exclude)
+        good = [a for a, e in self._entries.items() if e.failures == 0 and a not in excluded]
+        random.shuffle(good)
+        return good[:count]
+
+    def is_bootstrap(self, address: tuple[str, int]) -> bool:
+        entry = self._entries.get(address)
+        return entry is not None and entry.bootstrap
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def format_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
