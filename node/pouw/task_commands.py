@@ -1,10 +1,12 @@
-"""`pouw task submit|status|model`: talking to a node's HTTP API."""
+"""`pouw task submit|status|model`: talking to a node's HTTP API through pouw.api.client only."""
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +18,82 @@ from rich.table import Table
 from pouw.api.client import ApiError, NodeClient
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_FEE = 0.01
+# MLTask fields that choose where the task goes, not what it is: the operator's business.
+_PLACEMENT = frozenset({"network", "networkSelector", "networkRef", "node", "nodeRef"})
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
-def _client(node: str | None, token: str | None) -> NodeClient:
-    return NodeClient(
-        node or os.environ.get("POUW_API_URL", DEFAULT_URL),
-        token if token is not None else os.environ.get("POUW_API_TOKEN"),
-    )
+def make_client(url: str, token: str | None) -> NodeClient:
+    """Tests replace this to talk to an in-process app."""
+    return NodeClient(url, token or None)
+
+
+@contextmanager
+def _talking(url: str, token: str | None) -> Iterator[NodeClient]:
+    with make_client(url, token) as client:
+        try:
+            yield client
+        except ApiError as error:
+            raise click.ClickException(f"{url}: {error}") from None
+
+
+def _snake(name: str) -> str:
+    return _CAMEL.sub(r"_\1", name).lower()
+
+
+def _snake_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_snake(str(key)): _snake_keys(item) for key, item in value.items()}
+    return value
+
+
+def task_mapping(document: object, source: str = "task") -> tuple[dict[str, Any], float, float]:
+    """(spec mapping, reward, fee) from a plain task mapping or an MLTask manifest (`spec:`),
+    with Kubernetes camelCase keys (learningRate, minAccuracy, ...) as the spec's snake_case."""
+    if not isinstance(document, dict):
+        raise click.ClickException(f"{source}: expected a mapping, got {type(document).__name__}")
+    if isinstance(document.get("spec"), dict):
+        document = document["spec"]
+    assert isinstance(document, dict)
+    mapping = {key: value for key, value in document.items() if key not in _PLACEMENT}
+    hyperparameters = mapping.pop("hyperparameters", None)
+    if isinstance(hyperparameters, dict):
+        mapping = {**hyperparameters, **mapping}
+    mapping = _snake_keys(mapping)
+    reward = mapping.pop("reward", None)
+    fee = mapping.pop("fee", DEFAULT_FEE)
+    if reward is None:
+        raise click.ClickException(f"{source}: the task needs a reward (coins paid into escrow)")
+    try:
+        return mapping, float(reward), float(fee)
+    except (TypeError, ValueError):
+        raise click.ClickException(f"{source}: reward and fee must be numbers") from None
 
 
 def read_task_file(source: str) -> tuple[dict[str, Any], float, float]:
-    """(spec mapping, reward, fee) from YAML/JSON: a plain task, or an MLTask manifest."""
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    document = yaml.safe_load(text)
-    if not isinstance(document, dict):
-        raise click.ClickException(f"{source}: expected a mapping, got {type(document).__name__}")
-    if "spec" in document and isinstance(document["spec"], dict):
-        document = document["spec"]
-    mapping = dict(document)
-    reward = mapping.pop("reward", None)
-    fee = mapping.pop("fee", 0.01)
-    for ignored in ("network", "networkSelector", "minAccuracy"):
-        mapping.pop(ignored, None)
-    if reward is None:
-        raise click.ClickException(f"{source}: the task needs a reward (coins paid into escrow)")
-    return mapping, float(reward), float(fee)
+    """`task_mapping` of a YAML or JSON file, or of stdin for `-`."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        document = yaml.safe_load(text)  # JSON is YAML
+    except OSError as error:
+        raise click.ClickException(f"{source}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise click.ClickException(f"{source}: not YAML or JSON: {error}") from None
+    return task_mapping(document, source)
 
 
-node_option = click.option("--node", help=f"Node API URL (POUW_API_URL, default {DEFAULT_URL}).")
-token_option = click.option("--token", help="Bearer token for writes (POUW_API_TOKEN).")
+node_option = click.option(
+    "--node",
+    "url",
+    envvar="POUW_API_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Node API URL [env POUW_API_URL].",
+)
+token_option = click.option(
+    "--token", envvar="POUW_API_TOKEN", help="Bearer token for writes [env POUW_API_TOKEN]."
+)
 
 
 @click.group()
@@ -54,62 +103,75 @@ def task() -> None:
 
 @task.command()
 @click.argument("source")
+@click.option("--request-id", help="Idempotency key: resubmitting with it pays only once.")
 @node_option
 @token_option
-def submit(source: str, node: str | None, token: str | None) -> None:
-    """Pay for the task in SOURCE (a YAML/JSON file, or - for stdin); print its id."""
+def submit(source: str, request_id: str | None, url: str, token: str | None) -> None:
+    """Pay for the task in SOURCE (YAML/JSON task or MLTask manifest; - for stdin); print its id."""
     spec, reward, fee = read_task_file(source)
-    with _client(node, token) as client:
-        try:
-            click.echo(client.submit_task(spec, reward=reward, fee=fee))
-        except (ApiError, ConnectionError) as error:
-            raise click.ClickException(str(error)) from None
+    with _talking(url, token) as client:
+        click.echo(client.submit_task(spec, reward=reward, fee=fee, request_id=request_id))
 
 
 @task.command()
 @click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the task view as JSON.")
 @node_option
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON view.")
-def status(task_id: str, node: str | None, as_json: bool) -> None:
+@token_option
+def status(task_id: str, as_json: bool, url: str, token: str | None) -> None:
     """Phase, per-miner progress, blocks and test accuracy of a task."""
-    with _client(node, None) as client:
-        try:
-            view = client.task(task_id)
-        except (ApiError, ConnectionError) as error:
-            raise click.ClickException(str(error)) from None
+    with _talking(url, token) as client:
+        view = client.task(task_id)
     if as_json:
         click.echo(json.dumps(view))
         return
-    console = Console()
-    table = Table(title=f"task {view['task_id'][:16]}: {view['phase']}")
+    Console().print(progress_table(view))
+    accuracy = view.get("test_accuracy")
+    click.echo(
+        f"blocks {view.get('blocks', 0)}, "
+        f"test accuracy {'-' if accuracy is None else f'{accuracy:.4f}'}, "
+        f"model {'available' if view.get('model_available') else 'not yet'}"
+        + (f"; {view['message']}" if view.get("message") else "")
+    )
+
+
+def progress_table(view: dict[str, Any]) -> Table:
+    table = Table(title=f"task {str(view.get('task_id', ''))[:16]}: {view.get('phase', '?')}")
     for column in ("miner", "epoch", "iterations", "loss", "batch accuracy", "finished"):
         table.add_column(column)
-    for entry in view["progress"]:
+    for entry in view.get("progress", []):
         table.add_row(
-            entry["miner"][:14],
-            f"{entry['epoch']}/{view['epochs']}",
-            str(entry["iterations"]),
-            f"{entry['loss']:.4f}" if entry["loss"] is not None else "-",
-            f"{entry['accuracy']:.3f}" if entry["accuracy"] is not None else "-",
-            "yes" if entry["finished"] else "",
+            str(entry.get("miner", ""))[:14],
+            f"{entry.get('epoch', 0)}/{view.get('epochs', '?')}",
+            str(entry.get("iterations", 0)),
+            _number(entry.get("loss"), 4),
+            _number(entry.get("accuracy"), 3),
+            "yes" if entry.get("finished") else "",
         )
-    console.print(table)
-    console.print(
-        f"blocks {view['blocks']}, test accuracy {view['test_accuracy']}, "
-        f"model {'available' if view['model_available'] else 'not yet'} {view['message']}"
-    )
+    return table
+
+
+def _number(value: object, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
 
 
 @task.command()
 @click.argument("task_id")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    required=True,
+    help="Where to write the safetensors file.",
+)
 @node_option
-def model(task_id: str, output: Path, node: str | None) -> None:
+@token_option
+def model(task_id: str, output: Path, url: str, token: str | None) -> None:
     """Download the task's best model (safetensors)."""
-    with _client(node, None) as client:
-        try:
-            data = client.task_model(task_id)
-        except (ApiError, ConnectionError) as error:
-            raise click.ClickException(str(error)) from None
-    output.write_bytes(data)
+    with _talking(url, token) as client:
+        data = client.task_model(task_id)
+    try:
+        output.write_bytes(data)
+    except OSError as error:
+        raise click.ClickException(f"{output}: {error.strerror or error}") from None
     click.echo(f"{output}: {len(data)} bytes")

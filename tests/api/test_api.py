@@ -1,27 +1,27 @@
+"""The routes against a fake node: open reads, guarded writes, 4xx with a message, never 500."""
+
 from __future__ import annotations
 
-import asyncio
 import json
-from pathlib import Path
+import math
 from typing import Any
 
-import httpx
+import msgspec
 import pytest
-from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from pouw.api.app import create_app
-from pouw.api.client import ApiError, NodeClient
-from pouw.api.server import serve_api
+from pouw.api.app import MAX_BODY_BYTES, create_app
+from pouw.api.schemas import DatasetBody, ModelBody, TaskBody
 from pouw.blockchain.errors import InvalidTransaction
-from pouw.task_commands import task
-from tests.api.fake_node import TASK_ID, FakeNode
+from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
+from pouw.roles import NodeRole
+from tests.api.fake_node import DONE_ID, NEW_ID, TOKEN, TRAINING_ID, FakeNode
 
-TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RAW = {**AUTH, "Content-Type": "application/json"}  # for bodies sent as raw content
 TASK: dict[str, Any] = {
     "model": {"layers": [64, 32, 10]},
     "dataset": {"name": "digits"},
@@ -40,170 +40,269 @@ def api(fake: FakeNode) -> TestClient:
     return TestClient(create_app(fake, api_token=TOKEN), raise_server_exceptions=False)
 
 
-def test_reads_are_open(api: TestClient) -> None:
+def _requests(fake: FakeNode) -> dict[str, float]:
+    families = text_string_to_metric_families(fake.metrics.exposition().decode())
+    family = next(f for f in families if f.name == "pouw_api_requests")
+    return {s.labels["status"]: s.value for s in family.samples if s.name.endswith("_total")}
+
+
+def test_every_read_answers_without_a_token(api: TestClient) -> None:
     assert api.get("/status").json()["node_id"] == "fake"
     assert api.get("/economics").json()["staked"] is True
-    assert api.get("/blocks/2").json() == {"height": 2}
-    assert api.get("/tasks").json()[0]["task_id"] == TASK_ID
-    assert api.get(f"/tasks/{TASK_ID}").json()["phase"] == "completed"
-    assert api.get(f"/tasks/{TASK_ID}/model").content == b"safetensors bytes"
-    assert api.get("/health").json()["success_rate"] == 1.0
+    assert api.get("/blocks/2").json()["height"] == 2
+    assert [t["task_id"] for t in api.get("/tasks").json()] == [DONE_ID, TRAINING_ID]
+    view = api.get(f"/tasks/{TRAINING_ID}").json()
+    assert view["phase"] == "training" and view["progress"][1]["finished"] is True
+    model = api.get(f"/tasks/{DONE_ID}/model")
+    assert model.content == b"safetensors bytes"
+    assert model.headers["content-type"] == "application/octet-stream"
+    assert api.get(f"/tasks/{DONE_ID.upper()}").json()["task_id"] == DONE_ID
     assert api.get("/docs").status_code == 200
 
 
-def test_unhealthy_answers_503_for_probes(api: TestClient, fake: FakeNode) -> None:
+def test_openapi_lists_every_route() -> None:
+    paths = create_app(FakeNode(), api_token=None).openapi()["paths"]
+    assert set(paths) == {
+        "/status", "/health", "/economics", "/metrics", "/blocks/{height}", "/tasks",
+        "/tasks/{task_id}", "/tasks/{task_id}/model", "/stake",
+    }  # fmt: skip
+    assert set(paths["/tasks"]) == {"get", "post"}
+
+
+def test_health_answers_its_fields_and_503_when_unhealthy(api: TestClient, fake: FakeNode) -> None:
+    healthy = api.get("/health")
+    assert healthy.status_code == 200
+    assert healthy.json() == {
+        "response_time": 1.0, "success_rate": 1.0, "cpu_usage": 5.0, "memory_usage": 10.0,
+        "healthy": True,
+    }  # fmt: skip
     fake.healthy = False
-    assert api.get("/health").status_code == 503
+    unhealthy = api.get("/health")
+    assert unhealthy.status_code == 503 and unhealthy.json()["healthy"] is False
 
 
-def test_missing_things_are_404_and_bad_ids_422(api: TestClient) -> None:
-    assert api.get("/blocks/99").status_code == 404
+def test_missing_things_are_404_with_a_reason(api: TestClient) -> None:
+    assert "above the chain's tip" in api.get("/blocks/4").json()["detail"]
     assert api.get("/tasks/" + "00" * 32).status_code == 404
     assert api.get("/tasks/" + "00" * 32 + "/model").status_code == 404
-    response = api.get("/tasks/not-hex")
-    assert response.status_code == 422 and "64 hex" in response.text
+    not_yet = api.get(f"/tasks/{TRAINING_ID}/model")
+    assert not_yet.status_code == 404
+    assert "training" in not_yet.json()["detail"] and "completes" in not_yet.json()["detail"]
 
 
-def test_writes_need_the_token(api: TestClient) -> None:
+@pytest.mark.parametrize("bad", ["not-hex", "ab" * 31, "ab" * 33, "zz" * 32])
+def test_a_malformed_task_id_is_422(api: TestClient, bad: str) -> None:
+    for path in (f"/tasks/{bad}", f"/tasks/{bad}/model"):
+        response = api.get(path)
+        assert response.status_code == 422 and "64 hex" in response.json()["detail"]
+
+
+def test_a_bad_height_is_422_naming_it(api: TestClient) -> None:
+    for bad in ("-1", "x", str(2**70)):
+        response = api.get(f"/blocks/{bad}")
+        assert response.status_code == 422 and "height" in response.text
+
+
+def test_writes_need_the_token(api: TestClient, fake: FakeNode) -> None:
     for path, body in (("/tasks", TASK), ("/stake", {"amount": 1})):
-        assert api.post(path, json=body).status_code == 401
+        missing = api.post(path, json=body)
+        assert missing.status_code == 401 and "POUW_API_TOKEN" in missing.json()["detail"]
+        assert missing.headers["www-authenticate"] == "Bearer"
         wrong = api.post(path, json=body, headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401 and "POUW_API_TOKEN" in wrong.text
+        assert wrong.status_code == 401 and "wrong" in wrong.json()["detail"]
+        basic = api.post(path, json=body, headers={"Authorization": f"Basic {TOKEN}"})
+        assert basic.status_code == 401
+    assert fake.submitted == [] and fake.staked == []
+
+
+def test_without_a_configured_token_writes_are_open(fake: FakeNode) -> None:
+    api = TestClient(create_app(fake, api_token=None))
+    assert api.post("/stake", json={"amount": 2}).status_code == 201
 
 
 def test_a_task_is_submitted_with_its_request_id(api: TestClient, fake: FakeNode) -> None:
     response = api.post("/tasks", json={**TASK, "request_id": "op-1"}, headers=AUTH)
-    assert response.status_code == 201 and response.json() == {"task_id": "cd" * 32}
+    assert response.status_code == 201 and response.json() == {"task_id": NEW_ID}
     spec, reward, fee, request_id = fake.submitted[0]
-    assert (spec.epochs, reward, fee, request_id) == (3, 5.0, 0.01, "op-1")
+    assert (spec.epochs, spec.model.layers, reward, fee, request_id) == (
+        3, (64, 32, 10), 5.0, 0.01, "op-1"
+    )  # fmt: skip
+    api.post("/tasks", json={**TASK, "fee": 0}, headers=AUTH)
+    assert fake.submitted[1][2:] == (0.0, None)
 
 
 @pytest.mark.parametrize(
     ("change", "field"),
     [
         ({"reward": -1}, "reward"),
+        ({"reward": 0}, "reward"),
+        ({"fee": -0.5}, "fee"),
         ({"epochs": 0}, "epochs"),
         ({"optimizer": "lbfgs"}, "optimizer"),
         ({"dataset": None}, "dataset"),
         ({"model": {"layers": [0, 2]}}, "layers"),
+        ({"model": {"layers": [4, 2], "depth": 3}}, "depth"),
+        ({"learning_rate": "fast"}, "learning_rate"),
+        ({"colour": "blue"}, "colour"),
+        ({"request_id": ""}, "request_id"),
     ],
 )
 def test_invalid_bodies_get_422_naming_the_field(
-    api: TestClient, change: dict[str, Any], field: str
+    api: TestClient, fake: FakeNode, change: dict[str, Any], field: str
 ) -> None:
     response = api.post("/tasks", json={**TASK, **change}, headers=AUTH)
-    assert response.status_code == 422 and field in response.text
+    assert response.status_code == 422
+    assert any(field in entry["loc"] for entry in response.json()["detail"])
+    assert fake.submitted == []
 
 
-def test_a_spec_the_ledger_refuses_gets_422_with_the_reason(api: TestClient) -> None:
-    body = {**TASK, "dataset": {"name": "imagenet"}}
+@pytest.mark.parametrize("missing", ["dataset", "model", "reward"])
+def test_a_missing_field_is_named(api: TestClient, missing: str) -> None:
+    body = {key: value for key, value in TASK.items() if key != missing}
     response = api.post("/tasks", json=body, headers=AUTH)
-    assert response.status_code == 422 and "not a built-in dataset" in response.text
+    assert response.status_code == 422
+    assert ["body", missing] in [entry["loc"] for entry in response.json()["detail"]]
+
+
+def test_infinite_amounts_are_refused(api: TestClient) -> None:
+    body = json.dumps({**TASK, "reward": math.inf})
+    assert api.post("/tasks", content=body, headers=RAW).status_code == 422
+
+
+def test_a_spec_the_ledger_refuses_gets_422_with_its_message(api: TestClient) -> None:
+    response = api.post("/tasks", json={**TASK, "dataset": {"name": "imagenet"}}, headers=AUTH)
+    assert response.status_code == 422
+    assert "not a built-in dataset" in response.json()["detail"]
 
 
 def test_a_refused_transaction_gets_409_with_its_rule(api: TestClient, fake: FakeNode) -> None:
     fake.refuse_with = InvalidTransaction("overspend", "spends 5, balance is 1")
-    response = api.post("/stake", json={"amount": 5, "role": "miner"}, headers=AUTH)
-    assert response.status_code == 409 and response.json()["detail"]["reason"] == "overspend"
+    for path, body in (("/tasks", TASK), ("/stake", {"amount": 5, "role": "miner"})):
+        response = api.post(path, json=body, headers=AUTH)
+        assert response.status_code == 409
+        assert response.json() == {"reason": "overspend", "detail": "spends 5, balance is 1"}
 
 
-def test_metrics_are_prometheus_text_and_count_responses(api: TestClient) -> None:
+def test_stake_takes_a_role_in_any_case(api: TestClient, fake: FakeNode) -> None:
+    ticket = api.post("/stake", json={"amount": 2.5, "role": " verifier "}, headers=AUTH)
+    assert ticket.status_code == 201
+    assert ticket.json() == {
+        "ticket_id": "ef" * 32, "role": "VERIFIER", "amount": 2.5, "owner": "pw" + "0" * 40,
+        "confirmed": False,
+    }  # fmt: skip
+    assert api.post("/stake", json={"amount": 1}, headers=AUTH).json()["role"] == "MINER"
+    assert fake.staked == [(2.5, NodeRole.VERIFIER), (1.0, None)]
+    for bad, field in (({"amount": 1, "role": "king"}, "role"), ({"amount": -1}, "amount")):
+        response = api.post("/stake", json=bad, headers=AUTH)
+        assert response.status_code == 422 and field in response.text
+
+
+def test_metrics_are_prometheus_text_and_count_every_response(
+    api: TestClient, fake: FakeNode
+) -> None:
     api.get("/status")
     api.get("/blocks/99")
-    text = api.get("/metrics").text
-    families = {family.name: family for family in text_string_to_metric_families(text)}
-    assert "pouw_chain_height" in families
-    statuses = {s.labels["status"]: s.value for s in families["pouw_api_requests"].samples}
-    assert statuses["2xx"] >= 1 and statuses["4xx"] >= 1
+    fake.explode = True
+    api.get("/status")
+    response = api.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert families["pouw_chain_height"].samples[0].value == 3
+    assert _requests(fake) == {"2xx": 2.0, "4xx": 1.0, "5xx": 1.0}  # /metrics counts too
 
 
 def test_an_unexpected_error_is_a_503_not_a_500(api: TestClient, fake: FakeNode) -> None:
     fake.explode = True
-    response = api.get("/status")
-    assert response.status_code == 503 and "RuntimeError" in response.text
+    for response in (
+        api.get("/status"),
+        api.post("/tasks", json=TASK, headers=AUTH),
+        api.post("/stake", json={"amount": 1}, headers=AUTH),
+    ):
+        assert response.status_code == 503
+        assert response.json() == {"detail": "node error: RuntimeError"}
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    body=st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-        lambda inner: (
-            st.lists(inner, max_size=4)
-            | st.dictionaries(
-                st.sampled_from(["model", "dataset", "reward", "epochs", "amount", "role", "x"]),
-                inner,
-                max_size=5,
-            )
-        ),
-        max_leaves=12,
+def test_the_node_health_window_records_work_but_not_probes(fake: FakeNode) -> None:
+    api = TestClient(create_app(fake, api_token=TOKEN), raise_server_exceptions=False)
+    api.get("/status")
+    api.get("/blocks/99")  # a client's mistake is not the node's failure
+    fake.explode = True
+    api.get("/status")
+    for _ in range(5):
+        api.get("/health")
+        api.get("/metrics")
+    assert fake.health.snapshot().success_rate == pytest.approx(2 / 3)
+
+
+def test_an_oversized_body_is_413(api: TestClient, fake: FakeNode) -> None:
+    body = json.dumps({**TASK, "request_id": "x" * MAX_BODY_BYTES})
+    assert api.post("/tasks", content=body, headers=RAW).status_code == 413
+
+    def chunks() -> Any:  # no Content-Length: the limit applies while reading
+        yield body.encode()
+
+    assert api.post("/tasks", content=chunks(), headers=RAW).status_code == 413
+    assert fake.submitted == []
+    assert _requests(fake) == {"4xx": 2.0}
+
+
+def test_a_diverged_miner_loss_is_null_not_an_error(api: TestClient, fake: FakeNode) -> None:
+    fake.loss = math.nan
+    response = api.get(f"/tasks/{TRAINING_ID}")
+    assert response.status_code == 200 and response.json()["progress"][0]["loss"] is None
+
+
+def test_the_bodies_mirror_the_task_spec() -> None:
+    for body, spec in ((TaskBody, TaskSpec), (ModelBody, ModelSpec), (DatasetBody, DatasetSpec)):
+        extra = {"reward", "fee", "request_id"} if body is TaskBody else set()
+        assert set(body.model_fields) - extra == set(spec.__struct_fields__)
+    full = TaskBody.model_validate(TASK).spec_mapping()
+    assert msgspec.convert(full, TaskSpec).epochs == 3
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from([
+                "model", "dataset", "layers", "name", "format", "sha256", "reward", "fee",
+                "epochs", "amount", "role", "request_id", "miners", "tau", "x",
+            ]),
+            inner,
+            max_size=6,
+        )
     ),
-    path=st.sampled_from(["/tasks", "/stake"]),
-)
-def test_no_body_gets_a_5xx(body: object, path: str) -> None:
-    api = TestClient(create_app(FakeNode(), api_token=TOKEN), raise_server_exceptions=False)
-    response = api.post(path, content=json.dumps(body, allow_nan=True), headers=AUTH)
+    max_leaves=16,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=json_values, path=st.sampled_from(["/tasks", "/stake"]))
+def test_no_json_body_gets_a_5xx(body: object, path: str) -> None:
+    fake = FakeNode()
+    api = TestClient(create_app(fake, api_token=TOKEN), raise_server_exceptions=False)
+    response = api.post(path, content=json.dumps(body, allow_nan=True), headers=RAW)
     assert response.status_code < 500
+    assert "5xx" not in _requests(fake)
 
 
-def test_the_client_speaks_the_api(fake: FakeNode) -> None:
-    client = _client_for(create_app(fake, api_token=TOKEN))
-    assert client.status()["blockchain_height"] == 3
-    assert client.submit_task(_spec(), reward=5.0, request_id="r") == "cd" * 32
-    assert client.task_model(TASK_ID) == b"safetensors bytes"
-    with pytest.raises(ApiError) as refused:
-        client.block(99)
-    assert refused.value.status == 404
-
-
-def _spec() -> dict[str, Any]:
-    return {key: value for key, value in TASK.items() if key != "reward"}
-
-
-def _client_for(app: Any) -> NodeClient:
-    test_client = TestClient(app)
-
-    class Bridge(httpx.BaseTransport):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            response = test_client.request(
-                request.method, request.url.path, content=request.content, headers=request.headers
-            )
-            return httpx.Response(
-                response.status_code, headers=response.headers, content=response.content
-            )
-
-    return NodeClient("http://node", TOKEN, transport=Bridge())
-
-
-def test_the_api_serves_for_real_on_a_free_port(fake: FakeNode) -> None:
-    async def scenario() -> int:
-        server = await serve_api(create_app(fake, api_token=None), "127.0.0.1", 0)
-        try:
-            async with httpx.AsyncClient() as client:
-                response = await client.get(f"http://127.0.0.1:{server.port}/status")
-                return response.status_code
-        finally:
-            await server.stop()
-
-    assert asyncio.run(scenario()) == 200
-
-
-def test_task_commands_submit_and_report(
-    tmp_path: Path, fake: FakeNode, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app = create_app(fake, api_token=TOKEN)
-    monkeypatch.setattr("pouw.task_commands._client", lambda node, token: _client_for(app))
-    manifest = tmp_path / "task.yaml"
-    manifest.write_text(
-        "apiVersion: pouw.network/v1alpha1\nkind: MLTask\nspec:\n"
-        "  model: {layers: [64, 32, 10]}\n  dataset: {name: digits}\n  reward: 5\n"
-    )
-    runner = CliRunner()
-    submitted = runner.invoke(task, ["submit", str(manifest)])
-    assert submitted.exit_code == 0 and submitted.output.strip() == "cd" * 32
-    status = runner.invoke(task, ["status", TASK_ID, "--json"])
-    assert json.loads(status.output)["phase"] == "completed"
-    out = tmp_path / "model.safetensors"
-    assert runner.invoke(task, ["model", TASK_ID, "-o", str(out)]).exit_code == 0
-    assert out.read_bytes() == b"safetensors bytes"
-    missing = runner.invoke(task, ["submit", str(tmp_path / "nope.yaml")])
-    assert missing.exit_code != 0
+@settings(max_examples=40, deadline=None)
+@given(
+    task=st.fixed_dictionaries(
+        {"model": st.fixed_dictionaries({"layers": st.lists(st.integers(), max_size=5)})},
+        optional={
+            "dataset": st.fixed_dictionaries({"name": st.text(max_size=10)}),
+            "epochs": st.integers(),
+            "reward": st.floats(),
+            "tau": st.floats(),
+            "batch_size": st.integers(),
+        },
+    ),
+    raw=st.binary(max_size=64),
+)
+def test_near_valid_tasks_and_raw_bytes_get_no_5xx(task: dict[str, Any], raw: bytes) -> None:
+    api = TestClient(create_app(FakeNode(), api_token=TOKEN), raise_server_exceptions=False)
+    body = json.dumps(task, allow_nan=True)  # NaN and Infinity, as Python's json reads them
+    assert api.post("/tasks", content=body, headers=RAW).status_code < 500
+    assert api.post("/tasks", content=raw, headers=RAW).status_code < 500

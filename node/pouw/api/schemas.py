@@ -1,4 +1,9 @@
-"""Request bodies of the HTTP API (pydantic): bad input becomes a 422 naming the field."""
+"""Bodies and responses of the HTTP API (pydantic), so bad input becomes a 422 naming the field
+and /docs shows every shape.
+
+The request bodies mirror `TaskSpec` field for field (a test keeps them in step): pydantic
+names the field in its 422, and `task_spec_from_mapping` still has the last word on the spec.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pouw.node.views import TaskPhase
 from pouw.roles import NodeRole
+
+# NaN and infinities are not amounts (json.loads would accept `Infinity`).
+_BODY = ConfigDict(extra="forbid", allow_inf_nan=False)
+MAX_COINS = 1e12
 
 
 class ModelBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _BODY
     layers: list[int] = Field(min_length=2, max_length=16)
     architecture: Literal["mlp", "cnn"] = "mlp"
     activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu"
@@ -19,13 +29,13 @@ class ModelBody(BaseModel):
     @field_validator("layers", "input_shape")
     @classmethod
     def _positive(cls, sizes: list[int]) -> list[int]:
-        if any(size < 1 for size in sizes):
-            raise ValueError("sizes must be positive")
+        if any(size < 1 or size > 2**31 for size in sizes):
+            raise ValueError("sizes must be between 1 and 2**31")
         return sizes
 
 
 class DatasetBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _BODY
     name: str = Field(min_length=1, max_length=256)
     format: Literal["builtin", "npz", "csv"] = "builtin"
     url: str = Field(default="", max_length=2048)
@@ -37,7 +47,7 @@ class DatasetBody(BaseModel):
 class TaskBody(BaseModel):
     """A task spec (DESIGN.md section 1) and what the client pays for it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _BODY
     model: ModelBody
     dataset: DatasetBody
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -48,18 +58,23 @@ class TaskBody(BaseModel):
     min_accuracy: float = Field(default=0.0, ge=0.0, le=1.0)
     miners: int = Field(default=3, ge=1, le=64)
     aggregator: Literal["median", "trimmed_mean", "krum", "mean"] = "median"
-    reward: float = Field(gt=0.0, le=1e12)
-    fee: float = Field(default=0.01, ge=0.0, le=1e12)
-    request_id: str | None = Field(default=None, min_length=1, max_length=253)
+    reward: float = Field(gt=0.0, le=MAX_COINS, description="coins paid into the task's escrow")
+    fee: float = Field(default=0.01, ge=0.0, le=MAX_COINS, description="coins to the miner")
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="idempotency key: a repeated id returns the first submission's task id",
+    )
 
     def spec_mapping(self) -> dict[str, Any]:
         return self.model_dump(exclude={"reward", "fee", "request_id"})
 
 
 class StakeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    amount: float = Field(gt=0.0, le=1e12)
-    role: NodeRole | None = None
+    model_config = _BODY
+    amount: float = Field(gt=0.0, le=MAX_COINS, description="coins locked in the ticket")
+    role: NodeRole | None = Field(default=None, description="defaults to the node's role")
 
     @field_validator("role", mode="before")
     @classmethod
@@ -69,3 +84,63 @@ class StakeBody(BaseModel):
 
 class Created(BaseModel):
     task_id: str
+
+
+class MinerProgressOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    miner: str
+    epoch: int
+    iterations: int
+    loss: float | None
+    accuracy: float | None
+    finished: bool
+
+
+class TaskOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    task_id: str
+    phase: TaskPhase
+    client: str
+    reward: float
+    epochs: int
+    dataset: str
+    min_accuracy: float
+    created_height: int
+    miners: list[str]
+    progress: list[MinerProgressOut]
+    blocks: int
+    test_accuracy: float | None
+    best_model_hash: str | None
+    model_available: bool
+    message: str
+
+
+class TicketOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    ticket_id: str
+    role: str
+    amount: float
+    owner: str
+    confirmed: bool
+
+
+class HealthOut(BaseModel):
+    """response_time in ms (mean of recent requests), success_rate in [0, 1], usage in %."""
+
+    model_config = ConfigDict(from_attributes=True)
+    response_time: float
+    success_rate: float
+    cpu_usage: float
+    memory_usage: float
+    healthy: bool
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class Refused(BaseModel):
+    """The ledger refused the transaction: `reason` is the rule (a metric label)."""
+
+    reason: str
+    detail: str

@@ -1,4 +1,8 @@
-"""Health from recent work (latency, success) and this process's load (psutil)."""
+"""Health from recent work (latency, success) and this process's load (psutil).
+
+The window is bounded so a node that failed an hour ago and recovered reads healthy again, and
+one that starts failing now reads unhealthy within a few hundred requests.
+"""
 
 from __future__ import annotations
 
@@ -25,17 +29,20 @@ class HealthMetrics:
 
 
 class HealthTracker:
+    """Thread-safe: the API records on the event loop, verification threads record too."""
+
     def __init__(self, process: psutil.Process | None = None, window: int = WINDOW) -> None:
-        self._process = process or psutil.Process()
+        self._process = psutil.Process() if process is None else process
         self._recent: deque[tuple[float, bool]] = deque(maxlen=window)
         self._lock = threading.Lock()
-        self._process.cpu_percent(None)  # the first reading only starts the clock
+        self._process.cpu_percent(None)  # the first reading is 0.0: it only starts the clock
 
     def record(self, seconds: float, ok: bool) -> None:
         with self._lock:
             self._recent.append((seconds, ok))
 
     def snapshot(self) -> HealthMetrics:
+        """CPU is measured since the previous snapshot, so it is the load between two probes."""
         with self._lock:
             recent = list(self._recent)
         response_ms = 1000 * sum(s for s, _ in recent) / len(recent) if recent else 0.0
