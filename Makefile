@@ -20,8 +20,8 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck layers unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check node operator tests
-	$(BIN)/ruff format --check node operator tests
+	$(BIN)/ruff check node operator tests examples
+	$(BIN)/ruff format --check node operator tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

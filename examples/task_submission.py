@@ -43,10 +43,15 @@ async def submit_training_task(root: Path) -> None:
         )
         success = await client.submit_task(task, fee=5.0)
         print(f"Task submitted: {success}")
-        while not any(view.phase != "pending" for view in client.task_views()):
+        deadline = asyncio.get_running_loop().time() + 60
+        while client.task_views()[0].created_height is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the payment was not mined within 60 s")
             await asyncio.sleep(0.5)
         view = client.task_views()[0]
-        print(f"Task {view.task_id[:16]} is on chain at height {view.created_height}: {view.phase}")
+        print(f"Task {view.task_id[:16]} is on chain at height {view.created_height}")
+        # No miner has staked a ticket here, so the task waits for one to be drawn.
+        print(f"Phase: {view.phase} ({view.message})")
     finally:
         await client.stop()
         await miner.stop()

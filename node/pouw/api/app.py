@@ -65,11 +65,10 @@ def create_app(node: NodeService, *, api_token: str | None) -> FastAPI:
         responses={503: {"model": Problem, "description": "the node failed to answer"}},
     )
     # Probes and scrapes are not the node's work: they would dilute its latency window.
-    health = getattr(node, "health", None)
     app.add_middleware(
         Guard,
         metrics=node.metrics,
-        health=health if isinstance(health, HealthTracker) else None,
+        health=node.health,
         unrecorded=frozenset({"/health", "/metrics"}),
     )
     _map_errors(app)

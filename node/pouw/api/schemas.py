@@ -105,7 +105,7 @@ class TaskOut(BaseModel):
     epochs: int
     dataset: str
     min_accuracy: float
-    created_height: int
+    created_height: int | None
     miners: list[str]
     progress: list[MinerProgressOut]
     blocks: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pouw.blockchain.task_spec import TaskSpec
+from pouw.monitoring.health import HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.node.views import HealthMetrics, TaskView, TicketView
 from pouw.roles import NodeRole
@@ -12,6 +13,7 @@ from pouw.roles import NodeRole
 
 class NodeService(Protocol):
     metrics: NodeMetrics
+    health: HealthTracker
 
     def get_status(self) -> dict[str, Any]: ...
 

@@ -418,19 +418,38 @@ class PoUWNode:
             for task_id, record in self.chain.state.tasks.items()
             if task_id != bootstrap
         ]
-        for task_id, (client, reward) in self.tasks.pending.items():
-            if task_id not in self.chain.state.tasks and task_id in self.mempool:
-                views.append(_pending_view(task_id, client, reward))
-        return sorted(views, key=lambda view: view.created_height)
+        for task_id in self.tasks.pending:
+            if task_id not in self.chain.state.tasks:
+                view = self._pending_view(task_id)
+                if view is not None:
+                    views.append(view)
+        return sorted(views, key=_chain_order)
 
     def task_view(self, task_id: bytes) -> TaskView | None:
         record = self.chain.state.tasks.get(task_id)
         if record is None or task_id == bootstrap_task_id(self.params):
-            pending = self.tasks.pending.get(task_id)
-            if pending is not None and task_id in self.mempool:
-                return _pending_view(task_id, *pending)
-            return None
+            return self._pending_view(task_id)
         return self._task_view(record)
+
+    def _pending_view(self, task_id: bytes) -> TaskView | None:
+        """A task this node paid for whose payment still waits in the mempool."""
+        pending = self.tasks.pending.get(task_id)
+        tx = self.mempool.get(task_id)
+        if pending is None or tx is None or not isinstance(tx.payload, PayForTask):
+            return None
+        client, reward = pending
+        spec = tx.payload.spec
+        return TaskView(
+            task_id=task_id.hex(),
+            phase="pending",
+            client=client,
+            reward=reward,
+            epochs=spec.epochs,
+            dataset=spec.dataset.name,
+            min_accuracy=spec.min_accuracy,
+            created_height=None,
+            message="payment not yet in a block",
+        )
 
     def _task_view(self, record: TaskRecord) -> TaskView:
         evaluating = record.status == "open" and record.task_id in self._evaluations
@@ -898,15 +917,6 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _pending_view(task_id: bytes, client: str, reward: float) -> TaskView:
-    return TaskView(
-        task_id=task_id.hex(),
-        phase="pending",
-        client=client,
-        reward=reward,
-        epochs=0,
-        dataset="",
-        min_accuracy=0.0,
-        created_height=2**62,
-        message="payment not yet in a block",
-    )
+def _chain_order(view: TaskView) -> tuple[bool, int]:
+    """Tasks on chain by height, then those still in the mempool."""
+    return (view.created_height is None, view.created_height or 0)

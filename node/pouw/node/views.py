@@ -31,7 +31,8 @@ class TaskView:
     epochs: int
     dataset: str
     min_accuracy: float
-    created_height: int
+    created_height: int | None
+    """The height of the block holding the payment; None while it waits in the mempool."""
     miners: list[str] = field(default_factory=list)
     progress: list[MinerProgress] = field(default_factory=list)
     blocks: int = 0
