@@ -51,6 +51,9 @@ class NodeConfig:
     device: str = "cpu"
     enable_security: bool = True
     """CurveZMQ encryption of peer traffic."""
+    network_key: str | None = None
+    """A secret shared by one network's nodes (a Kubernetes Secret): only holders can connect.
+    Without it the CURVE server key derives from the chain id: encrypted, but open to anyone."""
     log_level: str = "INFO"
     chain_id: str = "pouw-devnet"
 
@@ -231,6 +234,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_DATA_DIR": ("data_dir", lambda raw: Path(_text(raw))),
     "POUW_API_PORT": ("api_port", _port),
     "POUW_API_TOKEN": ("api_token", _text),
+    "POUW_NETWORK_KEY": ("network_key", _text),
     "POUW_DEVICE": ("device", _choice(DEVICES, str.lower)),
     "POUW_LOG_LEVEL": ("log_level", _choice(LOG_LEVELS, str.upper)),
     "POUW_CHAIN_ID": ("chain_id", _text),

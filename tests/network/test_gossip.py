@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from pouw.crypto import sha256
 from pouw.network.messages import ItemKind
 from tests.network.fakes import (
     Cluster,
@@ -198,5 +199,19 @@ def test_a_silent_peer_is_dropped_after_the_timeout() -> None:
                 await until(lambda: a.peer_count() == 0, timeout=5.0)
             finally:
                 silent.close()
+
+    run(scenario)
+
+
+def test_only_holders_of_the_network_key_can_join() -> None:
+    async def scenario() -> None:
+        async with Cluster() as cluster:
+            secret, other = sha256(b"our network"), sha256(b"another network")
+            a, _, _ = await cluster.node("a", network_key=secret)
+            outsider, _, _ = await cluster.node("outsider", [a], network_key=other)
+            insider, _, _ = await cluster.node("insider", [a], network_key=secret)
+            await until(lambda: insider.peer_count() == 1 and a.peer_count() == 1)
+            # The outsider dialled first; its CURVE handshake with a's server key cannot succeed.
+            assert outsider.peer_count() == 0
 
     run(scenario)

@@ -175,6 +175,7 @@ class PoUWNode:
             bootstrap_peers=[tuple(peer) for peer in self.config.bootstrap_peers],  # type: ignore[misc]
             max_peers=self.config.max_peers,
             secure=self.config.enable_security,
+            network_key=_network_key(self.config.network_key),
             metrics=self.metrics,
         )
         await self._network.start()
@@ -920,3 +921,7 @@ def _finite(value: float) -> float | None:
 def _chain_order(view: TaskView) -> tuple[bool, int]:
     """Tasks on chain by height, then those still in the mempool."""
     return (view.created_height is None, view.created_height or 0)
+
+
+def _network_key(secret: str | None) -> bytes | None:
+    return None if secret is None else sha256(b"pouw-network-secret:" + secret.encode())
