@@ -49,6 +49,7 @@ FULL_ENV = {
     "POUW_API_PORT": "9090",
     "POUW_API_TOKEN": "s3cret",
     "POUW_NETWORK_KEY": "cluster-secret",
+    "POUW_NODE_KEY_FILE": "/var/run/pouw/keys/miners-0.key",
     "POUW_DEVICE": "CUDA",
     "POUW_LOG_LEVEL": "debug",
     "POUW_CHAIN_ID": "testnet",
@@ -69,6 +70,7 @@ def test_from_env_reads_every_variable() -> None:
     assert (config.omega_b, config.omega_m) == (0.002, 0.00002)
     assert config.data_dir == Path("/var/lib/pouw") and config.api_token == "s3cret"
     assert config.network_key == "cluster-secret"
+    assert config.node_key_file == Path("/var/run/pouw/keys/miners-0.key")
     assert (config.device, config.log_level, config.chain_id) == ("cuda", "DEBUG", "testnet")
 
 

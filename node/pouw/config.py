@@ -51,6 +51,9 @@ class NodeConfig:
     device: str = "cpu"
     enable_security: bool = True
     """CurveZMQ encryption of peer traffic."""
+    node_key_file: Path | None = None
+    """The node's signing key seed (POUW_NODE_KEY_FILE; on Kubernetes a mounted Secret).
+    Without it the key lives in the data dir."""
     network_key: str | None = None
     """A secret shared by one network's nodes (a Kubernetes Secret): only holders can connect.
     Without it the CURVE server key derives from the chain id: encrypted, but open to anyone."""
@@ -61,6 +64,8 @@ class NodeConfig:
         if isinstance(self.role, str) and not isinstance(self.role, NodeRole):
             self.role = _parse("role", self.role, NodeRole.parse)
         self.data_dir = Path(self.data_dir)
+        if self.node_key_file is not None:
+            self.node_key_file = Path(self.node_key_file)
         self.bootstrap_peers = [
             _check_peer("bootstrap_peers", host, port) for host, port in self.bootstrap_peers
         ]
@@ -235,6 +240,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_API_PORT": ("api_port", _port),
     "POUW_API_TOKEN": ("api_token", _text),
     "POUW_NETWORK_KEY": ("network_key", _text),
+    "POUW_NODE_KEY_FILE": ("node_key_file", lambda raw: Path(_text(raw))),
     "POUW_DEVICE": ("device", _choice(DEVICES, str.lower)),
     "POUW_LOG_LEVEL": ("log_level", _choice(LOG_LEVELS, str.upper)),
     "POUW_CHAIN_ID": ("chain_id", _text),

@@ -67,6 +67,23 @@ def genesis_block(params: ChainParams) -> Block:
 
 DEVNET_BALANCE: Final = 1_000_000 * COIN
 
+KUBERNETES_NODE_NAMES: Final = (
+    "supervisor",
+    "supervisors",
+    "verifier",
+    "verifiers",
+    "evaluator",
+    "evaluators",
+    "miner",
+    "miners",
+    "client",
+    "clients",
+    "peer",
+    "peers",
+    "node",
+    "nodes",
+)
+
 DEVNET_ACCOUNT_NAMES: Final = (
     "node",
     "client",
@@ -77,6 +94,13 @@ DEVNET_ACCOUNT_NAMES: Final = (
     "miner",
     *(f"miner_{i}" for i in range(16)),
     *(f"miner-{i}" for i in range(16)),
+    # Pods of PoUWNode resources with these names (examples/network.yaml): `<name>-<ordinal>`.
+    *(
+        f"{name}-{i}"
+        for name in KUBERNETES_NODE_NAMES
+        for i in range(16)
+        if f"{name}-{i}" not in {f"miner-{j}" for j in range(16)}
+    ),
     "my_miner",
     "performance_miner",
     "secure_node",

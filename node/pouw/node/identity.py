@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from pouw.blockchain.params import ChainParams, devnet_params
+from pouw.config import ConfigError
 from pouw.crypto import KeyPair
 
 KEY_FILE = "node.key"
@@ -24,9 +25,21 @@ def network_params(chain_id: str) -> ChainParams:
     )
 
 
-def load_node_key(data_dir: Path, node_id: str, chain_id: str) -> KeyPair:
-    """The key in the data dir (mode 0600); a new node gets one. On a devnet it is derived
-    from the node id, which is what the devnet genesis funds (as the seed's examples expect)."""
+def load_node_key(
+    data_dir: Path, node_id: str, chain_id: str, key_file: Path | None = None
+) -> KeyPair:
+    """The node's signing key: from `key_file` when one is given (on Kubernetes, a mounted
+    Secret the operator wrote), else the key in the data dir (mode 0600), made on first start.
+    A new devnet key is derived from the node id: that is what the devnet genesis funds (as
+    the seed's examples expect)."""
+    if key_file is not None:
+        try:
+            seed = key_file.read_bytes()
+        except OSError as error:
+            raise ConfigError(f"POUW_NODE_KEY_FILE={str(key_file)!r}: {error.strerror}") from None
+        if not seed:
+            raise ConfigError(f"POUW_NODE_KEY_FILE={str(key_file)!r} is empty")
+        return KeyPair.from_seed(seed)
     path = data_dir / KEY_FILE
     if path.exists():
         return KeyPair.from_seed(path.read_bytes())

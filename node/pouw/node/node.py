@@ -112,7 +112,9 @@ class PoUWNode:
         self.role = NodeRole.parse(str(role)) if role else config.role
         self.config = config
         self.params = params or network_params(config.chain_id)
-        self.key: KeyPair = load_node_key(config.data_dir, node_id, self.params.chain_id)
+        self.key: KeyPair = load_node_key(
+            config.data_dir, node_id, self.params.chain_id, config.node_key_file
+        )
         self.address = self.key.address
         self.metrics = NodeMetrics()
         self.health = HealthTracker()
