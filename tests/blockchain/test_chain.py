@@ -257,3 +257,30 @@ def test_reorg_across_stored_tickets_and_tasks_reopens_exactly(tmp_path: Path) -
     chain.store.close()
     reopened = open_chain(tmp_path)
     assert reopened.state.snapshot() == chain.state.snapshot()
+
+
+def test_a_batch_stores_its_blocks_and_an_invalid_one_keeps_those_before_it(
+    tmp_path: Path,
+) -> None:
+    chain = open_chain(tmp_path, ledger_params())
+    with pytest.raises(InvalidBlock), chain.batch():
+        mine(chain, [transfer(ALICE, BOB, 10, nonce=0)])
+        mine(chain)
+        mine(chain)
+        chain.add_block(make_block(chain, [transfer(ALICE, BOB, 10, nonce=0, fee=3)]))
+    assert chain.height == 3
+    chain.store.close()
+    reopened = open_chain(tmp_path)
+    assert reopened.main_hashes() == chain.main_hashes()
+    assert reopened.state.snapshot() == chain.state.snapshot()
+
+
+def test_a_reorg_inside_a_batch_reopens_exactly(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path, ledger_params())
+    with chain.batch():
+        mine(chain, [transfer(ALICE, BOB, 10, nonce=0)])
+        build_fork(chain, fork_at=0, length=2, txs_first=[transfer(ALICE, CAROL, 10, nonce=0)])
+    chain.store.close()
+    reopened = open_chain(tmp_path)
+    assert reopened.tip.hash == chain.tip.hash
+    assert reopened.state.snapshot() == chain.state.snapshot()

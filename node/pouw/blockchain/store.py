@@ -73,18 +73,38 @@ class ChainStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA synchronous=FULL")
+        self._depth = 0
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, commit_on_error: bool = False) -> Iterator[None]:
+        """All-or-nothing writes. Nested inside another transaction it is a savepoint: its
+        writes go or stay with the outer one's commit. `commit_on_error` keeps what earlier
+        nested transactions wrote when an exception ends the outer one (see Chain.batch)."""
+        if self._depth:
+            savepoint = f"nested_{self._depth}"
+            self._db.execute(f"SAVEPOINT {savepoint}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._db.execute(f"ROLLBACK TO {savepoint}")
+                raise
+            finally:
+                self._depth -= 1
+                self._db.execute(f"RELEASE {savepoint}")
+            return
         self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT" if commit_on_error else "ROLLBACK")
             raise
+        finally:
+            self._depth = 0
         self._db.execute("COMMIT")
 
     # -- meta --------------------------------------------------------------------------------

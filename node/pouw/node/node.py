@@ -280,8 +280,36 @@ class PoUWNode:
             confirmed=False,
         )
 
-    def stake(self, amount: float, role: NodeRole | None = None) -> TicketView:
-        return self.stake_and_register(amount, role)
+    def stake(
+        self, amount: float, role: NodeRole | None = None, request_id: str | None = None
+    ) -> TicketView:
+        """Buy a ticket; a repeated `request_id` returns the first purchase's ticket (confirmed
+        once it is on chain) without buying again."""
+        key = None if request_id is None else f"stake:{request_id}"  # apart from task ids
+        requests = self._load_requests()
+        if key is not None and key in requests:
+            return self._ticket_view(bytes.fromhex(requests[key]), amount, role)
+        ticket = self.stake_and_register(amount, role)
+        if key is not None:
+            requests[key] = ticket.ticket_id
+            self._save_requests(requests)
+        return ticket
+
+    def _ticket_view(self, ticket_id: bytes, amount: float, role: NodeRole | None) -> TicketView:
+        """A ticket this node bought: from the chain once mined, else from the mempool, else
+        (dropped, or slashed since) what was asked for, unconfirmed."""
+        ticket = self.chain.state.tickets.get(ticket_id)
+        if ticket is not None:
+            return TicketView(
+                ticket_id.hex(), ticket.role.value, ticket.amount / COIN, ticket.owner, True
+            )
+        tx = self.mempool.get(ticket_id)
+        if tx is not None and isinstance(tx.payload, BuyTicket):
+            bought = tx.payload
+            return TicketView(
+                ticket_id.hex(), bought.role.value, bought.amount / COIN, self.address, False
+            )
+        return TicketView(ticket_id.hex(), (role or self.role).value, amount, self.address, False)
 
     async def submit_task(
         self, task: MLTask | TaskSpec, fee: float = DEFAULT_FEE, reward: float | None = None
@@ -890,6 +918,12 @@ class PoUWNode:
     async def on_sync_blocks(self, blocks: list[bytes], peer: str) -> ItemResult:
         """Import a batch in order. Verifiers re-execute these too: every block they pass on
         has been re-run, however it reached them."""
+        if self.role == NodeRole.VERIFIER:
+            return await self._import_synced(blocks)
+        with self.chain.batch():
+            return await self._import_synced(blocks)
+
+    async def _import_synced(self, blocks: list[bytes]) -> ItemResult:
         for encoded in blocks:
             try:
                 block = decode_block(encoded)
