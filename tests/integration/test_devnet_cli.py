@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+
+from pouw.blockchain.audit import audit_store
 
 pytestmark = pytest.mark.slow
 DEVNET = [sys.executable, "-m", "pouw.cli", "devnet"]
@@ -30,3 +37,48 @@ def test_devnet_ends_with_the_promised_json_line(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["supervisor", "verifier", "evaluator", "miner-0", "client"]
     )
+
+
+def _heights(root: Path, names: list[str]) -> list[int]:
+    heights = []
+    for name in names:
+        try:
+            report = audit_store(root / name, seal_rules=())
+        except (OSError, sqlite3.Error):  # not created yet, or its schema is being written
+            return []
+        heights.append(report.height if report.ok else -1)
+    return heights
+
+
+def _children_of(root: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("POUW_DATA_DIR", "").startswith(str(root)):
+                found.append(process)
+    return found
+
+
+def test_ctrl_c_stops_every_node_and_leaves_every_store_verifiable(tmp_path: Path) -> None:
+    names = ["supervisor", "verifier", "evaluator", "miner-0", "client"]
+    devnet = subprocess.Popen(
+        [*DEVNET, "--nodes", "5", "--task", "digits", "--json", "--data", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (heights := _heights(tmp_path, names)) or min(heights) < 2:
+            assert devnet.poll() is None, "the devnet ended before it was interrupted"
+            assert time.monotonic() < deadline, f"no blocks on every node in time: {heights}"
+            time.sleep(0.5)
+        devnet.send_signal(signal.SIGINT)
+        stdout, _ = devnet.communicate(timeout=120)
+    finally:
+        if devnet.poll() is None:
+            devnet.kill()
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["task_state"] == "interrupted" and summary["chain_verified"]
+    assert _children_of(tmp_path) == []
+    assert all(height >= 2 for height in _heights(tmp_path, names))
