@@ -1,13 +1,82 @@
-"""`pouw-operator`: runs the kopf operator for PoUWNode, MLTask and Stake resources."""
+"""`pouw-operator`: runs the kopf operator for PoUWNode, MLTask and Stake resources.
+
+    pouw-operator                      every namespace
+    pouw-operator -n pouw [-n other]   only these namespaces
+
+Settings come from POUW_* variables (settings.py); a bad one stops the start with one line
+and exit status 2. Metrics are served on POUW_OPERATOR_METRICS_PORT, kopf's liveness probe on
+POUW_OPERATOR_LIVENESS_PORT (/healthz).
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
+from collections.abc import Sequence
+
+import kopf
+
+from pouw_operator import runtime
+from pouw_operator.metrics import METRICS
+from pouw_operator.settings import OperatorSettings, SettingsError
+
+HANDLER_MODULES = ("pouw_operator.nodes", "pouw_operator.tasks", "pouw_operator.stakes")
+"""Importing a module registers its handlers with kopf's default registry."""
 
 
-def main() -> None:
-    sys.stderr.write(
-        "pouw-operator: the kopf handlers for PoUWNode, MLTask and Stake are not built yet "
-        "(see the Step 4 issue); nothing to run.\n"
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pouw-operator",
+        description="Runs the PoUW operator: PoUWNode, MLTask and Stake resources.",
     )
-    sys.exit(2)
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        default=[],
+        metavar="NAMESPACE",
+        help="watch this namespace (repeat for more); default: all namespaces",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    return parser.parse_args(argv)
+
+
+def import_handlers(modules: Sequence[str] = HANDLER_MODULES) -> list[str]:
+    """Import the handler modules that exist; returns their names."""
+    imported = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue
+        imported.append(name)
+    return imported
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        settings = OperatorSettings.from_env()
+    except SettingsError as error:
+        sys.stderr.write(f"pouw-operator: {error}\n")
+        sys.exit(2)
+    runtime.configure(settings, METRICS)
+    import_handlers()
+    kopf.configure(verbose=False)
+    METRICS.serve(settings.metrics_port)
+    namespaces: list[str] = args.namespaces
+    kopf.run(
+        standalone=True,  # one replica; no KopfPeering resources to install
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=(
+            f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+        ),
+    )

@@ -1,0 +1,329 @@
+"""kopf handlers for PoUWNode (pouwnodes.pouw.network/v1alpha1).
+
+- create / update / resume: read the spec, build the children (builders.py), apply them: the
+  namespace's `pouw-network` Secret (created once, never overwritten), the keys Secret, the
+  headless Service and the StatefulSet. A supervisor also rewires everyone's bootstrap peers.
+- a DELETED event of a supervisor rewires the others. There is no finalizer: the children
+  carry ownerReferences and the API server's garbage collector removes them.
+- a status poller (every settings.poll_interval_s) mirrors the StatefulSet and pod 0's node
+  API into status, and repairs bootstrap peers that drifted (a supervisor that appeared while
+  a node's own handler ran). It is one task for the whole operator, started by kopf.on.startup,
+  and not a kopf timer: kopf puts a finalizer on every object a timer or daemon serves.
+
+Every PoUWNode the operator sees is in the kopf index `pouwnode_index` (namespace -> nodes),
+which gives the supervisors of a namespace without listing them from the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from pouw.api.client import ApiError, NodeClient
+from pouw.roles import NodeRole
+from pouw_operator import kube, runtime
+from pouw_operator.builders import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    PoUWNode,
+    Supervisor,
+    build_keys_secret,
+    build_network_secret,
+    build_service,
+    build_statefulset,
+    env_value,
+    keys_secret_name,
+    label_selector,
+    node_api_url,
+    secret_owned_fields,
+    service_owned_fields,
+    statefulset_owned_fields,
+    supervisors_of,
+)
+from pouw_operator.conditions import condition, set_condition
+from pouw_operator.kube import KubeError
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+PEERS_VARIABLE = "POUW_BOOTSTRAP_PEERS"
+PROBE_TIMEOUT_S = 2.0
+MAX_RETRY_DELAY_S = 30.0
+POLLER = "pouwnode_status_poller"
+INDEX = "pouwnode_index"
+"""kopf passes an index to every handler as a keyword argument of this name."""
+
+NodeIndex = kopf.Index[str, PoUWNode]
+
+
+@kopf.index(*RESOURCE, id=INDEX)
+def pouwnode_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PoUWNode]:
+    return {namespace or "": PoUWNode.from_body(body)}
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE)
+async def reconcile_pouwnode(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    node = PoUWNode.from_body(body)
+    index = _index(kwargs)
+    with runtime.metrics().observe(KIND):
+        try:
+            role = node.resolved.role
+        except (TypeError, ValueError) as error:
+            raise kopf.PermanentError(f"the spec cannot be built from: {error}") from None
+        neighbours = [*_others(index, node.namespace, node.name), node]
+        supervisors = supervisors_of(neighbours)
+        try:
+            await apply_children(node, supervisors)
+            if role is NodeRole.SUPERVISOR:
+                rewired = await rewire(neighbours, supervisors, skip=node.name)
+                if rewired:
+                    logger.info(f"Bootstrap peers rewired on {', '.join(rewired)}.")
+        except KubeError as error:
+            raise retry_or_fail(error, retry) from None
+    patch.status["observedGeneration"] = node.generation
+    patch.status["selector"] = label_selector(node.name)
+
+
+@kopf.on.event(*RESOURCE)
+async def pouwnode_deleted(type: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+    if type != "DELETED":
+        return
+    node = PoUWNode.from_body(body)
+    runtime.metrics().forget(KIND, node.uid)
+    if str(node.spec.get("role", "")).lower() != NodeRole.SUPERVISOR.value.lower():
+        return
+    others = list(_others(_index(kwargs), node.namespace, node.name))
+    try:
+        rewired = await rewire(others, supervisors_of(others), skip=None)
+    except KubeError as error:  # the status poller repairs the peers later
+        logger.warning(f"Bootstrap peers not rewired after {node.name} went: {error}")
+        return
+    if rewired:
+        logger.info(f"Bootstrap peers rewired on {', '.join(rewired)} after {node.name} went.")
+
+
+async def apply_children(node: PoUWNode, supervisors: Sequence[Supervisor]) -> None:
+    """In dependency order: a pod needs its key and the network Secret before it starts."""
+    await kube.ensure(kube.SECRET, build_network_secret(node.namespace))
+    existing_keys = await kube.get(kube.SECRET, node.namespace, keys_secret_name(node.name))
+    keys = build_keys_secret(node, (existing_keys or {}).get("data"))
+    if existing_keys is None:
+        await kube.create(kube.SECRET, keys)
+    elif not kube.holds(existing_keys, secret_owned_fields(keys)):
+        await kube.patch(
+            kube.SECRET, node.namespace, keys_secret_name(node.name), secret_owned_fields(keys)
+        )
+    service = build_service(node)
+    await kube.create_or_patch(kube.SERVICE, service, service_owned_fields(service))
+    statefulset = build_statefulset(node, runtime.settings(), supervisors)
+    await kube.create_or_patch(kube.STATEFULSET, statefulset, statefulset_owned_fields(statefulset))
+
+
+async def rewire(
+    nodes: Iterable[PoUWNode], supervisors: Sequence[Supervisor], skip: str | None
+) -> list[str]:
+    """Give each node's StatefulSet the bootstrap peers `supervisors` make; returns the names
+    of those that changed. A node whose StatefulSet is not there yet gets them when it is."""
+    rewired = []
+    for node in nodes:
+        if node.name != skip and await repair_peers(node, supervisors):
+            rewired.append(node.name)
+    return rewired
+
+
+async def repair_peers(
+    node: PoUWNode,
+    supervisors: Sequence[Supervisor],
+    statefulset: Mapping[str, Any] | None = None,
+) -> bool:
+    try:
+        desired = build_statefulset(node, runtime.settings(), supervisors)
+    except (TypeError, ValueError):
+        return False
+    current = statefulset or await kube.get(kube.STATEFULSET, node.namespace, node.name)
+    if current is None or env_value(current, PEERS_VARIABLE) == env_value(desired, PEERS_VARIABLE):
+        return False
+    await kube.patch(
+        kube.STATEFULSET,
+        node.namespace,
+        node.name,
+        {"spec": {"template": desired["spec"]["template"]}},
+    )
+    return True
+
+
+def retry_or_fail(error: KubeError, retry: int) -> kopf.TemporaryError | kopf.PermanentError:
+    """Conflicts, throttling and an absent or failing API server are worth another try (with
+    a growing delay); anything else (an invalid child, no permission) is not."""
+    if error.retryable:
+        return kopf.TemporaryError(str(error), delay=min(2.0**retry, MAX_RETRY_DELAY_S))
+    return kopf.PermanentError(str(error))
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeProbe:
+    """What pod 0's API said: its height and peer count, or why it said nothing."""
+
+    url: str
+    height: int | None = None
+    peers: int | None = None
+    error: str | None = None
+
+
+def probe_node(url: str, token: str | None, timeout: float = PROBE_TIMEOUT_S) -> NodeProbe:
+    """Blocking (httpx): run it in a thread."""
+    try:
+        with NodeClient(url, token, timeout=timeout) as client:
+            answer = client.status()
+    except ApiError as error:
+        return NodeProbe(url=url, error=error.message or str(error))
+    return NodeProbe(
+        url=url,
+        height=_integer(answer.get("blockchain_height")),
+        peers=_integer(answer.get("peer_count")),
+    )
+
+
+def node_status(
+    node: PoUWNode, statefulset: Mapping[str, Any] | None, probe: NodeProbe | None
+) -> tuple[dict[str, Any], str]:
+    """status for the PoUWNode (replicas, readyReplicas, selector, height, peers, the Ready
+    condition) and the phase the metrics count it under."""
+    observed = (statefulset or {}).get("status") or {}
+    ready = int(observed.get("readyReplicas") or 0)
+    status: dict[str, Any] = {
+        "replicas": int(observed.get("replicas") or 0),
+        "readyReplicas": ready,
+        "selector": label_selector(node.name),
+    }
+    if probe is not None and probe.error is None:
+        if probe.height is not None:
+            status["height"] = probe.height
+        if probe.peers is not None:
+            status["peers"] = probe.peers
+    try:
+        wanted = node.resolved.replicas
+    except (TypeError, ValueError) as error:
+        ok, reason, message = False, "InvalidSpec", str(error)
+    else:
+        if statefulset is None:
+            ok, reason = False, "StatefulSetMissing"
+            message = "no StatefulSet yet (the PoUWNode's events say why)"
+        elif wanted == 0:
+            ok, reason, message = False, "ScaledToZero", "spec.replicas is 0"
+        elif probe is not None and probe.error is not None:
+            ok, reason, message = False, "NodeUnreachable", f"{probe.url}: {probe.error}"
+        elif ready < wanted:
+            ok, reason, message = False, "PodsNotReady", f"{ready}/{wanted} pods ready"
+        else:
+            ok, reason = True, "NodeRunning"
+            message = f"{ready}/{wanted} pods ready"
+            if probe is not None:
+                message += f"; height {probe.height}, {probe.peers} peers"
+    status["conditions"] = set_condition(
+        node.status.get("conditions"),
+        condition("Ready", ok, reason, message, node.generation),
+    )
+    return status, "Ready" if ok else reason
+
+
+async def refresh_status(node: PoUWNode, neighbours: Sequence[PoUWNode]) -> str | None:
+    """Mirror the node's state into its status; returns its phase (None: it is gone)."""
+    settings = runtime.settings()
+    statefulset = await kube.get(kube.STATEFULSET, node.namespace, node.name)
+    probe = None
+    try:
+        replicas = node.resolved.replicas
+    except (TypeError, ValueError):
+        replicas = 0
+    if statefulset is not None:
+        await repair_peers(node, supervisors_of(neighbours), statefulset)
+        if replicas > 0:
+            url = node_api_url(settings, node.namespace, node.name)
+            probe = await asyncio.to_thread(probe_node, url, settings.api_token)
+    status, phase = node_status(node, statefulset, probe)
+    if not kube.holds(node.status, status):
+        try:
+            await kube.patch(kube.POUWNODE, node.namespace, node.name, {"status": status}, "status")
+        except KubeError as error:
+            if error.not_found:
+                return None
+            raise
+    return phase
+
+
+async def poll_status(index: NodeIndex, logger: kopf.Logger) -> None:
+    """Forever: refresh every known PoUWNode's status, then wait one poll interval."""
+    while True:
+        namespaces = {namespace: list(nodes) for namespace, nodes in index.items()}
+        await asyncio.gather(
+            *(
+                _refresh_logged(node, nodes, index, logger)
+                for nodes in namespaces.values()
+                for node in nodes
+            )
+        )
+        await asyncio.sleep(runtime.settings().poll_interval_s)
+
+
+async def _refresh_logged(
+    node: PoUWNode, neighbours: Sequence[PoUWNode], index: NodeIndex, logger: kopf.Logger
+) -> None:
+    metrics = runtime.metrics()
+    try:
+        with metrics.observe(KIND):
+            try:
+                phase = await refresh_status(node, neighbours)
+            except KubeError as error:
+                raise retry_or_fail(error, 0) from None
+    except (kopf.TemporaryError, kopf.PermanentError) as error:
+        logger.warning(f"PoUWNode {node.namespace}/{node.name}: status not refreshed: {error}")
+        return
+    except Exception:
+        logger.exception(f"PoUWNode {node.namespace}/{node.name}: status not refreshed")
+        return
+    if phase is not None and any(n.uid == node.uid for n in index.get(node.namespace, [])):
+        metrics.set_phase(KIND, node.uid, phase)
+
+
+@kopf.on.startup()
+async def start_status_poller(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    memo[POLLER] = asyncio.create_task(poll_status(_index(kwargs), logger), name=POLLER)
+
+
+@kopf.on.cleanup()
+async def stop_status_poller(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get(POLLER)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _index(kwargs: Mapping[str, Any]) -> NodeIndex:
+    index: NodeIndex = kwargs[INDEX]
+    return index
+
+
+def _others(index: NodeIndex, namespace: str, name: str) -> Iterable[PoUWNode]:
+    return (node for node in index.get(namespace, []) if node.name != name)
+
+
+def _integer(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,506 @@
+"""The real operator against an in-memory Kubernetes API server, in this process.
+
+- `Emulator`: kmock's KubernetesEmulator (objects over HTTP: create, merge/JSON patch, delete,
+  list, watch) plus what the operator relies on and kmock leaves out: uid, resourceVersion,
+  generation (bumped when spec changes), creationTimestamp, and garbage collection of objects
+  whose owners (ownerReferences) are gone. No controllers run: a StatefulSet makes no pods,
+  and its status is whatever a test patches into it.
+- `OperatorCluster`: runs the emulator in one thread and kopf (`kopf.operator`, the handler
+  modules imported by `HANDLER_MODULES`) in another, each with its own event loop; tests talk
+  to the emulator over HTTP with the same `kubernetes` client the operator uses, so they stay
+  synchronous. Start, stop and restart the operator with any OperatorSettings.
+
+kopf logs in through `_login_to_the_emulator`, a login handler registered with kopf's default
+registry when this module is imported (tests only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import attrs
+import kmock
+import kopf
+from kubernetes import client
+
+from pouw_operator import runtime
+from pouw_operator.kube import KINDS, Body, Kind, Kube
+from pouw_operator.metrics import OperatorMetrics
+from pouw_operator.settings import OperatorSettings
+
+T = TypeVar("T")
+
+HANDLER_MODULES = ("pouw_operator.nodes", "pouw_operator.tasks", "pouw_operator.stakes")
+"""Imported (those that exist) before the operator starts, as main() does."""
+
+DEFAULT_NAMESPACE = "pouw-test"
+WAIT_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 10.0
+FAST_SETTINGS = OperatorSettings(poll_interval_s=0.2, metrics_port=0, liveness_port=0)
+"""What the operator runs with unless a test says otherwise: node_url is set by the cluster
+to a local port nobody listens on, so every node API call fails at once."""
+
+RESOURCES: Mapping[str, kmock.ResourceInfo] = {
+    "pouw.network/v1alpha1/pouwnodes": kmock.ResourceInfo(
+        kind="PoUWNode",
+        singular="pouwnode",
+        namespaced=True,
+        shortnames={"pn"},
+        subresources={"status", "scale"},
+        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+    ),
+    "pouw.network/v1alpha1/mltasks": kmock.ResourceInfo(
+        kind="MLTask",
+        singular="mltask",
+        namespaced=True,
+        shortnames={"mlt"},
+        subresources={"status"},
+        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+    ),
+    "pouw.network/v1alpha1/stakes": kmock.ResourceInfo(
+        kind="Stake",
+        singular="stake",
+        namespaced=True,
+        shortnames={"stk"},
+        subresources={"status"},
+        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+    ),
+    # kopf waits for these two in discovery before it watches anything (its "backbone").
+    "v1/namespaces": kmock.ResourceInfo(kind="Namespace", singular="namespace", namespaced=False),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
+        kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False
+    ),
+    "v1/secrets": kmock.ResourceInfo(kind="Secret", singular="secret", namespaced=True),
+    "v1/services": kmock.ResourceInfo(kind="Service", singular="service", namespaced=True),
+    "v1/pods": kmock.ResourceInfo(kind="Pod", singular="pod", namespaced=True),
+    "v1/events": kmock.ResourceInfo(kind="Event", singular="event", namespaced=True),
+    "apps/v1/statefulsets": kmock.ResourceInfo(
+        kind="StatefulSet",
+        singular="statefulset",
+        namespaced=True,
+        subresources={"status", "scale"},
+    ),
+}
+
+
+# --- the API server ---------------------------------------------------------------------
+
+
+@attrs.define(kw_only=True)
+class Emulator(kmock.KubernetesEmulator):
+    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource is not None:
+            if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+                self._stamp_new(request)
+            elif request.action == kmock.action.UPDATE and request.name is not None:
+                self._stamp_change(request)
+        response = await super()._handle(request)
+        deleted = request.action == kmock.action.DELETE and request.name is not None
+        if deleted and 200 <= response.status < 300:
+            await self._collect_garbage()
+        return response
+
+    def _stamp_new(self, request: kmock.Request) -> None:
+        metadata = request.data.setdefault("metadata", {})
+        if request.namespace and not metadata.get("namespace"):
+            metadata["namespace"] = request.namespace
+        metadata["uid"] = str(uuid.uuid4())
+        metadata["resourceVersion"] = str(next(self._versions))
+        metadata["generation"] = 1
+        metadata["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _stamp_change(self, request: kmock.Request) -> None:
+        version = str(next(self._versions))
+        if isinstance(request.data, list):  # a JSON patch
+            request.data.append(
+                {"op": "add", "path": "/metadata/resourceVersion", "value": version}
+            )
+            return
+        if not isinstance(request.data, dict):
+            return
+        metadata = request.data.setdefault("metadata", {})
+        metadata["resourceVersion"] = version
+        if request.subresource == "status" or "spec" not in request.data:
+            return
+        assert request.resource is not None and request.name is not None
+        current = self.objects._objects.get((request.resource, request.namespace, request.name))
+        if current is None or current.deleted:
+            return
+        old = current.raw
+        if merge_patch(old.get("spec"), request.data["spec"]) != old.get("spec"):
+            metadata["generation"] = int(old.get("metadata", {}).get("generation") or 1) + 1
+
+    async def _collect_garbage(self) -> None:
+        """Delete, transitively, every object all of whose owners are gone."""
+        while True:
+            async with self._lock:
+                alive = {
+                    obj.raw.get("metadata", {}).get("uid")
+                    for obj in self.objects.values()
+                    if not obj.deleted
+                }
+                orphans = [
+                    (key, obj)
+                    for key, obj in self.objects.items()
+                    if not obj.deleted
+                    and (owners := obj.raw.get("metadata", {}).get("ownerReferences"))
+                    and not any(owner.get("uid") in alive for owner in owners)
+                ]
+                for (resource, _, _), obj in orphans:
+                    raw = obj.raw
+                    obj.delete()
+                    await self._buses[resource].put({"type": "DELETED", "object": raw})
+            if not orphans:
+                return
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: what a JSON merge patch makes of `target`."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+class _Loop:
+    """An event loop in a daemon thread, for coroutines started from the test's thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coroutine: Any) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class EmulatorServer:
+    """The emulator on 127.0.0.1 (a free port), served from its own thread."""
+
+    def __init__(self) -> None:
+        self._loop = _Loop("kmock")
+        self._stop: asyncio.Event | None = None
+        started: concurrent.futures.Future[tuple[Emulator, str]] = concurrent.futures.Future()
+        self._serving = self._loop.submit(self._serve(started))
+        self.emulator, self.url = started.result(timeout=START_TIMEOUT_S)
+
+    async def _serve(self, started: concurrent.futures.Future[tuple[Emulator, str]]) -> None:
+        self._stop = asyncio.Event()
+        try:
+            async with Emulator() as emulator, kmock.Server(emulator) as server:
+                for resource, info in RESOURCES.items():
+                    emulator.resources[resource] = info
+                started.set_result((emulator, str(server.url).rstrip("/")))
+                await self._stop.wait()
+        except BaseException as error:
+            if not started.done():
+                started.set_exception(error)
+            raise
+
+    def requests(self) -> list[kmock.Request]:
+        """Every request the server answered so far, oldest first."""
+        return list(self.emulator._requests)
+
+    def errors(self) -> list[Exception]:
+        """Failures inside the emulator other than the API errors it answers with (404,
+        409...): a malformed patch, a bug. A test should leave none."""
+        return [
+            error for error in self.emulator.errors if not isinstance(error, kmock.KubernetesError)
+        ]
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.loop.call_soon_threadsafe(self._stop.set)
+        with contextlib.suppress(Exception):
+            self._serving.result(timeout=5)
+        self._loop.close()
+
+
+# --- the operator -----------------------------------------------------------------------
+
+_emulator_url: dict[str, str] = {}
+"""Where kopf logs in: the running OperatorCluster's emulator (one at a time)."""
+
+
+@kopf.on.login()
+def _login_to_the_emulator(**_: Any) -> kopf.ConnectionInfo:
+    if "url" not in _emulator_url:
+        raise kopf.LoginError("no emulator is running (tests/operator/harness.py)")
+    return kopf.ConnectionInfo(
+        server=_emulator_url["url"], insecure=True, default_namespace="default"
+    )
+
+
+def fast_kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True  # no CRD watching: the emulator has no CRDs
+    settings.posting.enabled = False  # no Kubernetes Events: less noise, fewer requests
+    settings.watching.reconnect_backoff = 0.05
+    settings.watching.connect_timeout = 2
+    settings.networking.error_backoffs = [0.1, 0.2, 0.5]
+    settings.execution.default_backoff = 0.5
+    settings.persistence.consistency_timeout = 1.0
+    settings.queueing.exit_timeout = 0.5
+    settings.background.cancellation_polling = 0.1
+    settings.process.ultimate_exiting_timeout = 1.0
+    return settings
+
+
+class OperatorRun:
+    """One run of kopf.operator in a thread of its own, until stop()."""
+
+    def __init__(self, namespace: str) -> None:
+        self._loop = _Loop("kopf")
+        self._stop: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self._running = self._loop.submit(self._run(namespace))
+        if not self.ready.wait(START_TIMEOUT_S):
+            self.stop()
+            raise TimeoutError("the operator did not start")
+
+    async def _run(self, namespace: str) -> None:
+        self._stop = asyncio.Event()
+        await kopf.operator(
+            standalone=True,
+            namespaces=[namespace],
+            settings=fast_kopf_settings(),
+            stop_flag=self._stop,
+            ready_flag=self.ready,
+            memo=kopf.Memo(),
+        )
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.loop.call_soon_threadsafe(self._stop.set)
+        try:
+            self._running.result(timeout=START_TIMEOUT_S)
+        finally:
+            self._loop.close()
+
+    @property
+    def alive(self) -> bool:
+        return not self._running.done()
+
+
+# --- what tests use ---------------------------------------------------------------------
+
+
+class OperatorCluster:
+    """An emulated API server, a namespace in it, and the operator watching that namespace.
+
+    `kind_plural` is a plural from pouw_operator.kube.KINDS ("pouwnodes", "mltasks",
+    "stakes", "secrets", "services", "statefulsets", "pods", "events"). Bodies are dicts; a
+    body's apiVersion, kind and metadata.namespace are filled in when missing.
+    """
+
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.namespace = namespace
+        self.server = EmulatorServer()
+        self.url = self.server.url
+        self.kube = Kube(client.ApiClient(client.Configuration(host=self.url)))
+        self.metrics = OperatorMetrics()
+        self.settings = replace(FAST_SETTINGS, node_url=unused_local_url())
+        self._operator: OperatorRun | None = None
+
+    # operator lifecycle
+
+    def start_operator(self, settings: OperatorSettings | None = None, **changes: Any) -> None:
+        """Start the operator with `settings` (default: the last ones, else FAST_SETTINGS
+        with no node answering), with `changes` applied: `start_operator(node_url=url)`."""
+        if self._operator is not None:
+            raise RuntimeError("the operator runs already; restart_operator() instead")
+        self.settings = replace(settings or self.settings, **changes)
+        url = self.url
+        runtime.configure(
+            self.settings,
+            self.metrics,
+            api_client=lambda: client.ApiClient(client.Configuration(host=url)),
+        )
+        for name in HANDLER_MODULES:
+            with contextlib.suppress(ModuleNotFoundError):
+                importlib.import_module(name)
+        _emulator_url["url"] = self.url
+        seen = len(self.server.requests())
+        self._operator = OperatorRun(self.namespace)
+        self.wait_for(
+            lambda: any(_watches_pouwnodes(r) for r in self.server.requests()[seen:]),
+            START_TIMEOUT_S,
+            "the operator to watch PoUWNodes",
+        )
+
+    def stop_operator(self) -> None:
+        if self._operator is not None:
+            operator, self._operator = self._operator, None
+            operator.stop()
+
+    def restart_operator(self, settings: OperatorSettings | None = None, **changes: Any) -> None:
+        self.stop_operator()
+        self.start_operator(settings, **changes)
+
+    @property
+    def operator_running(self) -> bool:
+        return self._operator is not None and self._operator.alive
+
+    def close(self) -> None:
+        try:
+            self.stop_operator()
+        finally:
+            _emulator_url.pop("url", None)
+            runtime.configure(OperatorSettings())
+            self.kube.api.close()  # type: ignore[no-untyped-call]
+            self.server.close()
+
+    # objects
+
+    def create(self, kind_plural: str, body: Mapping[str, Any]) -> Body:
+        kind = _kind(kind_plural)
+        return self.kube.create(kind, self._complete(kind, body))
+
+    def patch(
+        self,
+        kind_plural: str,
+        name: str,
+        patch: Mapping[str, Any],
+        subresource: str | None = None,
+    ) -> Body:
+        """A JSON merge patch; `subresource` "status" or "scale" like kubectl's."""
+        return self.kube.patch(_kind(kind_plural), self.namespace, name, patch, subresource)
+
+    def delete(self, kind_plural: str, name: str) -> bool:
+        return self.kube.delete(_kind(kind_plural), self.namespace, name)
+
+    def get(self, kind_plural: str, name: str) -> Body | None:
+        return self.kube.get(_kind(kind_plural), self.namespace, name)
+
+    def list(self, kind_plural: str) -> list[Body]:
+        return self.kube.list(_kind(kind_plural), self.namespace)
+
+    def wait_for(
+        self,
+        predicate: Callable[[], T | None],
+        timeout: float = WAIT_TIMEOUT_S,
+        message: str = "",
+    ) -> T:
+        """Poll `predicate` until it returns something truthy, and return that; fail after
+        `timeout` seconds, also when the operator died meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if self._operator is not None and not self._operator.alive:
+                raise AssertionError(f"the operator stopped while waiting for {message!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {message!r}")
+            time.sleep(0.02)
+
+    def wait_for_object(
+        self,
+        kind_plural: str,
+        name: str,
+        predicate: Callable[[Body], object] = bool,
+        timeout: float = WAIT_TIMEOUT_S,
+    ) -> Body:
+        """The object once it exists and `predicate(object)` holds."""
+
+        def check() -> Body | None:
+            found = self.get(kind_plural, name)
+            return found if found is not None and predicate(found) else None
+
+        return self.wait_for(check, timeout, f"{kind_plural}/{name} to satisfy {predicate}")
+
+    def wait_until_gone(self, kind_plural: str, name: str, timeout: float = WAIT_TIMEOUT_S) -> None:
+        self.wait_for(
+            lambda: self.get(kind_plural, name) is None, timeout, f"{kind_plural}/{name} gone"
+        )
+
+    def _complete(self, kind: Kind, body: Mapping[str, Any]) -> Body:
+        metadata = {"namespace": self.namespace, **(body.get("metadata") or {})}
+        return {"apiVersion": kind.api_version, "kind": kind.kind, **body, "metadata": metadata}
+
+
+def _watches_pouwnodes(request: kmock.Request) -> bool:
+    return (
+        request.action == kmock.action.WATCH
+        and request.resource is not None
+        and request.resource.plural == "pouwnodes"
+    )
+
+
+def _kind(plural: str) -> Kind:
+    try:
+        return KINDS[plural]
+    except KeyError:
+        raise ValueError(f"unknown kind {plural!r}: one of {', '.join(KINDS)}") from None
+
+
+def unused_local_url() -> str:
+    """http://127.0.0.1:<port> where nothing listens (the port was free a moment ago)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def operator_cluster(
+    namespace: str = DEFAULT_NAMESPACE,
+    settings: OperatorSettings | None = None,
+    start: bool = True,
+) -> Iterator[OperatorCluster]:
+    """An OperatorCluster, its operator started (unless `start` is False), closed after."""
+    cluster = OperatorCluster(namespace)
+    try:
+        if start:
+            cluster.start_operator(settings)
+        yield cluster
+        leftovers = cluster.server.errors()
+        assert not leftovers, f"the API server failed inside: {leftovers!r}"
+    finally:
+        cluster.close()
+
+
+def quiet_kopf_logs(level: int = logging.WARNING) -> None:
+    logging.getLogger("kopf").setLevel(level)
+
+
+__all__: Sequence[str] = (
+    "DEFAULT_NAMESPACE",
+    "FAST_SETTINGS",
+    "Emulator",
+    "OperatorCluster",
+    "merge_patch",
+    "operator_cluster",
+    "unused_local_url",
+)

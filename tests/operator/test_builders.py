@@ -1,0 +1,428 @@
+"""The pure manifest builders: tables of specs in, manifests out, each manifest checked against
+the Kubernetes OpenAPI schema (kubernetes-validate, strict: an unknown field fails)."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+
+from pouw_operator.builders import (
+    GPU_RESOURCE,
+    NETWORK_SECRET,
+    NodeSpec,
+    PoUWNode,
+    PoUWNodeSpec,
+    Supervisor,
+    bootstrap_peers,
+    build_keys_secret,
+    build_network_secret,
+    build_service,
+    build_statefulset,
+    env_value,
+    label_selector,
+    labels,
+    node_api_url,
+    secret_owned_fields,
+    service_owned_fields,
+    statefulset_owned_fields,
+    supervisors_of,
+)
+from pouw_operator.settings import OperatorSettings
+
+K8S_VERSION = kubernetes_validate.latest_version()
+SETTINGS = OperatorSettings(node_image="registry.example/pouw:1.0")
+NAMESPACE = "net"
+UID = "0b7f6c5e-0000-4000-8000-000000000001"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def node(name: str = "miner", /, **spec: Any) -> PoUWNode:
+    return PoUWNode(name, NAMESPACE, UID, PoUWNodeSpec(role="miner", **spec))  # type: ignore[typeddict-item]
+
+
+def valid(manifest: dict[str, Any]) -> dict[str, Any]:
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    return manifest
+
+
+def container(statefulset: dict[str, Any]) -> dict[str, Any]:
+    containers = statefulset["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["node"]
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+def env(statefulset: dict[str, Any]) -> dict[str, Any]:
+    """name -> value, or -> valueFrom for references."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(statefulset)["env"]}
+
+
+def counting_entropy() -> Callable[[int], bytes]:
+    counter = itertools.count(1)
+    return lambda size: bytes([next(counter)]) * size
+
+
+def decoded(secret: dict[str, Any], key: str) -> bytes:
+    return base64.b64decode(secret["data"][key])
+
+
+# --- the StatefulSet --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "upper", "stake"),
+    [
+        ("miner", "MINER", "100"),
+        ("supervisor", "SUPERVISOR", "100"),
+        ("verifier", "VERIFIER", "100"),
+        ("evaluator", "EVALUATOR", "100"),
+        ("peer", "PEER", "0"),  # a peer stakes nothing whatever the spec says
+    ],
+)
+def test_each_role_is_upper_case_in_env_and_lower_case_in_labels(
+    role: str, upper: str, stake: str
+) -> None:
+    pouw_node = PoUWNode("n", NAMESPACE, UID, PoUWNodeSpec(role=role))
+    statefulset = valid(build_statefulset(pouw_node, SETTINGS, []))
+    assert env(statefulset)["POUW_ROLE"] == upper
+    assert env(statefulset)["POUW_STAKE_AMOUNT"] == stake
+    assert statefulset["metadata"]["labels"]["pouw.network/role"] == role
+    assert statefulset["spec"]["template"]["metadata"]["labels"]["pouw.network/role"] == role
+
+
+def test_the_statefulset_of_a_default_spec() -> None:
+    statefulset = valid(build_statefulset(node(), SETTINGS, []))
+    spec = statefulset["spec"]
+    assert statefulset["metadata"]["name"] == "miner"
+    assert statefulset["metadata"]["namespace"] == NAMESPACE
+    assert statefulset["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "pouw.network/v1alpha1",
+            "kind": "PoUWNode",
+            "name": "miner",
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert spec["serviceName"] == "miner"
+    assert spec["replicas"] == 1
+    assert spec["selector"] == {
+        "matchLabels": {
+            "app.kubernetes.io/name": "pouw-node",
+            "app.kubernetes.io/instance": "miner",
+        }
+    }
+    assert spec["template"]["metadata"]["labels"] == labels("miner", "miner")
+    node_container = container(statefulset)
+    assert node_container["image"] == "registry.example/pouw:1.0"
+    assert node_container["command"] == ["pouw", "node"]
+    assert env(statefulset) == {
+        "POUW_NODE_ID": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "POUW_ROLE": "MINER",
+        "POUW_HOST": "0.0.0.0",
+        "POUW_PORT": "8000",
+        "POUW_API_PORT": "8080",
+        "POUW_DATA_DIR": "/data",
+        "POUW_NODE_KEY_FILE": "/var/run/pouw/keys/$(POUW_NODE_ID).key",
+        "POUW_STAKE_AMOUNT": "100",
+        "POUW_MINING_INTENSITY": "1",
+        "POUW_CHAIN_ID": "pouw-devnet",
+        "POUW_ENABLE_SECURITY": "true",
+        "POUW_BOOTSTRAP_PEERS": "",
+        "POUW_DEVICE": "cpu",
+        "POUW_API_TOKEN": {"secretKeyRef": {"name": NETWORK_SECRET, "key": "api-token"}},
+        "POUW_NETWORK_KEY": {"secretKeyRef": {"name": NETWORK_SECRET, "key": "network-key"}},
+    }
+    # POUW_NODE_KEY_FILE expands $(POUW_NODE_ID): that must come first.
+    assert container(statefulset)["env"][0]["name"] == "POUW_NODE_ID"
+    assert node_container["volumeMounts"] == [
+        {"name": "data", "mountPath": "/data"},
+        {"name": "keys", "mountPath": "/var/run/pouw/keys", "readOnly": True},
+    ]
+    assert spec["template"]["spec"]["volumes"] == [
+        {"name": "keys", "secret": {"secretName": "miner-keys", "defaultMode": 0o400}}
+    ]
+    assert node_container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 8080}
+    assert node_container["livenessProbe"]["httpGet"] == {"path": "/status", "port": 8080}
+    assert node_container["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "1", "memory": "2Gi"},
+    }
+    assert "tolerations" not in spec["template"]["spec"]
+    assert "nodeSelector" not in spec["template"]["spec"]
+    claim = spec["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}},
+    }
+
+
+def test_spec_values_reach_the_env_and_resources() -> None:
+    statefulset = valid(
+        build_statefulset(
+            node(
+                replicas=3,
+                stake=250.5,
+                miningIntensity=0.25,
+                chainId="pouw-main",
+                security=False,
+                image="mine:2",
+                resources={"cpu": "500m", "memory": "4Gi"},
+            ),
+            SETTINGS,
+            [],
+        )
+    )
+    values = env(statefulset)
+    assert statefulset["spec"]["replicas"] == 3
+    assert values["POUW_STAKE_AMOUNT"] == "250.5"
+    assert values["POUW_MINING_INTENSITY"] == "0.25"
+    assert values["POUW_CHAIN_ID"] == "pouw-main"
+    assert values["POUW_ENABLE_SECURITY"] == "false"
+    assert container(statefulset)["image"] == "mine:2"
+    assert container(statefulset)["resources"]["requests"] == {"cpu": "500m", "memory": "4Gi"}
+
+
+@pytest.mark.parametrize(
+    ("gpu", "device", "limit", "tolerated"),
+    [(0, "cpu", None, False), (2, "cuda", "2", True)],
+)
+def test_gpus_add_a_limit_a_toleration_and_the_cuda_device(
+    gpu: int, device: str, limit: str | None, tolerated: bool
+) -> None:
+    own_toleration = {
+        "key": "dedicated",
+        "operator": "Equal",
+        "value": "pouw",
+        "effect": "NoSchedule",
+    }
+    statefulset = valid(
+        build_statefulset(
+            node(
+                resources={"gpu": gpu},
+                nodeSelector={"accelerator": "a100"},
+                tolerations=[own_toleration],
+            ),
+            SETTINGS,
+            [],
+        )
+    )
+    pod = statefulset["spec"]["template"]["spec"]
+    assert env(statefulset)["POUW_DEVICE"] == device
+    assert container(statefulset)["resources"]["limits"].get(GPU_RESOURCE) == limit
+    assert GPU_RESOURCE not in container(statefulset)["resources"]["requests"]
+    assert pod["tolerations"] == [own_toleration, *([GPU_TOLERATION] if tolerated else [])]
+    assert pod["nodeSelector"] == {"accelerator": "a100"}
+
+
+def test_the_gpu_toleration_is_not_repeated_when_the_spec_has_it() -> None:
+    statefulset = build_statefulset(
+        node(resources={"gpu": 1}, tolerations=[GPU_TOLERATION]), SETTINGS, []
+    )
+    assert statefulset["spec"]["template"]["spec"]["tolerations"] == [GPU_TOLERATION]
+
+
+@pytest.mark.parametrize(
+    ("omega", "expected"),
+    [
+        (None, {}),
+        ({"b": 0.002}, {"POUW_OMEGA_B": "0.002"}),
+        ({"m": 1e-05}, {"POUW_OMEGA_M": "1e-05"}),
+        ({"b": 1, "m": 0}, {"POUW_OMEGA_B": "1", "POUW_OMEGA_M": "0"}),
+    ],
+)
+def test_omega_is_in_the_env_only_when_set(
+    omega: dict[str, float] | None, expected: dict[str, str]
+) -> None:
+    spec: dict[str, Any] = {} if omega is None else {"omega": omega}
+    values = env(valid(build_statefulset(node(**spec), SETTINGS, [])))
+    assert {k: v for k, v in values.items() if k.startswith("POUW_OMEGA")} == expected
+
+
+@pytest.mark.parametrize(
+    ("storage", "claim_spec"),
+    [
+        (None, {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}),
+        (
+            {"size": "20Gi", "storageClassName": "fast-ssd"},
+            {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "20Gi"}},
+                "storageClassName": "fast-ssd",
+            },
+        ),
+    ],
+)
+def test_storage_size_and_class_shape_the_claim_template(
+    storage: dict[str, str] | None, claim_spec: dict[str, Any]
+) -> None:
+    spec: dict[str, Any] = {} if storage is None else {"storage": storage}
+    statefulset = valid(build_statefulset(node(**spec), SETTINGS, []))
+    assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"] == claim_spec
+
+
+def test_a_patch_leaves_the_immutable_fields_of_a_statefulset_alone() -> None:
+    statefulset = build_statefulset(node(replicas=2), SETTINGS, [])
+    owned = statefulset_owned_fields(statefulset)
+    assert set(owned["spec"]) == {"replicas", "template"}
+    assert owned["spec"]["template"] == statefulset["spec"]["template"]
+    assert owned["metadata"]["ownerReferences"] == statefulset["metadata"]["ownerReferences"]
+
+
+# --- bootstrap peers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("supervisors", "self_name", "peers"),
+    [
+        ([], "miner", ""),
+        ([Supervisor("sup", 1)], "miner", "sup-0.sup.net.svc:8000"),
+        (
+            [Supervisor("sup", 2)],
+            "miner",
+            "sup-0.sup.net.svc:8000,sup-1.sup.net.svc:8000",
+        ),
+        ([Supervisor("sup", 2)], "sup", ""),  # a supervisor does not list itself
+        (
+            [Supervisor("zeta", 1), Supervisor("alpha", 1), Supervisor("sup", 2)],
+            "sup",
+            "alpha-0.alpha.net.svc:8000,zeta-0.zeta.net.svc:8000",
+        ),
+        ([Supervisor("idle", 0)], "miner", ""),  # scaled to zero: no pods to dial
+    ],
+)
+def test_bootstrap_peers_are_the_other_supervisors_pods(
+    supervisors: list[Supervisor], self_name: str, peers: str
+) -> None:
+    assert bootstrap_peers(supervisors, NAMESPACE, self_name) == peers
+
+
+def test_the_statefulset_carries_the_bootstrap_peers() -> None:
+    statefulset = build_statefulset(node(), SETTINGS, [Supervisor("sup", 2)])
+    assert env_value(statefulset, "POUW_BOOTSTRAP_PEERS") == (
+        "sup-0.sup.net.svc:8000,sup-1.sup.net.svc:8000"
+    )
+    assert env_value(statefulset, "POUW_NODE_ID") is None  # a reference, not a value
+    assert env_value(None, "POUW_BOOTSTRAP_PEERS") is None
+
+
+def test_supervisors_are_picked_from_nodes_with_their_replicas() -> None:
+    nodes = [
+        PoUWNode("m", NAMESPACE, "1", PoUWNodeSpec(role="miner", replicas=4)),
+        PoUWNode("s2", NAMESPACE, "2", PoUWNodeSpec(role="supervisor", replicas=3)),
+        PoUWNode("s1", NAMESPACE, "3", PoUWNodeSpec(role="supervisor")),
+        PoUWNode("bad", NAMESPACE, "4", PoUWNodeSpec(role="supervisor", replicas=-1)),
+    ]
+    assert supervisors_of(nodes) == [Supervisor("s1", 1), Supervisor("s2", 3)]
+
+
+# --- Secrets and the Service ------------------------------------------------------------
+
+
+def test_devnet_keys_are_the_seeds_the_genesis_funds() -> None:
+    secret = valid(build_keys_secret(node(replicas=2), entropy=counting_entropy()))
+    assert secret["metadata"]["name"] == "miner-keys"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert set(secret["data"]) == {"miner-0.key", "miner-1.key"}
+    assert decoded(secret, "miner-0.key") == b"pouw-devnet:miner-0"
+    assert decoded(secret, "miner-1.key") == b"pouw-devnet:miner-1"
+
+
+def test_keys_of_other_chains_are_random_32_bytes() -> None:
+    secret = valid(
+        build_keys_secret(node(replicas=2, chainId="pouw-main"), entropy=counting_entropy())
+    )
+    assert decoded(secret, "miner-0.key") == b"\x01" * 32
+    assert decoded(secret, "miner-1.key") == b"\x02" * 32
+
+
+def test_scaling_up_adds_keys_and_never_changes_existing_ones() -> None:
+    entropy = counting_entropy()
+    first = build_keys_secret(node(replicas=1, chainId="pouw-main"), entropy=entropy)
+    scaled = build_keys_secret(
+        node(replicas=3, chainId="pouw-main"), existing=first["data"], entropy=entropy
+    )
+    assert scaled["data"]["miner-0.key"] == first["data"]["miner-0.key"]
+    assert set(scaled["data"]) == {"miner-0.key", "miner-1.key", "miner-2.key"}
+    assert len({scaled["data"][key] for key in scaled["data"]}) == 3
+    down = build_keys_secret(node(replicas=1, chainId="pouw-main"), existing=scaled["data"])
+    assert down["data"] == scaled["data"]  # kept for when it scales back up
+    assert secret_owned_fields(scaled)["data"] == scaled["data"]
+
+
+def test_the_network_secret_is_random_and_owned_by_nobody() -> None:
+    secret = valid(build_network_secret(NAMESPACE, entropy=counting_entropy()))
+    assert secret["metadata"]["name"] == NETWORK_SECRET
+    assert "ownerReferences" not in secret["metadata"]
+    token, key = decoded(secret, "api-token"), decoded(secret, "network-key")
+    assert token == (b"\x01" * 32).hex().encode()
+    assert key == (b"\x02" * 32).hex().encode()
+    fresh = build_network_secret(NAMESPACE)
+    assert fresh["data"]["api-token"] != fresh["data"]["network-key"]
+
+
+def test_the_service_is_headless_and_publishes_pods_before_they_are_ready() -> None:
+    service = valid(build_service(node()))
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "pouw-node",
+        "app.kubernetes.io/instance": "miner",
+    }
+    assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [
+        ("p2p", 8000),
+        ("api", 8080),
+    ]
+    assert "clusterIP" not in service_owned_fields(service)["spec"]
+
+
+# --- small pieces -----------------------------------------------------------------------
+
+
+def test_labels_and_the_scale_selector() -> None:
+    assert labels("miner", "miner") == {
+        "app.kubernetes.io/name": "pouw-node",
+        "app.kubernetes.io/instance": "miner",
+        "app.kubernetes.io/managed-by": "pouw-operator",
+        "pouw.network/role": "miner",
+    }
+    assert label_selector("miner") == (
+        "app.kubernetes.io/instance=miner,app.kubernetes.io/name=pouw-node"
+    )
+
+
+def test_the_node_api_url_is_pod_zero_unless_the_settings_name_one() -> None:
+    assert node_api_url(OperatorSettings(), "net", "miner") == "http://miner-0.miner.net.svc:8080"
+    assert node_api_url(OperatorSettings(), "net", "miner", 2) == (
+        "http://miner-2.miner.net.svc:8080"
+    )
+    local = OperatorSettings(node_url="http://127.0.0.1:9999")
+    assert node_api_url(local, "net", "miner") == "http://127.0.0.1:9999"
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({"role": "wizard"}, "unknown role"),
+        ({"role": "miner", "replicas": -1}, "replicas"),
+        ({"role": "miner", "resources": {"gpu": -2}}, "gpu"),
+        ({"role": "miner", "miningIntensity": 2}, "miningIntensity"),
+    ],
+)
+def test_a_spec_that_cannot_be_built_names_the_problem(spec: Any, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        NodeSpec.parse(spec)
+
+
+def test_a_body_without_a_spec_is_a_node_with_no_role() -> None:
+    pouw_node = PoUWNode.from_body({"metadata": {"name": "x", "namespace": "y", "uid": "z"}})
+    assert (pouw_node.name, pouw_node.namespace, pouw_node.uid) == ("x", "y", "z")
+    with pytest.raises(ValueError, match="unknown role"):
+        pouw_node.resolved  # noqa: B018

@@ -1,0 +1,72 @@
+"""`pouw-operator`: arguments, settings errors, which handler modules load, how kopf is run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import pytest
+
+from pouw_operator import main as operator_main
+from pouw_operator import runtime
+from pouw_operator.settings import OperatorSettings
+
+
+@pytest.fixture(autouse=True)
+def _restore_runtime() -> Iterator[None]:
+    yield
+    runtime.configure(OperatorSettings())
+
+
+@pytest.fixture
+def kopf_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("POUW_OPERATOR_METRICS_PORT", "0")
+    return calls
+
+
+def test_a_bad_setting_is_one_line_and_exit_status_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kopf_run: list[dict[str, Any]],
+) -> None:
+    monkeypatch.setenv("POUW_OPERATOR_POLL_SECONDS", "0")
+    with pytest.raises(SystemExit) as exit_info:
+        operator_main.main([])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith("pouw-operator: POUW_OPERATOR_POLL_SECONDS='0' is invalid")
+    assert kopf_run == []
+
+
+def test_all_namespaces_by_default_with_the_liveness_endpoint(
+    monkeypatch: pytest.MonkeyPatch, kopf_run: list[dict[str, Any]]
+) -> None:
+    monkeypatch.setenv("POUW_OPERATOR_POLL_SECONDS", "2.5")
+    monkeypatch.setenv("POUW_OPERATOR_LIVENESS_PORT", "9091")
+    operator_main.main([])
+    (call,) = kopf_run
+    assert call["clusterwide"] is True
+    assert call["namespaces"] == []
+    assert call["liveness_endpoint"] == "http://0.0.0.0:9091/healthz"
+    assert runtime.settings().poll_interval_s == 2.5
+
+
+def test_namespaces_given_on_the_command_line(kopf_run: list[dict[str, Any]]) -> None:
+    operator_main.main(["-n", "pouw", "--namespace", "lab"])
+    (call,) = kopf_run
+    assert (call["clusterwide"], call["namespaces"]) == (False, ["pouw", "lab"])
+
+
+def test_one_namespace_or_all_not_both() -> None:
+    with pytest.raises(SystemExit):
+        operator_main.parse_args(["-n", "pouw", "--all-namespaces"])
+
+
+def test_handler_modules_that_exist_are_imported() -> None:
+    assert operator_main.import_handlers(("pouw_operator.nodes", "pouw_operator.absent")) == [
+        "pouw_operator.nodes"
+    ]
