@@ -254,7 +254,9 @@ class Devnet:
                 raise DevnetError(f"timed out after {timeout:.0f} s while {phase}")
             time.sleep(0.25)
 
-    def run(self, on_poll: Callable[[Snapshot], None], timeout: float) -> dict[str, Any]:
+    def start(self, on_poll: Callable[[Snapshot], None], timeout: float) -> None:
+        """Launch every node and wait until they are connected and their tickets are mined:
+        a network ready to take tasks (from `run`, or from anyone with the client's API)."""
         self.launch()
         everyone = len(self.plans)
         self.wait_for(
@@ -267,6 +269,9 @@ class Devnet:
             on_poll,
         )
         self.wait_for("staking: tickets mined into blocks", self._all_staked, timeout, on_poll)
+
+    def run(self, on_poll: Callable[[Snapshot], None], timeout: float) -> dict[str, Any]:
+        self.start(on_poll, timeout)
         client = self.processes["client"].client
         self.task_id = client.submit_task(
             _spec_mapping(self.task), reward=TASK_REWARD, request_id="devnet-task"

@@ -47,6 +47,7 @@ class FakeNode:
         self.health = HealthTracker(FakeProcess())  # type: ignore[arg-type]
         self.submitted: list[tuple[TaskSpec, float, float, str | None]] = []
         self.staked: list[tuple[float, NodeRole | None]] = []
+        self.tickets: dict[str, TicketView] = {}  # by request id
         self.refuse_with: InvalidTransaction | None = None
         self.explode = False
         self.healthy = True
@@ -105,12 +106,19 @@ class FakeNode:
         self.submitted.append((spec, reward, fee, request_id))
         return NEW_ID
 
-    def stake(self, amount: float, role: NodeRole | None = None) -> TicketView:
+    def stake(
+        self, amount: float, role: NodeRole | None = None, request_id: str | None = None
+    ) -> TicketView:
         self._maybe_explode()
+        if request_id is not None and request_id in self.tickets:
+            return self.tickets[request_id]
         if self.refuse_with is not None:
             raise self.refuse_with
         self.staked.append((amount, role))
-        return TicketView("ef" * 32, (role or NodeRole.MINER).value, amount, CLIENT, False)
+        ticket = TicketView("ef" * 32, (role or NodeRole.MINER).value, amount, CLIENT, False)
+        if request_id is not None:
+            self.tickets[request_id] = ticket
+        return ticket
 
 
 class Bridge(httpx.BaseTransport):

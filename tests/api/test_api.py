@@ -131,6 +131,16 @@ def test_a_task_is_submitted_with_its_request_id(api: TestClient, fake: FakeNode
     assert fake.submitted[1][2:] == (0.0, None)
 
 
+def test_a_stake_with_a_repeated_request_id_buys_once(api: TestClient, fake: FakeNode) -> None:
+    body = {"amount": 2.5, "role": "verifier", "request_id": "stake-1"}
+    first = api.post("/stake", json=body, headers=AUTH)
+    again = api.post("/stake", json=body, headers=AUTH)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json() and first.json()["ticket_id"] == "ef" * 32
+    assert fake.staked == [(2.5, NodeRole.VERIFIER)]
+    assert api.post("/stake", json={**body, "request_id": ""}, headers=AUTH).status_code == 422
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -11,6 +11,7 @@ import pytest
 from pouw.api.app import create_app
 from pouw.api.client import ApiError, NodeClient
 from pouw.blockchain.errors import InvalidTransaction
+from pouw.roles import NodeRole
 from tests.api.fake_node import DONE_ID, NEW_ID, TOKEN, TRAINING_ID, FakeNode, client_for
 
 SPEC = {"model": {"layers": [64, 32, 10]}, "dataset": {"name": "digits"}, "epochs": 3}
@@ -47,6 +48,8 @@ def test_writes(client: NodeClient, fake: FakeNode) -> None:
     assert (spec.epochs, reward, fee, request_id) == (3, 5.0, 0.5, "r-1")
     ticket = client.stake(3.0, role="evaluator")
     assert (ticket["role"], ticket["amount"]) == ("EVALUATOR", 3.0)
+    assert client.stake(4.0, request_id="s-1") == client.stake(4.0, request_id="s-1")
+    assert fake.staked == [(3.0, NodeRole.EVALUATOR), (4.0, None)]
 
 
 def test_errors_carry_the_servers_message(client: NodeClient, fake: FakeNode) -> None:

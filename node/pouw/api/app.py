@@ -162,8 +162,9 @@ def create_app(node: NodeService, *, api_token: str | None) -> FastAPI:
 
     @app.post("/stake", status_code=201, dependencies=[Depends(authorised)], responses=_WRITE)
     async def stake(body: StakeBody) -> TicketOut:
-        """Buy a ticket for the node's key (role defaults to the node's)."""
-        return TicketOut.model_validate(node.stake(body.amount, body.role))
+        """Buy a ticket for the node's key (role defaults to the node's); a repeated
+        `request_id` returns the first purchase's ticket without buying again."""
+        return TicketOut.model_validate(node.stake(body.amount, body.role, body.request_id))
 
     return app
 

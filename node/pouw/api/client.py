@@ -99,11 +99,16 @@ class NodeClient:
             raise ApiError(response.status_code, "malformed", "no task_id in the answer")
         return task_id
 
-    def stake(self, amount: float, role: str | None = None) -> dict[str, Any]:
-        """Buy a ticket; returns it (ticket_id, role, amount, owner, confirmed)."""
+    def stake(
+        self, amount: float, role: str | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Buy a ticket; returns it (ticket_id, role, amount, owner, confirmed). Pass a
+        `request_id` to retry safely: a repeat returns the first purchase's ticket."""
         body: dict[str, Any] = {"amount": amount}
         if role is not None:
             body["role"] = role
+        if request_id is not None:
+            body["request_id"] = request_id
         return _mapping(self._call("POST", "/stake", json=body))
 
     def _call(

@@ -75,6 +75,12 @@ class StakeBody(BaseModel):
     model_config = _BODY
     amount: float = Field(gt=0.0, le=MAX_COINS, description="coins locked in the ticket")
     role: NodeRole | None = Field(default=None, description="defaults to the node's role")
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="idempotency key: a repeated id returns the first purchase's ticket",
+    )
 
     @field_validator("role", mode="before")
     @classmethod

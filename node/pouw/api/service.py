@@ -40,6 +40,10 @@ class NodeService(Protocol):
         submission's id without paying again. Raises TaskSpecError or InvalidTransaction."""
         ...
 
-    def stake(self, amount: float, role: NodeRole | None = None) -> TicketView:
-        """Buy a ticket (role defaults to the node's). Raises InvalidTransaction."""
+    def stake(
+        self, amount: float, role: NodeRole | None = None, request_id: str | None = None
+    ) -> TicketView:
+        """Buy a ticket (role defaults to the node's). A repeated `request_id` returns the
+        first purchase's ticket (its `confirmed` as of now) without buying again. Raises
+        InvalidTransaction."""
         ...

@@ -1,0 +1,195 @@
+"""Which node an MLTask or a Stake talks to, at which URL, with which API token.
+
+Candidates are the PoUWNodes of the resource's namespace. The choice is a pure function over
+their manifests; reading them and the `pouw-network` Secret is the injected `ClusterReader`'s
+job (blocking: callers run the directory in a worker thread).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pouw.api.client import NodeClient
+from pouw_operator.kube import POUWNODE, SECRET, Kube
+from pouw_operator.settings import API_PORT, OperatorSettings
+
+NETWORK_SECRET = "pouw-network"
+API_TOKEN_KEY = "api-token"
+ROLE_PREFERENCE = ("peer", "supervisor")
+"""Roles that submit tasks best, first to last; any other role comes after them."""
+
+
+class NoNode(Exception):
+    """No node to talk to: `reason` (NoNode, NodeNotFound, ...) is the condition's reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class NodeEndpoint:
+    node: str
+    """The PoUWNode's name."""
+    pod: str
+    """The pod whose API is called: <node>-<replica>."""
+    role: str
+    url: str
+
+
+class ClusterReader(Protocol):
+    """What the directory reads of the cluster (blocking calls)."""
+
+    def list_nodes(self, namespace: str) -> list[Mapping[str, Any]]:
+        """The namespace's PoUWNode manifests."""
+        ...
+
+    def get_node(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """One PoUWNode manifest, None when there is none of that name."""
+        ...
+
+    def secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """A Secret's `data` (base64 values), None when there is no such Secret."""
+        ...
+
+
+def labels_match(labels: Mapping[str, str] | None, match_labels: Mapping[str, str]) -> bool:
+    found = labels or {}
+    return all(found.get(key) == value for key, value in match_labels.items())
+
+
+def _role(node: Mapping[str, Any]) -> str:
+    return str((node.get("spec") or {}).get("role", "")).lower()
+
+
+def _replicas(node: Mapping[str, Any]) -> int:
+    replicas = (node.get("spec") or {}).get("replicas", 1)
+    return replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else 1
+
+
+def _ready(node: Mapping[str, Any]) -> bool:
+    ready = (node.get("status") or {}).get("readyReplicas") or 0
+    return isinstance(ready, int) and ready > 0
+
+
+def _rank(node: Mapping[str, Any]) -> tuple[int, int, str]:
+    role = _role(node)
+    preference = ROLE_PREFERENCE.index(role) if role in ROLE_PREFERENCE else len(ROLE_PREFERENCE)
+    name = str((node.get("metadata") or {}).get("name", ""))
+    return (preference, 0 if _ready(node) else 1, name)
+
+
+def choose_node(
+    nodes: Iterable[Mapping[str, Any]], match_labels: Mapping[str, str] | None = None
+) -> Mapping[str, Any] | None:
+    """The PoUWNode to submit through: among those with pods whose labels match, role peer,
+    then supervisor, then any; a node with ready pods before one without; then by name."""
+    candidates = [
+        node
+        for node in nodes
+        if _replicas(node) > 0
+        and not (node.get("metadata") or {}).get("deletionTimestamp")
+        and labels_match((node.get("metadata") or {}).get("labels"), match_labels or {})
+    ]
+    return min(candidates, key=_rank, default=None)
+
+
+def pod_url(namespace: str, pod: str, settings: OperatorSettings) -> str:
+    """The API of pod <N>-<i>: http://<N>-<i>.<N>.<ns>.svc:8080 (the StatefulSet's headless
+    Service names each pod), or settings.node_url for every pod when it is set."""
+    if settings.node_url:
+        return settings.node_url
+    node = pod.rsplit("-", 1)[0]
+    return f"http://{pod}.{node}.{namespace}.svc:{API_PORT}"
+
+
+def decode_token(data: Mapping[str, str] | None) -> str | None:
+    raw = (data or {}).get(API_TOKEN_KEY)
+    if not raw:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode().strip() or None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+class NodeDirectory:
+    def __init__(self, settings: OperatorSettings, cluster: ClusterReader) -> None:
+        self.settings = settings
+        self.cluster = cluster
+
+    def _endpoint(self, namespace: str, node: Mapping[str, Any], replica: int) -> NodeEndpoint:
+        name = str(node["metadata"]["name"])
+        pod = f"{name}-{replica}"
+        return NodeEndpoint(name, pod, _role(node), pod_url(namespace, pod, self.settings))
+
+    def for_task(
+        self, namespace: str, match_labels: Mapping[str, str] | None = None
+    ) -> NodeEndpoint:
+        """The node to submit an MLTask through (its first pod). Raises NoNode."""
+        chosen = choose_node(self.cluster.list_nodes(namespace), match_labels)
+        if chosen is None:
+            wanted = (
+                " with labels "
+                + ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
+                if match_labels
+                else ""
+            )
+            raise NoNode(
+                "NoNode",
+                f"no PoUWNode{wanted} with replicas in namespace {namespace}: "
+                "create one (a peer is best) and the task is submitted through it",
+            )
+        return self._endpoint(namespace, chosen, 0)
+
+    def for_pod(self, namespace: str, pod: str) -> NodeEndpoint:
+        """The endpoint of a pod named in a status (submittedTo), without reading the cluster."""
+        node = pod.rsplit("-", 1)[0]
+        return NodeEndpoint(node, pod, "", pod_url(namespace, pod, self.settings))
+
+    def for_stake(self, namespace: str, name: str, replica: int) -> NodeEndpoint:
+        """Pod <name>-<replica> of PoUWNode `name`. Raises NoNode (NodeNotFound) when the
+        PoUWNode is missing or has no such replica."""
+        node = self.cluster.get_node(namespace, name)
+        if node is None:
+            raise NoNode("NodeNotFound", f"no PoUWNode {name} in namespace {namespace}")
+        if replica >= _replicas(node):
+            raise NoNode(
+                "NodeNotFound",
+                f"PoUWNode {name} has {_replicas(node)} replicas: no pod {name}-{replica}",
+            )
+        return self._endpoint(namespace, node, replica)
+
+    def token(self, namespace: str) -> str | None:
+        """The API token for writes: the setting, else the namespace's `pouw-network` Secret."""
+        if self.settings.api_token:
+            return self.settings.api_token
+        return decode_token(self.cluster.secret_data(namespace, NETWORK_SECRET))
+
+    def client(self, namespace: str, endpoint: NodeEndpoint) -> NodeClient:
+        return NodeClient(endpoint.url, self.token(namespace))
+
+
+class KubernetesReader:
+    """ClusterReader through pouw_operator.kube (a KubeError when the API server fails)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def list_nodes(self, namespace: str) -> list[Mapping[str, Any]]:
+        return list(self.kube.list(POUWNODE, namespace))
+
+    def get_node(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.kube.get(POUWNODE, namespace, name)
+
+    def secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        secret = self.kube.get(SECRET, namespace, name)
+        if secret is None:
+            return None
+        data = secret.get("data") or {}
+        return {str(key): str(value) for key, value in data.items()}

@@ -1,0 +1,266 @@
+"""MLTask <-> node API, pure: the spec as the body of POST /tasks, the node's task view as the
+MLTask's status, and a failed API call as a condition's reason.
+
+The spec mapping mirrors `pouw task submit` (pouw.task_commands.task_mapping, which the
+operator may not import): placement fields dropped, hyperparameters merged into the top
+level, camelCase keys as the node's snake_case.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from pouw.api.client import UNREACHABLE, ApiError
+from pouw_operator.conditions import Condition, condition, set_condition
+
+Phase = Literal["Pending", "Submitted", "Training", "Evaluating", "Completed", "Failed"]
+
+NODE_PHASES: Mapping[str, Phase] = {
+    "pending": "Submitted",  # paid, the payment waits in a mempool
+    "training": "Training",
+    "evaluating": "Evaluating",
+    "completed": "Completed",
+    "failed": "Failed",
+}
+FINAL_PHASES: frozenset[str] = frozenset({"Completed", "Failed"})
+
+# Condition types of an MLTask.
+SUBMITTED = "Submitted"
+"""True once a node accepted the payment; False (with the node's reason) when it refused."""
+SYNCED = "Synced"
+"""True while the last poll of the task's node answered; False with why it did not."""
+SUCCEEDED = "Succeeded"
+"""Set once the task ends: True when completed, False when it failed."""
+
+DEFAULT_FEE = 0.01
+# MLTask fields that choose where the task goes, not what it is (task_commands._PLACEMENT).
+_PLACEMENT = frozenset({"network", "networkSelector", "networkRef", "node", "nodeRef"})
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+_RETRY_STATUSES = frozenset({401, 403, 408, 429})
+
+
+class SpecError(ValueError):
+    """An MLTask spec the operator cannot turn into a body (the CRD schema should prevent it)."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The arguments of NodeClient.submit_task for one MLTask."""
+
+    spec: dict[str, Any]
+    reward: float
+    fee: float
+    request_id: str
+
+
+class TaskStatus(TypedDict, total=False):
+    """The MLTask status fields the node's task view sets; None removes a field (merge patch)."""
+
+    phase: Phase
+    epoch: int
+    loss: float | None
+    accuracy: float | None
+    testAccuracy: float | None
+    blocks: int
+    modelUrl: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a call to a node failed, as a condition shows it. `permanent`: the node refused and
+    asking again cannot help (the MLTask or Stake is Failed); else retry later."""
+
+    reason: str
+    message: str
+    permanent: bool
+
+
+def request_id(uid: str) -> str:
+    """The idempotency key of an MLTask's payment: a restarted operator never pays twice."""
+    return f"mltask-{uid}"
+
+
+def _snake(name: str) -> str:
+    return _CAMEL.sub(r"_\1", name).lower()
+
+
+def _snake_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {_snake(str(key)): _snake_keys(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_snake_keys(item) for item in value]
+    return value
+
+
+def submission(spec: Mapping[str, Any], uid: str) -> Submission:
+    """The body of POST /tasks for an MLTask's spec (camelCase, as the CRD has it)."""
+    mapping: dict[str, Any] = {key: value for key, value in spec.items() if key not in _PLACEMENT}
+    hyperparameters = mapping.pop("hyperparameters", None)
+    if isinstance(hyperparameters, Mapping):
+        mapping = {**hyperparameters, **mapping}
+    mapping = _snake_keys(mapping)
+    reward = mapping.pop("reward", None)
+    fee = mapping.pop("fee", DEFAULT_FEE)
+    if reward is None:
+        raise SpecError("spec.reward is required: the coins paid into the task's escrow")
+    if isinstance(reward, bool) or isinstance(fee, bool):
+        raise SpecError("spec.reward and spec.fee must be numbers")
+    try:
+        return Submission(mapping, float(reward), float(fee), request_id(uid))
+    except (TypeError, ValueError):
+        raise SpecError("spec.reward and spec.fee must be numbers") from None
+
+
+def model_url(node_url: str, task_id: str) -> str:
+    return f"{node_url.rstrip('/')}/tasks/{task_id}/model"
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _best(progress: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The miner with the highest batch accuracy, then the lowest loss."""
+    if not progress:
+        return None
+
+    def rank(entry: Mapping[str, Any]) -> tuple[float, float]:
+        accuracy = _number(entry.get("accuracy"))
+        loss = _number(entry.get("loss"))
+        return (
+            -1.0 if accuracy is None else accuracy,
+            -float("inf") if loss is None else -loss,
+        )
+
+    return max(progress, key=rank)
+
+
+def status_from_view(view: Mapping[str, Any], node_url: str) -> TaskStatus:
+    """The MLTask status of a node's task view (GET /tasks/{id}, TaskOut). Raises ValueError
+    when the view has no phase the operator knows."""
+    node_phase = view.get("phase")
+    phase = NODE_PHASES.get(node_phase) if isinstance(node_phase, str) else None
+    if phase is None:
+        raise ValueError(f"the node reports an unknown task phase {node_phase!r}")
+    raw_progress = view.get("progress")
+    progress = [entry for entry in raw_progress or () if isinstance(entry, Mapping)]
+    epochs = [int(entry["epoch"]) for entry in progress if _number(entry.get("epoch")) is not None]
+    best = _best(progress)
+    blocks = _number(view.get("blocks"))
+    task_id = str(view.get("task_id", ""))
+    completed = phase == "Completed"
+    status = TaskStatus(
+        phase=phase,
+        epoch=max(epochs, default=0),
+        loss=None if best is None else _number(best.get("loss")),
+        accuracy=None if best is None else _number(best.get("accuracy")),
+        testAccuracy=_number(view.get("test_accuracy")),
+        blocks=0 if blocks is None else int(blocks),
+        modelUrl=(
+            model_url(node_url, task_id)
+            if completed and task_id and view.get("model_available")
+            else None
+        ),
+        message=_message(phase, view),
+    )
+    return status
+
+
+def _message(phase: Phase, view: Mapping[str, Any]) -> str:
+    said = str(view.get("message") or "")
+    if said:
+        return said
+    if phase == "Completed":
+        accuracy = _number(view.get("test_accuracy"))
+        held = "" if view.get("model_available") else "; this node does not hold the best model"
+        scored = "" if accuracy is None else f": test accuracy {accuracy:.4f}"
+        return f"completed{scored}{held}"
+    return {
+        "Submitted": "paid; the payment waits for a block",
+        "Training": "the drawn miners are training it",
+        "Evaluating": "the evaluator is scoring the final models",
+        "Failed": "the task failed",
+    }.get(phase, "")
+
+
+def view_conditions(status: TaskStatus, node: str, generation: int) -> list[Condition]:
+    """The conditions a successful poll sets: Synced, and Succeeded once the task ended."""
+    phase = status.get("phase", "Submitted")
+    found = [
+        condition(SYNCED, True, "Polled", f"{phase.lower()} on {node}", generation),
+    ]
+    if phase == "Completed":
+        accuracy = status.get("testAccuracy")
+        scored = "" if accuracy is None else f" with test accuracy {accuracy:.4f}"
+        found.append(condition(SUCCEEDED, True, "TaskCompleted", f"completed{scored}", generation))
+    elif phase == "Failed":
+        found.append(
+            condition(SUCCEEDED, False, "TaskFailed", status.get("message", ""), generation)
+        )
+    return found
+
+
+def camel_reason(reason: str) -> str:
+    """A node's snake_case rule ("overspend", "invalid_task_spec") as a condition reason."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", reason))
+
+
+def failure_of(error: ApiError) -> Failure:
+    """Classify a failed node call: a refusal (4xx) is permanent, with the node's reason; no
+    answer, a node error (5xx), a throttle or a token the node rejects may pass, so retry."""
+    status = error.status
+    if status == UNREACHABLE:
+        return Failure("NodeUnreachable", error.message, permanent=False)
+    if status >= 500:
+        return Failure("NodeUnreachable", f"the node answered {status}: {error.message}", False)
+    if status < 400:
+        return Failure("MalformedAnswer", f"{error.reason}: {error.message}", permanent=False)
+    if status in (401, 403):
+        return Failure("Unauthorized", f"the node refused the API token: {error.message}", False)
+    if status in _RETRY_STATUSES:
+        return Failure("NodeBusy", f"the node answered {status}: {error.message}", False)
+    if status == 422 and error.reason in ("", "invalid"):
+        return Failure("InvalidSpec", error.message, permanent=True)
+    reason = camel_reason(error.reason) if error.reason else "Refused"
+    return Failure(reason, error.message or f"the node refused it ({status})", permanent=True)
+
+
+# -- shared by the MLTask and Stake handlers ------------------------------------------------------
+
+MAX_BACKOFF_S = 300.0
+
+
+def backoff(retry: int, base: float, cap: float = MAX_BACKOFF_S) -> float:
+    """The delay before attempt `retry + 1`: doubling from `base`, at most `cap`."""
+    return float(min(cap, base * 2 ** min(retry, 16)))
+
+
+def status_changes(
+    status: Mapping[str, Any],
+    generation: int,
+    fields: Mapping[str, Any],
+    conditions: Sequence[Condition] = (),
+) -> dict[str, Any]:
+    """The merge patch of a status that takes `fields` and `conditions`: only what differs
+    (a None field removes it; the conditions list goes whole), empty when nothing changes, so
+    a poll that learns nothing new writes nothing."""
+    changes = {key: value for key, value in fields.items() if status.get(key) != value}
+    if conditions:
+        before: Sequence[object] | None = status.get("conditions")
+        merged: list[Condition] = list(before or ())  # type: ignore[arg-type]
+        for new in conditions:
+            merged = set_condition(merged, new)
+        if merged != list(before or ()):
+            changes["conditions"] = merged
+    if status.get("observedGeneration") != generation:
+        changes["observedGeneration"] = generation
+    return changes
+
+
+def generation_of(meta: Mapping[str, Any]) -> int:
+    generation = meta.get("generation")
+    return generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
