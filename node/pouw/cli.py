@@ -14,7 +14,7 @@ from pouw.task_commands import task
 
 stderr = Console(stderr=True)
 
-BENCHMARKS = ("ledger", "mining", "network")
+BENCHMARKS = ("ledger", "mining", "network", "operator")
 
 
 @click.group()
@@ -128,6 +128,10 @@ def bench(name: str, as_json: bool) -> None:
         from pouw.bench import network
 
         result = network.run(report)
+    elif name == "operator":
+        from pouw.bench import operator
+
+        result = operator.run(report)
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -206,31 +206,29 @@ async def patch(
     return await asyncio.to_thread(kube().patch, kind, namespace, name, changes, subresource)
 
 
-async def ensure(kind: Kind, body: Mapping[str, Any]) -> Body:
+async def ensure(kind: Kind, body: Mapping[str, Any]) -> None:
     """Create the object unless one of its name exists; never overwrite it."""
-    metadata = body["metadata"]
-    existing = await get(kind, metadata["namespace"], metadata["name"])
-    if existing is not None:
-        return existing
     try:
-        return await create(kind, body)
+        await create(kind, body)
     except KubeError as error:
         if not error.conflict:
             raise
-    found = await get(kind, metadata["namespace"], metadata["name"])
-    if found is None:  # created and deleted again between our two calls
-        raise KubeError(409, "Conflict", f"{kind.kind} {metadata['name']} came and went")
-    return found
 
 
 async def create_or_patch(kind: Kind, desired: Mapping[str, Any], owned: Mapping[str, Any]) -> Body:
     """Create `desired`, or patch the existing object with `owned` (the fields the operator
-    manages, a part of `desired`) unless it already holds them."""
+    manages, a part of `desired`) unless it already holds them. Creating first costs one call
+    for a new object, the common case when resources arrive; an existing one costs one more."""
     metadata = desired["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
-    existing = await get(kind, namespace, name)
-    if existing is None:
+    try:
         return await create(kind, desired)
+    except KubeError as error:
+        if not error.conflict:
+            raise
+    existing = await get(kind, namespace, name)
+    if existing is None:  # deleted between our two calls: the next reconcile creates it
+        raise KubeError(409, "Conflict", f"{kind.kind} {name} came and went")
     if holds(existing, owned):
         return existing
     return await patch(kind, namespace, name, owned)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,18 @@ def import_handlers(modules: Sequence[str] = HANDLER_MODULES) -> list[str]:
     return imported
 
 
+def _post_only_problems_as_events(settings: kopf.OperatorSettings, **_: object) -> None:
+    """Kubernetes Events for warnings and errors only: a success per handler per resource
+    would double the operator's API writes and bury the events that matter."""
+    settings.posting.level = logging.WARNING
+
+
+def _watch_only_the_given_namespaces(settings: kopf.OperatorSettings, **_: object) -> None:
+    """With namespaces named there is nothing to discover: no cluster-wide list and watch of
+    namespaces and CRDs (so a namespaced Role is enough). The CRDs must exist at start."""
+    settings.scanning.disabled = True
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -72,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     kopf.configure(verbose=False)
     METRICS.serve(settings.metrics_port)
     namespaces: list[str] = args.namespaces
+    kopf.on.startup()(_post_only_problems_as_events)
+    if namespaces:
+        kopf.on.startup()(_watch_only_the_given_namespaces)
     kopf.run(
         standalone=True,  # one replica; no KopfPeering resources to install
         clusterwide=not namespaces,

@@ -97,10 +97,12 @@ async def reconcile_pouwnode(
     patch.status["selector"] = label_selector(node.name)
 
 
-@kopf.on.event(*RESOURCE)
-async def pouwnode_deleted(type: str, body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
-    if type != "DELETED":
-        return
+def _is_deletion(type: str, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+@kopf.on.event(*RESOURCE, when=_is_deletion)
+async def pouwnode_deleted(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     node = PoUWNode.from_body(body)
     runtime.metrics().forget(KIND, node.uid)
     if str(node.spec.get("role", "")).lower() != NodeRole.SUPERVISOR.value.lower():
@@ -115,17 +117,28 @@ async def pouwnode_deleted(type: str, body: kopf.Body, logger: kopf.Logger, **kw
         logger.info(f"Bootstrap peers rewired on {', '.join(rewired)} after {node.name} went.")
 
 
+async def apply_keys(node: PoUWNode) -> None:
+    """A new node's keys are created at once; an existing Secret keeps its keys and gains
+    those of new ordinals (scale-up): keys are never rotated."""
+    name = keys_secret_name(node.name)
+    try:
+        await kube.create(kube.SECRET, build_keys_secret(node, None))
+        return
+    except KubeError as error:
+        if not error.conflict:
+            raise
+    existing = await kube.get(kube.SECRET, node.namespace, name)
+    if existing is None:
+        raise KubeError(409, "Conflict", f"Secret {name} came and went")
+    keys = build_keys_secret(node, existing.get("data"))
+    if not kube.holds(existing, secret_owned_fields(keys)):
+        await kube.patch(kube.SECRET, node.namespace, name, secret_owned_fields(keys))
+
+
 async def apply_children(node: PoUWNode, supervisors: Sequence[Supervisor]) -> None:
     """In dependency order: a pod needs its key and the network Secret before it starts."""
     await kube.ensure(kube.SECRET, build_network_secret(node.namespace))
-    existing_keys = await kube.get(kube.SECRET, node.namespace, keys_secret_name(node.name))
-    keys = build_keys_secret(node, (existing_keys or {}).get("data"))
-    if existing_keys is None:
-        await kube.create(kube.SECRET, keys)
-    elif not kube.holds(existing_keys, secret_owned_fields(keys)):
-        await kube.patch(
-            kube.SECRET, node.namespace, keys_secret_name(node.name), secret_owned_fields(keys)
-        )
+    await apply_keys(node)
     service = build_service(node)
     await kube.create_or_patch(kube.SERVICE, service, service_owned_fields(service))
     statefulset = build_statefulset(node, runtime.settings(), supervisors)

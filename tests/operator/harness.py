@@ -1,10 +1,7 @@
 """The real operator against an in-memory Kubernetes API server, in this process.
 
-- `Emulator`: kmock's KubernetesEmulator (objects over HTTP: create, merge/JSON patch, delete,
-  list, watch) plus what the operator relies on and kmock leaves out: uid, resourceVersion,
-  generation (bumped when spec changes), creationTimestamp, and garbage collection of objects
-  whose owners (ownerReferences) are gone. No controllers run: a StatefulSet makes no pods,
-  and its status is whatever a test patches into it.
+- `Emulator` (pouw_operator.emulator): kmock's KubernetesEmulator with uids, generations and
+  garbage collection by ownerReferences; no controllers run (a StatefulSet makes no pods).
 - `OperatorCluster`: runs the emulator in one thread and kopf (`kopf.operator`, the handler
   modules imported by `HANDLER_MODULES`) in another, each with its own event loop; tests talk
   to the emulator over HTTP with the same `kubernetes` client the operator uses, so they stay
@@ -17,25 +14,21 @@ registry when this module is imported (tests only).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import importlib
-import itertools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import attrs
 import kmock
 import kopf
 from kubernetes import client
 
 from pouw_operator import runtime
+from pouw_operator.emulator import Emulator, EmulatorServer, Loop, merge_patch
 from pouw_operator.kube import KINDS, Body, Kind, Kube
 from pouw_operator.metrics import OperatorMetrics
 from pouw_operator.settings import OperatorSettings
@@ -51,199 +44,6 @@ START_TIMEOUT_S = 10.0
 FAST_SETTINGS = OperatorSettings(poll_interval_s=0.2, metrics_port=0, liveness_port=0)
 """What the operator runs with unless a test says otherwise: node_url is set by the cluster
 to a local port nobody listens on, so every node API call fails at once."""
-
-RESOURCES: Mapping[str, kmock.ResourceInfo] = {
-    "pouw.network/v1alpha1/pouwnodes": kmock.ResourceInfo(
-        kind="PoUWNode",
-        singular="pouwnode",
-        namespaced=True,
-        shortnames={"pn"},
-        subresources={"status", "scale"},
-        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
-    ),
-    "pouw.network/v1alpha1/mltasks": kmock.ResourceInfo(
-        kind="MLTask",
-        singular="mltask",
-        namespaced=True,
-        shortnames={"mlt"},
-        subresources={"status"},
-        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
-    ),
-    "pouw.network/v1alpha1/stakes": kmock.ResourceInfo(
-        kind="Stake",
-        singular="stake",
-        namespaced=True,
-        shortnames={"stk"},
-        subresources={"status"},
-        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
-    ),
-    # kopf waits for these two in discovery before it watches anything (its "backbone").
-    "v1/namespaces": kmock.ResourceInfo(kind="Namespace", singular="namespace", namespaced=False),
-    "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
-        kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False
-    ),
-    "v1/secrets": kmock.ResourceInfo(kind="Secret", singular="secret", namespaced=True),
-    "v1/services": kmock.ResourceInfo(kind="Service", singular="service", namespaced=True),
-    "v1/pods": kmock.ResourceInfo(kind="Pod", singular="pod", namespaced=True),
-    "v1/events": kmock.ResourceInfo(kind="Event", singular="event", namespaced=True),
-    "apps/v1/statefulsets": kmock.ResourceInfo(
-        kind="StatefulSet",
-        singular="statefulset",
-        namespaced=True,
-        subresources={"status", "scale"},
-    ),
-}
-
-
-# --- the API server ---------------------------------------------------------------------
-
-
-@attrs.define(kw_only=True)
-class Emulator(kmock.KubernetesEmulator):
-    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
-
-    async def _handle(self, request: kmock.Request) -> Any:
-        if request.resource is not None:
-            if request.action == kmock.action.CREATE and isinstance(request.data, dict):
-                self._stamp_new(request)
-            elif request.action == kmock.action.UPDATE and request.name is not None:
-                self._stamp_change(request)
-        response = await super()._handle(request)
-        deleted = request.action == kmock.action.DELETE and request.name is not None
-        if deleted and 200 <= response.status < 300:
-            await self._collect_garbage()
-        return response
-
-    def _stamp_new(self, request: kmock.Request) -> None:
-        metadata = request.data.setdefault("metadata", {})
-        if request.namespace and not metadata.get("namespace"):
-            metadata["namespace"] = request.namespace
-        metadata["uid"] = str(uuid.uuid4())
-        metadata["resourceVersion"] = str(next(self._versions))
-        metadata["generation"] = 1
-        metadata["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def _stamp_change(self, request: kmock.Request) -> None:
-        version = str(next(self._versions))
-        if isinstance(request.data, list):  # a JSON patch
-            request.data.append(
-                {"op": "add", "path": "/metadata/resourceVersion", "value": version}
-            )
-            return
-        if not isinstance(request.data, dict):
-            return
-        metadata = request.data.setdefault("metadata", {})
-        metadata["resourceVersion"] = version
-        if request.subresource == "status" or "spec" not in request.data:
-            return
-        assert request.resource is not None and request.name is not None
-        current = self.objects._objects.get((request.resource, request.namespace, request.name))
-        if current is None or current.deleted:
-            return
-        old = current.raw
-        if merge_patch(old.get("spec"), request.data["spec"]) != old.get("spec"):
-            metadata["generation"] = int(old.get("metadata", {}).get("generation") or 1) + 1
-
-    async def _collect_garbage(self) -> None:
-        """Delete, transitively, every object all of whose owners are gone."""
-        while True:
-            async with self._lock:
-                alive = {
-                    obj.raw.get("metadata", {}).get("uid")
-                    for obj in self.objects.values()
-                    if not obj.deleted
-                }
-                orphans = [
-                    (key, obj)
-                    for key, obj in self.objects.items()
-                    if not obj.deleted
-                    and (owners := obj.raw.get("metadata", {}).get("ownerReferences"))
-                    and not any(owner.get("uid") in alive for owner in owners)
-                ]
-                for (resource, _, _), obj in orphans:
-                    raw = obj.raw
-                    obj.delete()
-                    await self._buses[resource].put({"type": "DELETED", "object": raw})
-            if not orphans:
-                return
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: what a JSON merge patch makes of `target`."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-class _Loop:
-    """An event loop in a daemon thread, for coroutines started from the test's thread."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def submit(self, coroutine: Any) -> concurrent.futures.Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
-class EmulatorServer:
-    """The emulator on 127.0.0.1 (a free port), served from its own thread."""
-
-    def __init__(self) -> None:
-        self._loop = _Loop("kmock")
-        self._stop: asyncio.Event | None = None
-        started: concurrent.futures.Future[tuple[Emulator, str]] = concurrent.futures.Future()
-        self._serving = self._loop.submit(self._serve(started))
-        self.emulator, self.url = started.result(timeout=START_TIMEOUT_S)
-
-    async def _serve(self, started: concurrent.futures.Future[tuple[Emulator, str]]) -> None:
-        self._stop = asyncio.Event()
-        try:
-            async with Emulator() as emulator, kmock.Server(emulator) as server:
-                for resource, info in RESOURCES.items():
-                    emulator.resources[resource] = info
-                started.set_result((emulator, str(server.url).rstrip("/")))
-                await self._stop.wait()
-        except BaseException as error:
-            if not started.done():
-                started.set_exception(error)
-            raise
-
-    def requests(self) -> list[kmock.Request]:
-        """Every request the server answered so far, oldest first."""
-        return list(self.emulator._requests)
-
-    def errors(self) -> list[Exception]:
-        """Failures inside the emulator other than the API errors it answers with (404,
-        409...): a malformed patch, a bug. A test should leave none."""
-        return [
-            error for error in self.emulator.errors if not isinstance(error, kmock.KubernetesError)
-        ]
-
-    def close(self) -> None:
-        if self._stop is not None:
-            self._loop.loop.call_soon_threadsafe(self._stop.set)
-        with contextlib.suppress(Exception):
-            self._serving.result(timeout=5)
-        self._loop.close()
-
 
 # --- the operator -----------------------------------------------------------------------
 
@@ -279,7 +79,7 @@ class OperatorRun:
     """One run of kopf.operator in a thread of its own, until stop()."""
 
     def __init__(self, namespace: str) -> None:
-        self._loop = _Loop("kopf")
+        self._loop = Loop("kopf")
         self._stop: asyncio.Event | None = None
         self.ready = threading.Event()
         self._running = self._loop.submit(self._run(namespace))
