@@ -33,7 +33,7 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/pouw bench ledger
+	for name in ledger mining network operator; do $(BIN)/pouw bench $$name --json || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
