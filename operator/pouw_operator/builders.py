@@ -28,6 +28,11 @@ API_TOKEN_KEY = "api-token"
 NETWORK_KEY_KEY = "network-key"
 DATA_DIR = "/data"
 KEYS_DIR = "/var/run/pouw/keys"
+TMP_DIR = "/tmp"
+RUN_AS = 10001
+"""The image's user and group `pouw` (Dockerfile): the pods run as them, never as root."""
+KEYS_MODE = 0o440
+"""Secret files belong to root and to the pod's fsGroup: the group must be able to read them."""
 DEVNET_PREFIX = "pouw-devnet"
 GPU_RESOURCE = "nvidia.com/gpu"
 KEY_BYTES = 32
@@ -355,6 +360,28 @@ def node_env(node: PoUWNode, supervisors: Iterable[Supervisor]) -> list[dict[str
     return env
 
 
+def pod_security_context() -> Manifest:
+    """Node pods run as the image's user `pouw`, never as root."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        # The data volume and the keys' files get this group, so the node can use them.
+        "fsGroup": RUN_AS,
+        # Re-own a volume only when its root is not the group's yet: a big chain starts faster.
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> Manifest:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
 def build_statefulset(
     node: PoUWNode,
     settings: OperatorSettings,
@@ -381,6 +408,7 @@ def build_statefulset(
         "volumeMounts": [
             {"name": "data", "mountPath": DATA_DIR},
             {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": TMP_DIR},
         ],
         "readinessProbe": {
             "httpGet": {"path": "/health", "port": API_PORT},
@@ -396,14 +424,18 @@ def build_statefulset(
             "failureThreshold": 6,
         },
         "resources": {"requests": {"cpu": spec.cpu, "memory": spec.memory}, "limits": limits},
+        "securityContext": container_security_context(),
     }
     pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [
             {
                 "name": "keys",
-                "secret": {"secretName": keys_secret_name(node.name), "defaultMode": 0o400},
-            }
+                "secret": {"secretName": keys_secret_name(node.name), "defaultMode": KEYS_MODE},
+            },
+            # The root filesystem is read-only: /data (the claim) and this are all a node writes.
+            {"name": "tmp", "emptyDir": {}},
         ],
     }
     if spec.node_selector:
@@ -427,6 +459,12 @@ def build_statefulset(
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector_labels(node.name)},
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+            # A deleted PoUWNode loses its keys (owned Secret), so its chain data goes too; a
+            # scale-down keeps the data for the pod that comes back at that ordinal.
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Delete",
+                "whenScaled": "Retain",
+            },
             "volumeClaimTemplates": [
                 {
                     "metadata": {"name": "data", "labels": selector_labels(node.name)},

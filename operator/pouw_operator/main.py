@@ -82,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     runtime.configure(settings, METRICS)
     import_handlers()
-    kopf.configure(verbose=False)
+    kopf.configure(debug=settings.log_level == "DEBUG", quiet=settings.log_level == "ERROR")
+    logging.getLogger().setLevel(settings.log_level)
     METRICS.serve(settings.metrics_port)
     namespaces: list[str] = args.namespaces
     kopf.on.startup()(_post_only_problems_as_events)

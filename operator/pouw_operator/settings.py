@@ -31,6 +31,8 @@ class OperatorSettings:
     """Prometheus metrics (POUW_OPERATOR_METRICS_PORT); 0 turns the server off."""
     liveness_port: int = 8081
     """kopf's liveness endpoint, /healthz (POUW_OPERATOR_LIVENESS_PORT)."""
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR (POUW_LOG_LEVEL, as for nodes)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -43,6 +45,7 @@ class OperatorSettings:
             poll_interval_s=_seconds(env, "POUW_OPERATOR_POLL_SECONDS", defaults.poll_interval_s),
             metrics_port=_port(env, "POUW_OPERATOR_METRICS_PORT", defaults.metrics_port),
             liveness_port=_port(env, "POUW_OPERATOR_LIVENESS_PORT", defaults.liveness_port),
+            log_level=_log_level(env, "POUW_LOG_LEVEL", defaults.log_level),
         )
 
 
@@ -66,3 +69,15 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) > 65535:
         raise SettingsError(f"{name}={raw!r} is invalid: a port 0..65535 (0: off)")
     return int(raw)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.upper() not in LOG_LEVELS:
+        raise SettingsError(f"{name}={raw!r} is invalid: one of {', '.join(LOG_LEVELS)}")
+    return raw.upper()

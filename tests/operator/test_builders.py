@@ -144,9 +144,11 @@ def test_the_statefulset_of_a_default_spec() -> None:
     assert node_container["volumeMounts"] == [
         {"name": "data", "mountPath": "/data"},
         {"name": "keys", "mountPath": "/var/run/pouw/keys", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
     assert spec["template"]["spec"]["volumes"] == [
-        {"name": "keys", "secret": {"secretName": "miner-keys", "defaultMode": 0o400}}
+        {"name": "keys", "secret": {"secretName": "miner-keys", "defaultMode": 0o440}},
+        {"name": "tmp", "emptyDir": {}},
     ]
     assert node_container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 8080}
     assert node_container["livenessProbe"]["httpGet"] == {"path": "/status", "port": 8080}
@@ -162,6 +164,41 @@ def test_the_statefulset_of_a_default_spec() -> None:
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": "1Gi"}},
     }
+
+
+def test_node_pods_run_as_the_images_user_on_a_read_only_root() -> None:
+    statefulset = valid(build_statefulset(node(resources={"gpu": 1}), SETTINGS, []))
+    pod = statefulset["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,  # the Dockerfile's user pouw
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container(statefulset)["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # Read-only root: every path the node writes is a volume (chain data, temporary files).
+    mounts = {m["mountPath"]: m for m in container(statefulset)["volumeMounts"]}
+    assert {"/data", "/tmp"} <= set(mounts)
+    assert "readOnly" not in mounts["/data"] and "readOnly" not in mounts["/tmp"]
+    # Secret files belong to root and the fsGroup: the group (the node) must read its key.
+    keys = next(v for v in pod["volumes"] if v["name"] == "keys")
+    assert keys["secret"]["defaultMode"] & 0o040
+    assert not keys["secret"]["defaultMode"] & 0o007
+
+
+def test_security_contexts_are_fresh_per_manifest() -> None:
+    first = build_statefulset(node(), SETTINGS, [])
+    first["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
+    container(first)["securityContext"]["capabilities"]["drop"].clear()
+    second = build_statefulset(node(), SETTINGS, [])
+    assert second["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+    assert container(second)["securityContext"]["capabilities"]["drop"] == ["ALL"]
 
 
 def test_spec_values_reach_the_env_and_resources() -> None:

@@ -70,3 +70,15 @@ def test_handler_modules_that_exist_are_imported() -> None:
     assert operator_main.import_handlers(("pouw_operator.nodes", "pouw_operator.absent")) == [
         "pouw_operator.nodes"
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "level"), [("debug", "DEBUG"), ("WARNING", "WARNING"), ("", "INFO")]
+)
+def test_the_log_level_comes_from_pouw_log_level(raw: str, level: str) -> None:
+    assert OperatorSettings.from_env({"POUW_LOG_LEVEL": raw}).log_level == level
+
+
+def test_an_unknown_log_level_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="POUW_LOG_LEVEL='loud' is invalid"):
+        OperatorSettings.from_env({"POUW_LOG_LEVEL": "loud"})
