@@ -9,6 +9,9 @@ from contextlib import contextmanager
 import kopf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+KINDS = ("PoUWNode", "MLTask", "Stake")
+RESULTS = ("ok", "retry", "error")
+
 
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -32,6 +35,10 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self._phases: dict[tuple[str, str], str] = {}
+        # Every series exists from the start, so rate() and increase() see the first error.
+        for kind in KINDS:
+            for result in RESULTS:
+                self.reconcile_total.labels(kind, result)
 
     def set_phase(self, kind: str, uid: str, phase: str) -> None:
         """Record the phase of one resource (by uid) for pouw_operator_resources."""

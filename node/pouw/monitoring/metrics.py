@@ -17,6 +17,9 @@ from prometheus_client import (
 # `_created` series double the exposition and nobody alerts on them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+ATTACK_KINDS = ("fake_work",)
+"""The `kind` label values of pouw_attacks_detected_total."""
+
 
 class NodeMetrics:
     def __init__(self) -> None:
@@ -60,6 +63,19 @@ class NodeMetrics:
         )
         self.attacks_detected = Counter(
             "pouw_attacks_detected", "Attacks detected, by kind", ["kind"], registry=r
+        )
+        for kind in ATTACK_KINDS:
+            # Exported at 0 from the start: increase() cannot see a series' first sample.
+            self.attacks_detected.labels(kind)
+        self.tasks_training = Gauge(
+            "pouw_tasks_training",
+            "Client tasks on chain in the training phase, as this node sees them",
+            registry=r,
+        )
+        self.task_assigned = Gauge(
+            "pouw_task_assigned",
+            "1 while this node is drawn for an open client task it has not finished training",
+            registry=r,
         )
         self.api_requests = Counter(
             "pouw_api_requests", "HTTP API requests, by status class", ["status"], registry=r

@@ -255,6 +255,7 @@ class PoUWNode:
             if ticks % 2:
                 continue
             self.metrics.peers.set(self._network.peer_count() if self._network else 0)
+            self.metrics.tasks_training.set(self._tasks_training())
             for task_id in list(self._first_final_model):
                 self._maybe_evaluate(task_id)
             if ticks % (2 * REBROADCAST_EVERY_S) == 0:
@@ -456,6 +457,17 @@ class PoUWNode:
                     views.append(view)
         return sorted(views, key=_chain_order)
 
+    def _tasks_training(self) -> int:
+        """Open client tasks whose drawn miners are still training (pouw_tasks_training)."""
+        bootstrap = bootstrap_task_id(self.params)
+        return sum(
+            1
+            for task_id, record in self.chain.state.tasks.items()
+            if task_id != bootstrap
+            and record.status == "open"
+            and self._task_view(record).phase == "training"
+        )
+
     def task_view(self, task_id: bytes) -> TaskView | None:
         record = self.chain.state.tasks.get(task_id)
         if record is None or task_id == bootstrap_task_id(self.params):
@@ -567,6 +579,7 @@ class PoUWNode:
 
     def _refresh_job(self) -> None:
         job = self._choose_job()
+        self.metrics.task_assigned.set(1 if job is not None and job.client_task else 0)
         if job != self._job:
             self._job = job
             if self._worker is not None:
