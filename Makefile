@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers unit bench clean
+.PHONY: demo test lint typecheck layers unit e2e bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck layers unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check node operator tests examples
-	$(BIN)/ruff format --check node operator tests examples
+	$(BIN)/ruff check node operator tests examples e2e
+	$(BIN)/ruff format --check node operator tests examples e2e
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -31,6 +31,12 @@ layers: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+# The kind end-to-end suite (e2e/README.md), apart from `make test`: it builds the image and
+# runs a cluster for about 20 minutes. Without Docker, kind, kubectl or helm it skips with
+# one line naming what is missing.
+e2e: $(STAMP)
+	$(BIN)/pytest e2e -v
 
 bench: $(STAMP)
 	for name in ledger mining network operator; do $(BIN)/pouw bench $$name --json || exit 1; done
