@@ -53,8 +53,11 @@ def test_mined_blocks_are_on_the_chain_and_reexecute(mined: tuple[MiningRig, lis
 
 def test_a_block_records_its_iteration_and_device(mined: tuple[MiningRig, list[Block]]) -> None:
     _, blocks = mined
-    message = decode_iteration_message(blocks[0].iteration_message)
-    assert message.samples == TINY.batch_size
+    messages = [decode_iteration_message(block.iteration_message) for block in blocks]
+    short = {(m.iteration, m.samples) for m in messages if m.samples != TINY.batch_size}
+    # Only an epoch's last batch may be short, and it is the same batch in every epoch.
+    assert len(short) <= 1 and all(0 < samples < TINY.batch_size for _, samples in short)
+    message = messages[0]
     assert 0.0 < message.loss < 10.0
     assert blocks[0].header.device_class == "cpu"
     assert blocks[0].checkpoint, "verifiers need the start model"

@@ -30,7 +30,7 @@ def test_a_late_node_syncs_a_long_chain_in_batches() -> None:
             # 32 (the source does not know its block sizes yet), 500, 500, 202, then an
             # empty reply: nothing more
             assert late.sync_batches == 4
-            assert received(metrics, "blocks") == 5
+            await until(lambda: received(metrics, "blocks") == 5)
 
     run(scenario)
 
