@@ -57,7 +57,7 @@ FULL_ENV = {
 
 
 def test_from_env_reads_every_variable() -> None:
-    assert set(FULL_ENV) == set(ENV_VARIABLES)
+    assert set(FULL_ENV) | {"POUW_ATTACK"} == set(ENV_VARIABLES)  # attack: devnets only, below
     config = NodeConfig.from_env(FULL_ENV)
     assert config.node_id == "prod_node_001" and config.role is NodeRole.MINER
     assert (config.host, config.port, config.api_port) == ("0.0.0.0", 8001, 9090)
@@ -115,6 +115,26 @@ def test_bad_constructor_values_name_the_field() -> None:
     with pytest.raises(ConfigError, match="role='king'"):
         NodeConfig(role="king")  # type: ignore[arg-type]
     assert NodeConfig(role="verifier").role is NodeRole.VERIFIER  # type: ignore[arg-type]
+
+
+def test_an_attack_is_a_devnet_miners_setting_only() -> None:
+    devnet_miner = {"POUW_ROLE": "miner", "POUW_ATTACK": "Sign_Flip"}
+    config = NodeConfig.from_env(devnet_miner)
+    assert config.attack == "sign_flip" and config.chain_id.startswith("pouw-devnet")
+    assert NodeConfig.from_env(config.to_env()) == config
+    with pytest.raises(ConfigError, match=r"^POUW_ATTACK='sign_flip' is invalid: .*devnet"):
+        NodeConfig.from_env({**devnet_miner, "POUW_CHAIN_ID": "mainnet"})
+    with pytest.raises(ConfigError, match=r"^POUW_ATTACK='sign_flip' is invalid: only a miner"):
+        NodeConfig.from_env({**devnet_miner, "POUW_ROLE": "verifier"})
+    with pytest.raises(ConfigError, match=r"^POUW_ATTACK='bribe' is invalid: must be one of"):
+        NodeConfig.from_env({**devnet_miner, "POUW_ATTACK": "bribe"})
+
+
+def test_the_attack_names_are_the_security_packages() -> None:
+    from pouw.config import ATTACKS
+    from pouw.security import ATTACKS as SECURITY_ATTACKS
+
+    assert ATTACKS == SECURITY_ATTACKS
 
 
 def test_role_parsing_accepts_any_case() -> None:

@@ -10,11 +10,13 @@ from typing import Any
 import click
 from rich.console import Console
 
+from pouw.blockchain.task_spec import AGGREGATORS
+from pouw.config import ATTACKS
 from pouw.task_commands import task
 
 stderr = Console(stderr=True)
 
-BENCHMARKS = ("ledger", "mining", "network", "operator")
+BENCHMARKS = ("attacks", "ledger", "mining", "network", "operator")
 
 
 @click.group()
@@ -92,14 +94,55 @@ def node() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the nodes keep their data dirs (default: a fresh temporary directory).",
 )
+@click.option(
+    "--byzantine",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many of the miners attack (the last ones; at least one miner stays honest).",
+)
+@click.option(
+    "--attack",
+    type=click.Choice(ATTACKS),
+    help="What the Byzantine miners do (required with --byzantine).",
+)
+@click.option(
+    "--aggregator",
+    type=click.Choice(AGGREGATORS),
+    help="The task's aggregator of peers' updates; mean turns robust aggregation off.",
+)
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object on stdout.")
 def devnet(
-    nodes: int, task_name: str, epochs: int | None, data_dir: Path | None, as_json: bool
+    nodes: int,
+    task_name: str,
+    epochs: int | None,
+    data_dir: Path | None,
+    byzantine: int,
+    attack: str | None,
+    aggregator: str | None,
+    as_json: bool,
 ) -> None:
-    """Run a whole network on this machine that trains a client's task while it mines."""
+    """Run a whole network on this machine that trains a client's task while it mines.
+
+    With --byzantine K the last K miners attack (POUW_ATTACK, a setting only devnet chains
+    accept): the summary shows the detections, slashed stake and reputations."""
+    from pouw.devnet import plan_nodes
     from pouw.devnet_view import run_devnet
 
-    result = run_devnet(task_name, nodes, epochs, data_dir, stderr)
+    try:
+        plan_nodes(nodes, byzantine, attack)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    result = run_devnet(
+        task_name,
+        nodes,
+        epochs,
+        data_dir,
+        stderr,
+        byzantine=byzantine,
+        attack=attack,
+        aggregator=aggregator,
+    )
     if as_json:
         click.echo(json.dumps(result))
     if result["task_state"] != "completed" or not result["chain_verified"]:
@@ -116,7 +159,11 @@ def bench(name: str, as_json: bool) -> None:
         stderr.print(f"[dim]bench {name}:[/] {line}")
 
     result: dict[str, Any]
-    if name == "ledger":
+    if name == "attacks":
+        from pouw.bench import attacks
+
+        result = attacks.run(report)
+    elif name == "ledger":
         from pouw.bench import ledger
 
         result = ledger.run(report)

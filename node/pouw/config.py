@@ -15,6 +15,9 @@ from typing import Any
 from pouw.roles import NodeRole
 
 DEVICES = ("cpu", "cuda", "auto")
+ATTACKS = ("sign_flip", "scale", "noise", "little_is_enough", "fake_work", "stale_model")
+"""What POUW_ATTACK may name (`pouw.security.ATTACKS`, kept here without torch for the CLI)."""
+DEVNET_CHAIN_PREFIX = "pouw-devnet"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -59,6 +62,9 @@ class NodeConfig:
     Without it the CURVE server key derives from the chain id: encrypted, but open to anyone."""
     log_level: str = "INFO"
     chain_id: str = "pouw-devnet"
+    attack: str | None = None
+    """Test and demo only (`pouw devnet --byzantine`): this miner misbehaves as a Byzantine
+    miner of this kind (pouw.node.byzantine). Refused off devnet chains and for other roles."""
 
     def __post_init__(self) -> None:
         if isinstance(self.role, str) and not isinstance(self.role, NodeRole):
@@ -93,6 +99,21 @@ class NodeConfig:
             self.log_level in LOG_LEVELS,
             f"must be one of {', '.join(LOG_LEVELS)}",
         )
+        if self.attack is not None:
+            self._check_attack()
+
+    def _check_attack(self) -> None:
+        _require(
+            "attack", self.attack, self.attack in ATTACKS, f"must be one of {', '.join(ATTACKS)}"
+        )
+        _require(
+            "attack",
+            self.attack,
+            self.chain_id.startswith(DEVNET_CHAIN_PREFIX),
+            f"a test and demo setting, refused on chain {self.chain_id!r}: only devnet chains "
+            f"({DEVNET_CHAIN_PREFIX}...) run Byzantine miners",
+        )
+        _require("attack", self.attack, self.role == NodeRole.MINER, "only a miner can attack")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> NodeConfig:
@@ -244,6 +265,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_DEVICE": ("device", _choice(DEVICES, str.lower)),
     "POUW_LOG_LEVEL": ("log_level", _choice(LOG_LEVELS, str.upper)),
     "POUW_CHAIN_ID": ("chain_id", _text),
+    "POUW_ATTACK": ("attack", _choice(ATTACKS, str.lower)),
 }
 ENV_VARIABLES = tuple(ENVIRONMENT)
 _FIELD_TO_VARIABLE = {field_name: variable for variable, (field_name, _) in ENVIRONMENT.items()}

@@ -4,8 +4,9 @@ Every node is its own OS process running `pouw node` on 127.0.0.1 (its own data 
 port and API port): a supervisor (everybody's bootstrap peer), miners, a verifier, an
 evaluator and a client. They stake, the client pays for a task through its node's API, the
 drawn miners train it while mining, the verifier re-executes every block, the evaluator
-scores the final models and closes the task on chain. This module only orchestrates and
-watches through the HTTP API; it never imports torch.
+scores the final models and closes the task on chain. With `byzantine` set, the last miners
+attack (POUW_ATTACK, a devnet-only setting) and the summary shows what the network made of
+them. This module only orchestrates and watches through the HTTP API; it never imports torch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import msgspec
 
 from pouw.api.client import ApiError, NodeClient
 from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec, task_spec_from_mapping
+from pouw.config import ATTACKS
 
 DEVNET_TOKEN = "devnet-token"
 STAKE = 10.0
@@ -89,6 +91,8 @@ class NodePlan:
     p2p_port: int
     api_port: int
     stake: float
+    attack: str | None = None
+    """The attack this node makes (a Byzantine miner), if any."""
 
 
 @dataclass
@@ -117,18 +121,37 @@ class DevnetError(RuntimeError):
     pass
 
 
-def plan_nodes(count: int) -> list[NodePlan]:
-    """Supervisor, verifier, evaluator and client, and `count - 4` miners (at least one)."""
+def plan_nodes(count: int, byzantine: int = 0, attack: str | None = None) -> list[NodePlan]:
+    """Supervisor, verifier, evaluator and client, and `count - 4` miners (at least one), the
+    last `byzantine` of which attack with `attack`."""
     if count < 5:
         raise ValueError(
             "a devnet needs at least 5 nodes: supervisor, verifier, evaluator, client and one miner"
         )
+    miners = count - 4
+    if byzantine:
+        if attack not in ATTACKS:
+            raise ValueError(
+                f"name the attack of the Byzantine miners: one of {', '.join(ATTACKS)}"
+            )
+        if not 0 < byzantine < miners:
+            raise ValueError(
+                f"{byzantine} Byzantine miners of {miners}: at least one miner must be honest"
+            )
     roles = [("supervisor", "SUPERVISOR"), ("verifier", "VERIFIER"), ("evaluator", "EVALUATOR")]
-    roles += [(f"miner-{i}", "MINER") for i in range(count - 4)]
+    roles += [(f"miner-{i}", "MINER") for i in range(miners)]
     roles.append(("client", "PEER"))
+    attackers = {f"miner-{i}" for i in range(miners - byzantine, miners)}
     ports = free_ports(2 * len(roles))
     return [
-        NodePlan(node_id, role, ports[2 * i], ports[2 * i + 1], 0.0 if role == "PEER" else STAKE)
+        NodePlan(
+            node_id,
+            role,
+            ports[2 * i],
+            ports[2 * i + 1],
+            0.0 if role == "PEER" else STAKE,
+            attack if node_id in attackers else None,
+        )
         for i, (node_id, role) in enumerate(roles)
     ]
 
@@ -163,19 +186,36 @@ def node_environment(plan: NodePlan, data_dir: Path, bootstrap_port: int) -> dic
     )
     if plan.p2p_port != bootstrap_port:
         env["POUW_BOOTSTRAP_PEERS"] = f"127.0.0.1:{bootstrap_port}"
+    if plan.attack is not None:
+        env["POUW_ATTACK"] = plan.attack
     return env
 
 
 class Devnet:
-    def __init__(self, root: Path, nodes: int, task: TaskSpec) -> None:
+    def __init__(
+        self,
+        root: Path,
+        nodes: int,
+        task: TaskSpec,
+        *,
+        byzantine: int = 0,
+        attack: str | None = None,
+        aggregator: str | None = None,
+    ) -> None:
+        """`aggregator` overrides the task's (``mean`` shows the network unprotected)."""
         self.root = root
-        self.plans = plan_nodes(nodes)
+        self.plans = plan_nodes(nodes, byzantine, attack)
+        self.attack = attack if byzantine else None
         miners = sum(1 for plan in self.plans if plan.role == "MINER")
-        self.task = msgspec.structs.replace(task, miners=miners)
+        self.task = msgspec.structs.replace(
+            task, miners=miners, aggregator=aggregator or task.aggregator
+        )
         self.processes: dict[str, NodeProcess] = {}
         self.snapshot = Snapshot()
         self.started = time.monotonic()
         self.task_id: str | None = None
+        self.staked = False
+        """Every node's ticket was on chain at some point (so a missing one was slashed)."""
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -269,6 +309,7 @@ class Devnet:
             on_poll,
         )
         self.wait_for("staking: tickets mined into blocks", self._all_staked, timeout, on_poll)
+        self.staked = True
 
     def run(self, on_poll: Callable[[Snapshot], None], timeout: float) -> dict[str, Any]:
         self.start(on_poll, timeout)
@@ -300,10 +341,10 @@ class Devnet:
         snapshot = self.poll()
         task = snapshot.task or {}
         verifier = snapshot.statuses.get("verifier", {}).get("stats", {})
-        rewards = {}
+        economics: dict[str, dict[str, Any]] = {}
         for node_id, node in self.processes.items():
             with contextlib.suppress(ApiError, OSError):
-                rewards[node_id] = node.client.economics()["rewards_earned"]
+                economics[node_id] = node.client.economics()
         heights = [status["blockchain_height"] for status in snapshot.statuses.values()]
         return {
             "task_id": self.task_id,
@@ -316,9 +357,45 @@ class Devnet:
             "task_blocks": task.get("blocks", 0),
             "nodes": len(self.plans),
             "miners": self.task.miners,
-            "rewards": rewards,
+            "aggregator": self.task.aggregator,
+            "attack": self.attack,
+            "attackers": [plan.node_id for plan in self.plans if plan.attack is not None],
+            **self._security(snapshot, economics),
+            "rewards": {node_id: e["rewards_earned"] for node_id, e in economics.items()},
             "seconds": round(snapshot.seconds, 1),
             "data_dir": str(self.root),
+        }
+
+    def _security(self, snapshot: Snapshot, economics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Detections (by kind, the most any one node counted), stake lost to slashing, and
+        each miner's reputation: the lowest that a node checking its work (supervisor,
+        verifier, evaluator) gives it."""
+        detected: dict[str, int] = {}
+        for status in snapshot.statuses.values():
+            for kind, count in status.get("stats", {}).get("attacks_detected", {}).items():
+                detected[kind] = max(detected.get(kind, 0), count)
+        slashed = {
+            node_id: round(self.processes[node_id].plan.stake - e["stake_amount"], 6)
+            for node_id, e in economics.items()
+            if self.staked and e["stake_amount"] < self.processes[node_id].plan.stake
+        }
+        views = [
+            economics.get(node_id, {}).get("peer_reputation", {})
+            for node_id in ("supervisor", "verifier", "evaluator")
+        ]
+        reputation = {
+            plan.node_id: round(min(view.get(address, 0.5) for view in views), 3)
+            for plan in self.plans
+            if plan.role == "MINER"
+            and (address := snapshot.statuses.get(plan.node_id, {}).get("address"))
+        }
+        names = {status.get("address"): node_id for node_id, status in snapshot.statuses.items()}
+        ranked = [names.get(a, a) for a in (snapshot.task or {}).get("ranking", [])]
+        return {
+            "attacks_detected": detected,
+            "slashed_stake": slashed,
+            "reputation": reputation,
+            "ranked": ranked,
         }
 
 

@@ -28,9 +28,10 @@ def _nodes_table(snapshot: Snapshot) -> Table:
         table.add_column(column)
     for node_id, status in snapshot.statuses.items():
         stats = status.get("stats", {})
+        attack = status.get("attack")
         table.add_row(
             node_id,
-            status.get("role", ""),
+            status.get("role", "") + (f" [red]({attack})[/]" if attack else ""),
             str(status.get("blockchain_height", "")),
             str(status.get("peer_count", "")),
             str(stats.get("blocks_mined", "")),
@@ -68,10 +69,25 @@ def _panel(snapshot: Snapshot) -> Group:
 
 
 def run_devnet(
-    task_name: str, nodes: int, epochs: int | None, data_dir: Path | None, console: Console
+    task_name: str,
+    nodes: int,
+    epochs: int | None,
+    data_dir: Path | None,
+    console: Console,
+    *,
+    byzantine: int = 0,
+    attack: str | None = None,
+    aggregator: str | None = None,
 ) -> dict[str, Any]:
     root = data_dir or Path(tempfile.mkdtemp(prefix="pouw-devnet-"))
-    devnet = Devnet(root, nodes, with_epochs(task_from_name(task_name), epochs))
+    devnet = Devnet(
+        root,
+        nodes,
+        with_epochs(task_from_name(task_name), epochs),
+        byzantine=byzantine,
+        attack=attack,
+        aggregator=aggregator,
+    )
     report: dict[str, Any]
     interrupted = False
     with Live(_panel(devnet.snapshot), console=console, refresh_per_second=4) as live:

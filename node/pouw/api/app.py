@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pouw.api.schemas import (
     Created,
     HealthOut,
+    Invalid,
     Problem,
     Refused,
     StakeBody,
@@ -43,8 +44,14 @@ MAX_HEIGHT = 2**63 - 1  # SQLite's integer range: larger would overflow, not mis
 MAX_BODY_BYTES = 1 << 20  # a task spec is a few hundred bytes
 
 _bearer = HTTPBearer(auto_error=False)
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
-_WRITE: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 409: {"model": Refused}}
+_INVALID: dict[int | str, dict[str, Any]] = {422: {"model": Invalid}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, **_INVALID}
+_WRITE: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "the body is not UTF-8 JSON"},
+    401: {"model": Problem},
+    409: {"model": Refused},
+    **_INVALID,
+}
 
 
 def _task_id(task_id: str) -> bytes:

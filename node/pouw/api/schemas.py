@@ -7,7 +7,7 @@ names the field in its 422, and `task_spec_from_mapping` still has the last word
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,19 +19,16 @@ _BODY = ConfigDict(extra="forbid", allow_inf_nan=False)
 MAX_COINS = 1e12
 
 
+Size = Annotated[int, Field(ge=1, le=2**31)]
+"""A layer's width or an input dimension (in the OpenAPI document too, for clients)."""
+
+
 class ModelBody(BaseModel):
     model_config = _BODY
-    layers: list[int] = Field(min_length=2, max_length=16)
+    layers: list[Size] = Field(min_length=2, max_length=16)
     architecture: Literal["mlp", "cnn"] = "mlp"
     activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu"
-    input_shape: list[int] = Field(default_factory=list, max_length=3)
-
-    @field_validator("layers", "input_shape")
-    @classmethod
-    def _positive(cls, sizes: list[int]) -> list[int]:
-        if any(size < 1 or size > 2**31 for size in sizes):
-            raise ValueError("sizes must be between 1 and 2**31")
-        return sizes
+    input_shape: list[Size] = Field(default_factory=list, max_length=3)
 
 
 class DatasetBody(BaseModel):
@@ -119,6 +116,7 @@ class TaskOut(BaseModel):
     best_model_hash: str | None
     model_available: bool
     message: str
+    ranking: list[str] = []
 
 
 class TicketOut(BaseModel):
@@ -143,6 +141,20 @@ class HealthOut(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+
+
+class Invalid(BaseModel):
+    """422: the fields that failed validation, each named by `loc`; or, for a task id or a
+    task spec that breaks a rule no field schema expresses, a message."""
+
+    detail: list[FieldProblem] | str
 
 
 class Refused(BaseModel):

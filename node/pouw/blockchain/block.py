@@ -109,5 +109,5 @@ def encode_block(block: Block) -> bytes:
 def decode_block(data: bytes) -> Block:
     try:
         return _block_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         raise MalformedData(f"malformed block: {error}") from None

@@ -34,6 +34,10 @@ class _Entry:
     size: int = field(compare=False)
 
 
+def _sort_key(entry: _Entry) -> tuple[int, int]:
+    return entry.sort_key
+
+
 def _spend(tx: Transaction) -> int:
     payload = tx.payload
     amount = payload.reward if isinstance(payload, PayForTask) else 0
@@ -98,7 +102,7 @@ class Mempool:
         return txid
 
     def _make_room_for(self, fee: int) -> None:
-        cheapest = max(self._by_id.values())
+        cheapest = max(self._by_id.values(), key=_sort_key)  # plain tuples compare fast
         if cheapest.tx.fee >= fee:
             raise InvalidTransaction(
                 "mempool_full", f"fee {fee} does not beat the lowest {cheapest.tx.fee}"
@@ -117,7 +121,8 @@ class Mempool:
         """The best-paying transactions that apply in order to `state`, within `max_bytes`.
 
         Each is trial-applied, so the selection is valid as a block body; the state is left as
-        it was."""
+        it was. Signatures were verified at admission and are not verified again (a verification
+        costs more than the rest of the trial)."""
         heads: list[_Entry] = []
         for pending in self._by_sender.values():
             heapq.heappush(heads, pending[min(pending)])
@@ -130,7 +135,9 @@ class Mempool:
                     if used + entry.size > max_bytes:
                         continue
                     try:
-                        state.apply_transaction(entry.tx, entry.txid, height)
+                        state.apply_transaction(
+                            entry.tx, entry.txid, height, signature_checked=True
+                        )
                     except InvalidTransaction:
                         continue
                     chosen.append(entry.tx)

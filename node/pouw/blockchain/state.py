@@ -207,12 +207,16 @@ class LedgerState:
             )
         self._credit(payload.recipient, payload.amount)
 
-    def apply_transaction(self, tx: Transaction, txid: bytes, height: int) -> None:
-        """Validate a signed transaction against this state and apply it, or raise with a reason."""
+    def apply_transaction(
+        self, tx: Transaction, txid: bytes, height: int, *, signature_checked: bool = False
+    ) -> None:
+        """Validate a signed transaction against this state and apply it, or raise with a reason.
+        `signature_checked`: the caller verified this very transaction's signature already (the
+        mempool, at admission), so it is not verified again."""
         payload = tx.payload
         if isinstance(payload, Reward):
             raise InvalidTransaction("unexpected_reward", "a reward may only open a block")
-        if not tx.has_valid_signature(self.params.chain_id, txid):
+        if not signature_checked and not tx.has_valid_signature(self.params.chain_id, txid):
             raise InvalidTransaction("bad_signature", f"tx {txid.hex()[:16]}")
         sender = address_of(tx.sender)
         account = self.account(sender)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -12,6 +12,9 @@ BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
 PositiveInt = Annotated[int, Meta(ge=1, le=2**31)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 HexDigest = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
+Aggregator = Literal["median", "trimmed_mean", "krum", "mean"]
+"""How miners combine their peers' updates (pouw.ml.aggregation); mean is unprotected."""
+AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
 
 
 class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -44,7 +47,7 @@ class TaskSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tau: Annotated[float, Meta(ge=0.0)] = 0.0
     min_accuracy: Probability = 0.0
     miners: Annotated[int, Meta(ge=1, le=64)] = 3
-    aggregator: Literal["median", "trimmed_mean", "krum", "mean"] = "median"
+    aggregator: Aggregator = "median"
 
 
 class TaskSpecError(ValueError):

@@ -156,5 +156,5 @@ def encode_transaction(tx: Transaction) -> bytes:
 def decode_transaction(data: bytes) -> Transaction:
     try:
         return _tx_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         raise MalformedData(f"malformed transaction: {error}") from None

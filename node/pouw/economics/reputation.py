@@ -28,3 +28,7 @@ class Reputation:
 
     def score(self, address: str) -> float:
         return self.records.get(address, Record()).score
+
+    def scores(self) -> dict[str, float]:
+        """Every scored node's score, by address."""
+        return {address: record.score for address, record in sorted(self.records.items())}

@@ -62,7 +62,7 @@ _decoder = msgspec.msgpack.Decoder(IterationMessage)
 def decode_iteration_message(data: bytes) -> IterationMessage:
     try:
         return _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         raise MalformedData(f"malformed iteration message: {error}") from None
 
 

@@ -3,8 +3,9 @@
 The training thread runs forward/backward, derives the precursor from the iteration's
 commitments, tries its nonce budget against the current block template and takes the
 optimizer step; only when a nonce wins does it copy the start model (the parameters are
-untouched until the step). A pipeline thread does the rest off the training thread: Strom
-compression of the update for peers, signing, and sealing found blocks.
+untouched until the step). Between iterations it applies its peers' updates through the
+task's aggregator (`pouw.mining.peers`). A pipeline thread does the rest off the training
+thread: Strom compression of the update for peers, signing, and sealing found blocks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 import torch
@@ -25,8 +27,9 @@ from pouw.blockchain.params import ChainParams
 from pouw.crypto import KeyPair, sha256
 from pouw.mining.budget import derive_nonce, node_budget, nonce_budget
 from pouw.mining.messages import NO_UPDATES_HASH, IterationMessage
+from pouw.mining.peers import apply_correction
 from pouw.mining.trainer import TaskTrainer
-from pouw.ml.compression import StromCompressor
+from pouw.ml.compression import CompressedUpdate, StromCompressor
 from pouw.ml.iteration import forward_backward
 from pouw.ml.models import state_snapshot, state_to_bytes
 
@@ -67,6 +70,25 @@ class _Handoff:
 _STOP = object()
 
 
+class Tampering(Protocol):
+    """What a Byzantine miner changes in what it publishes (devnets and tests only:
+    `pouw.node.byzantine`). An honest miner has none. Its own training stays honest."""
+
+    def message(self, trainer: TaskTrainer, message: IterationMessage) -> IterationMessage:
+        """The iteration message to publish and mine with (training thread)."""
+        ...
+
+    def gradients(
+        self, trainer: TaskTrainer, x: torch.Tensor, y: torch.Tensor, grads: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """The gradients its published update is made from (training thread, after the step)."""
+        ...
+
+    def update(self, trainer: TaskTrainer, update: CompressedUpdate) -> CompressedUpdate:
+        """The compressed update to publish instead of `update` (pipeline thread)."""
+        ...
+
+
 class MinerPipelineError(RuntimeError):
     pass
 
@@ -87,6 +109,7 @@ class Miner:
         intensity: float = 1.0,
         device_class: str = "cpu",
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        tampering: Tampering | None = None,
     ) -> None:
         self.key = key
         self.params = params
@@ -96,6 +119,7 @@ class Miner:
         self.intensity = intensity
         self.device_class = device_class
         self.clock_ms = clock_ms
+        self.tampering = tampering
         self.stats = MiningStats()
         self._sealed_on: bytes | None = None
 
@@ -153,6 +177,7 @@ class Miner:
         outcome = forward_backward(trainer.model, x, y, trainer.fingerprint)
         if not math.isfinite(outcome.loss):
             raise TrainingDiverged(f"loss is {outcome.loss} at epoch {trainer.epoch}")
+        applied = trainer.peers.take() if trainer.peers is not None else None
         message = IterationMessage(
             task_id=trainer.task_id,
             miner=self.key.public_key,
@@ -166,9 +191,11 @@ class Miner:
             samples=outcome.samples,
             start_sample=outcome.start_sample,
             grad_sample=outcome.grad_sample,
-            applied_updates_hash=NO_UPDATES_HASH,
+            applied_updates_hash=NO_UPDATES_HASH if applied is None else applied.digest,
             previous_commitment=trainer.commitment,
         )
+        if self.tampering is not None:
+            message = self.tampering.message(trainer, message)
         encoded = message.encode()
         commitment = message.commitment()
         template = self.templates()
@@ -181,6 +208,8 @@ class Miner:
                 self._sealed_on = sealed.prev_hash
         start_state = state_snapshot(trainer.model) if sealed is not None else None
         trainer.optimizer.step()
+        if applied is not None:
+            apply_correction(parameters, applied.correction)
         trainer.advance(commitment)
         stats = self.stats
         stats.iterations += 1
@@ -188,6 +217,8 @@ class Miner:
         stats.last_loss, stats.last_accuracy = outcome.loss, outcome.accuracy
         stats.losses.append(outcome.loss)
         grads = [p.grad for p in parameters if p.grad is not None]
+        if self.tampering is not None:
+            grads = self.tampering.gradients(trainer, x, y, grads)
         return _Handoff(message, encoded, grads, sealed, template, start_state)
 
     def _try_nonces(
@@ -239,7 +270,12 @@ class Miner:
             if tau > 0:
                 size = sum(g.numel() for g in item.grads)
                 compressor = compressor or StromCompressor(size, tau)
-                update = compressor.compress_parts(item.grads, -learning_rate).to_bytes()
+                compressed = compressor.compress_parts(item.grads, -learning_rate)
+                update = compressed.to_bytes()
+                if trainer.peers is not None:
+                    trainer.peers.add(self.key.public_key, update)
+                if self.tampering is not None:
+                    update = self.tampering.update(trainer, compressed).to_bytes()
             signature = self.key.sign(sha256(item.encoded + sha256(update)))
             if self.on_iteration is not None:
                 self.on_iteration(PublishedIteration(item.encoded, update, signature))

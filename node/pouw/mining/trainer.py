@@ -8,6 +8,7 @@ import torch
 
 from pouw.blockchain.task_spec import TaskSpec
 from pouw.mining.messages import initial_commitment
+from pouw.mining.peers import PeerUpdates
 from pouw.ml.datasets import (
     Dataset,
     batch_hash,
@@ -50,12 +51,15 @@ class TaskTrainer:
         miner: bytes,
         worker_index: int = 0,
         workers: int = 1,
+        peers: PeerUpdates | None = None,
     ) -> None:
         self.task_id = task_id
         self.spec = spec
         self.dataset = dataset
         self.worker_index = worker_index
         self.workers = workers
+        self.peers = peers
+        """Where its peers' updates arrive (None: no peers, e.g. the bootstrap task)."""
         self.model = build_model(spec.model, seed=task_id)
         self.model_size = parameter_count(self.model)
         self.optimizer = make_optimizer(spec.optimizer, self.model, spec.learning_rate)

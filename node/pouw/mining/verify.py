@@ -38,6 +38,20 @@ EXACT_DEVICE_CLASS = "cpu"
 
 TaskLookup = Callable[[bytes], TaskSpec | None]
 
+FAKE_WORK_REASONS = frozenset(
+    {
+        "bad_worker_index",
+        "batch_mismatch",
+        "corrupt_model",
+        "stale_start_model",
+        "loss_mismatch",
+        "accuracy_mismatch",
+        "update_mismatch",
+    }
+)
+"""Re-execution failures: the block claims work its start model and batch do not give (what
+a slash proves). Other rejections are the seal's, or the verifier's own (dataset_unavailable)."""
+
 
 @dataclass(frozen=True)
 class Verification:
@@ -128,12 +142,17 @@ class BlockVerifier:
             raise InvalidBlock("batch_mismatch", "no such batch in the epoch", height) from None
         if digest != message.batch_hash:
             raise InvalidBlock("batch_mismatch", "batch hash is not the scheduled batch's", height)
+        if message.samples != len(y):  # it scales tolerance mode's slack on the correct count
+            raise InvalidBlock("batch_mismatch", f"{message.samples} samples claimed", height)
         model, _ = self._model(message.task_id, spec)
         try:
             load_model_bytes(model, block.checkpoint)
         except CorruptModel as error:
             raise InvalidBlock("corrupt_model", str(error), height) from None
-        outcome = forward_backward(model, x, y)
+        try:
+            outcome = forward_backward(model, x, y)
+        except (RuntimeError, IndexError, ValueError) as error:  # a model that cannot fit its data
+            raise InvalidBlock("unrunnable_task", str(error)[:200], height) from None
         if outcome.start_sample != message.start_sample:
             raise InvalidBlock(
                 "stale_start_model", "checkpoint is not the iteration's start model", height
@@ -153,10 +172,10 @@ def _compare(
     exact: bool,
     height: int,
 ) -> None:
+    if len(message.grad_sample) != len(grad_sample):  # before frombuffer: any length may come
+        raise InvalidBlock("update_mismatch", "gradient sample has the wrong length", height)
     published = np.frombuffer(message.grad_sample, dtype=np.float32)
     recomputed = np.frombuffer(grad_sample, dtype=np.float32)
-    if published.shape != recomputed.shape:
-        raise InvalidBlock("update_mismatch", "gradient sample has the wrong length", height)
     if exact:
         if loss != message.loss:
             raise InvalidBlock("loss_mismatch", f"published {message.loss}, re-run {loss}", height)

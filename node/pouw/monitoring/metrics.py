@@ -17,7 +17,7 @@ from prometheus_client import (
 # `_created` series double the exposition and nobody alerts on them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-ATTACK_KINDS = ("fake_work",)
+ATTACK_KINDS = ("fake_work", "anomalous_update")
 """The `kind` label values of pouw_attacks_detected_total."""
 
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import zmq
@@ -20,6 +21,7 @@ import zmq.asyncio
 
 from pouw.crypto import KeyPair
 from pouw.monitoring.metrics import NodeMetrics
+from pouw.network.faults import Partition
 from pouw.network.links import LinkTable
 from pouw.network.messages import (
     Blocks,
@@ -35,7 +37,7 @@ from pouw.network.messages import (
     open_frame,
     seal,
 )
-from pouw.network.peers import Link, ban_score
+from pouw.network.peers import UNSPECIFIED_HOSTS, Link, ban_score
 from pouw.network.relay import ItemRelay
 from pouw.network.transport import Transport, default_network_key, peer_ip
 
@@ -98,6 +100,9 @@ class NetworkSettings:
     import_queue: int = 4096
     serve_bytes: int = 32 * 1024 * 1024
     """Most payload bytes one getdata is answered with."""
+    partition_file: Path | None = None
+    """Fault injection for tests (faults.py): a file of peer addresses to cut this node off
+    from, re-read every heartbeat. None: POUW_FAULT_PARTITION_FILE when set, else no file."""
 
 
 class NetworkCore:
@@ -153,6 +158,10 @@ class NetworkCore:
         self._last_exchange = 0.0
         self._block_size_hint: int | None = None
         self._running = False
+        self.partition = (
+            Partition(path=s.partition_file) if s.partition_file else Partition.from_environment()
+        )
+        """Peers this node is cut off from (fault injection; empty unless a test cuts)."""
 
     # -- provided by the parts (declared here so that each part type-checks alone) -------------
 
@@ -187,6 +196,9 @@ class NetworkCore:
 
     def _send(self, link: Link, body: Body) -> None:
         if link.closed:
+            return
+        if self.partition and self.partition.blocks(link):
+            self._count_drop("partitioned")
             return
         frame = seal(self.key, self.chain_id, body, time.time_ns() // 1_000_000)
         if not link.send(frame):
@@ -276,6 +288,9 @@ class NetworkCore:
     def _receive(self, link: Link, frame: bytes) -> None:
         if link.closed:
             return
+        if self.partition and self.partition.blocks(link):
+            self._count_drop("partitioned")
+            return
         if not link.bucket.take():
             self._penalise(link, "rate_limited")
             return
@@ -284,6 +299,9 @@ class NetworkCore:
             skew_ms = abs(time.time_ns() // 1_000_000 - envelope.timestamp_ms)
             if skew_ms > 1000 * self.settings.max_clock_skew_s:
                 raise DropMessage("stale", f"clock off by {skew_ms} ms")
+            if self.partition and self.partition.blocks_sender(envelope.sender):
+                self._count_drop("partitioned")
+                return
             if self._links.bans.banned(envelope.sender):
                 self._count_drop("banned")
                 self._close(link, bye="banned")
@@ -299,6 +317,8 @@ class NetworkCore:
 
     def _dispatch(self, link: Link, sender: bytes, body: Body) -> None:
         if isinstance(body, Hello):
+            if self.partition and self._hello_from_cut_peer(link, sender, body):
+                return
             self._on_hello(link, sender, body)
         elif isinstance(body, Bye):
             self._received(link, body)
@@ -312,6 +332,19 @@ class NetworkCore:
             raise DropMessage("impersonation")
         else:
             self._on_message(link, body)
+
+    def _hello_from_cut_peer(self, link: Link, sender: bytes, hello: Hello) -> bool:
+        """A hello from a peer we are cut off from (its listen address names it): its link
+        is marked with that address, so that everything else on it is dropped too."""
+        listen = (hello.listen_host, hello.listen_port)
+        if hello.listen_host in UNSPECIFIED_HOSTS:
+            listen = (link.remote_ip or hello.listen_host, hello.listen_port)
+        if listen not in self.partition.blocked:
+            return False
+        link.listen = listen
+        self.partition.learn(sender, listen)
+        self._count_drop("partitioned")
+        return True
 
     def _received(self, link: Link, body: Body) -> None:
         link.last_seen = time.monotonic()

@@ -203,7 +203,7 @@ def open_frame(frame: bytes, chain_id: str, max_bytes: int) -> tuple[Envelope, B
         raise DropMessage("oversized", f"{len(frame)} bytes > {max_bytes}")
     try:
         envelope = _envelope_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         raise DropMessage("malformed", str(error)) from None
     if envelope.version != PROTOCOL_VERSION:
         raise DropMessage("bad_version", str(envelope.version))
@@ -214,7 +214,7 @@ def open_frame(frame: bytes, chain_id: str, max_bytes: int) -> tuple[Envelope, B
         raise DropMessage("unknown_type", envelope.type)
     try:
         body: Body = decoder.decode(envelope.body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         raise DropMessage("malformed", str(error)) from None
     return envelope, body
 

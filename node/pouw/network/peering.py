@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Iterable
 
 from pouw.network.core import NetworkCore, log
 from pouw.network.messages import (
@@ -33,6 +34,31 @@ class PeeringMixin(NetworkCore):
         self._readers[link] = asyncio.ensure_future(self._read_dealer(link, dealer))
         self._send(link, self._hello())
 
+    # -- fault injection (faults.py) -------------------------------------------------------------
+
+    def cut(self, addresses: Iterable[Address]) -> None:
+        """Cut this node off from the peers listening at `addresses` until heal(): their links
+        close now and nothing more passes either way. On the network's loop only."""
+        self.partition.cut(addresses)
+        self._apply_partition(frozenset())
+
+    def heal(self, addresses: Iterable[Address] | None = None) -> None:
+        """Undo cut() for `addresses` (default: all) and dial them again at once."""
+        before = self.partition.blocked
+        self.partition.heal(addresses)
+        self._apply_partition(before)
+
+    def _apply_partition(self, before: frozenset[Address]) -> None:
+        for link in self._links.links():
+            if self.partition.blocks(link):
+                self.partition.learn(link.peer_key, link.address)
+                self.partition.learn(link.peer_key, link.listen)
+                self._close(link)
+        for address in before - self.partition.blocked:
+            self._links.book.add(address)
+            self._links.book.succeeded(address)  # no backoff left from the cut
+        self._dial_more()
+
     def _dial_more(self) -> None:
         """Dial known addresses while below max_peers (a few at a time)."""
         links, settings = self._links, self.settings
@@ -47,6 +73,8 @@ class PeeringMixin(NetworkCore):
             if room <= 0:
                 break
             if address == own or links.is_connected_to(address) or links.bans.banned(address):
+                continue
+            if address in self.partition.blocked:
                 continue
             self._dial(address)
             room -= 1
@@ -174,6 +202,9 @@ class PeeringMixin(NetworkCore):
 
     def _tick(self, *, timeouts: bool = True) -> None:
         settings, now = self.settings, time.monotonic()
+        before = self.partition.blocked
+        if self.partition.reload((self.host, self._port)):
+            self._apply_partition(before)
         info = self.handler.chain_info()
         ping = Ping(random.getrandbits(62), info.height, info.tip_hash, info.total_work)
         exchange = now - self._last_exchange >= settings.exchange_s

@@ -104,7 +104,7 @@ def _block_hash(encoded: bytes) -> bytes | None:
     """The hash of an encoded block from its header alone, None when it has none."""
     try:
         return _header_decoder.decode(encoded).header.hash()
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
 
 

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 from pouw.blockchain.params import ChainParams, devnet_params
-from pouw.config import ConfigError
+from pouw.config import DEVNET_CHAIN_PREFIX, ConfigError
 from pouw.crypto import KeyPair
 
 KEY_FILE = "node.key"
-DEVNET_PREFIX = "pouw-devnet"
+DEVNET_PREFIX = DEVNET_CHAIN_PREFIX
 NETWORK_BLOCK_TIME_MS = 1_000
 NETWORK_INITIAL_DIFFICULTY = 2_000
 """About one block a second from a few miners training the demo model on a laptop."""

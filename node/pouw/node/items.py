@@ -118,5 +118,5 @@ Item = TypeVar("Item", IterationRecord, IterationBatch, FinalModel, BlockVerdict
 def decode_item(kind: type[Item], data: bytes) -> Item:
     try:
         return _decoders[kind].decode(data)  # type: ignore[no-any-return]
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         raise MalformedData(f"malformed {kind.__name__}: {error}") from None

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from pouw.blockchain.ml_task import MLTask
 from pouw.blockchain.params import ChainParams, bootstrap_task_id
 from pouw.blockchain.state import TaskRecord
 from pouw.blockchain.store import ChainStore
-from pouw.blockchain.task_spec import TaskSpec, check_task_spec
+from pouw.blockchain.task_spec import ModelSpec, TaskSpec, check_task_spec
 from pouw.blockchain.transactions import (
     COIN,
     BuyTicket,
@@ -43,19 +44,22 @@ from pouw.blockchain.transactions import (
     sign_transaction,
 )
 from pouw.config import NodeConfig
-from pouw.crypto import KeyPair, address_of, sha256
+from pouw.crypto import HASH_SIZE, KeyPair, address_of, sha256
 from pouw.economics.reputation import Reputation
 from pouw.economics.selection import TaskAssignment, assign
-from pouw.mining.messages import decode_iteration_message
+from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.miner import Miner, MiningStats, PublishedIteration
+from pouw.mining.peers import PeerUpdates
 from pouw.mining.trainer import TaskTrainer
-from pouw.mining.verify import BlockVerifier
+from pouw.mining.verify import FAKE_WORK_REASONS, BlockVerifier
+from pouw.ml.compression import CompressedUpdate
 from pouw.ml.iteration import configure_determinism
-from pouw.ml.models import model_hash, model_to_bytes
+from pouw.ml.models import build_model, model_hash, model_to_bytes, parameter_count
 from pouw.monitoring.health import HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.gossip import Network
 from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
+from pouw.node.byzantine import ByzantineMiner
 from pouw.node.evaluation import score_models, task_result
 from pouw.node.identity import load_node_key, network_params
 from pouw.node.items import (
@@ -70,11 +74,13 @@ from pouw.node.items import (
     sign_final_model,
     sign_verdict,
 )
+from pouw.node.screening import MIN_SCREENED, ScreenedRound, TaskScreen
 from pouw.node.sync import block_locator, blocks_after
 from pouw.node.tasks import TaskBook
 from pouw.node.views import HealthMetrics, TaskView, TicketView
 from pouw.node.worker import FinishedTraining, Job, MiningWorker
 from pouw.roles import NodeRole
+from pouw.security import SenderScreen
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,15 @@ ITERATION_BATCH_MAX = 1024
 ITERATION_FLUSH_S = 0.5
 REBROADCAST_EVERY_S = 3
 REBROADCAST_LIMIT = 200
+NOT_THE_SENDERS_FAULT = ("replay", "duplicate", "duplicate_nonce", "mempool_full", "nonce_gap")
+"""Refusals of a gossiped transaction that an honest relay causes too (a race with a block, or
+a full mempool that evicted the transaction's predecessor): not worth a ban score."""
+TEMPLATE_REFRESH_S = 0.25
+"""Gossiped transactions refresh the block template at most this often: a refresh
+trial-applies the mempool's best transactions, too costly to repeat for each one in a flood."""
+AWAITED_EVIDENCE = 256
+"""Rejected blocks whose IT_RES has not arrived yet, kept to slash once it does."""
+SCREENING_ROLES = (NodeRole.SUPERVISOR, NodeRole.VERIFIER, NodeRole.EVALUATOR)
 
 
 class NodeNotRunning(RuntimeError):
@@ -132,6 +147,7 @@ class PoUWNode:
         self._worker: MiningWorker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._template: Block | None = None
+        self._template_timer: asyncio.TimerHandle | None = None
         self._job: Job | None = None
         self._finished: set[bytes] = set()
         self._evaluations: set[bytes] = set()
@@ -141,6 +157,14 @@ class PoUWNode:
             kind: OrderedDict() for kind in ItemKind
         }
         self._verdicts: dict[bytes, BlockVerdict] = {}
+        self.attacks_detected: Counter[str] = Counter()
+        self.screens: dict[bytes, TaskScreen | None] = {}
+        """Per task: how this node screens its miners' updates (None: it does not)."""
+        self._inboxes: dict[bytes, PeerUpdates] = {}
+        self._fake_work: OrderedDict[bytes, InvalidBlock] = OrderedDict()
+        """Blocks whose re-execution failed: always invalid, never re-run."""
+        self._awaiting_evidence: OrderedDict[bytes, tuple[Block, str]] = OrderedDict()
+        self._reported: set[bytes] = set()
         self._records: OrderedDict[bytes, IterationRecord] = OrderedDict()
         self._unsent_iterations: list[IterationRecord] = []
         self._requests_path = config.data_dir / "requests.json"
@@ -190,6 +214,8 @@ class PoUWNode:
         if not self.is_running:
             return
         self.is_running = False
+        if self._template_timer is not None:
+            self._template_timer.cancel()
         await self.stop_mining()
         for task in list(self._background):
             task.cancel()
@@ -205,6 +231,15 @@ class PoUWNode:
             raise NodeNotRunning("start the node before mining")
         loop = self._loop
         assert loop is not None
+        tampering = None
+        if self.config.attack is not None:
+            log.warning(
+                "node %s is a Byzantine miner (%s): devnet demo", self.node_id, self.config.attack
+            )
+            bootstrap = bootstrap_task_id(self.params)
+            tampering = ByzantineMiner(
+                self.config.attack, lambda task_id: task_id != bootstrap, self.key.public_key
+            )
         miner = Miner(
             self.key,
             self.params,
@@ -213,6 +248,7 @@ class PoUWNode:
             on_iteration=lambda published: self._on_loop(self._own_iteration, published),
             intensity=self.config.mining_intensity,
             device_class=self.config.device,
+            tampering=tampering,
         )
         self.mining_stats = miner.stats
         self._worker = MiningWorker(
@@ -378,6 +414,7 @@ class PoUWNode:
         return {
             "node_id": self.node_id,
             "role": self.role.value,
+            "attack": self.config.attack,
             "address": self.address,
             "is_running": self.is_running,
             "is_mining": self.is_mining,
@@ -395,6 +432,7 @@ class PoUWNode:
                 "blocks_rejected": self.blocks_rejected,
                 "loss": _finite(self.mining_stats.last_loss),
                 "accuracy": _finite(self.mining_stats.last_accuracy),
+                "attacks_detected": dict(self.attacks_detected),
             },
         }
 
@@ -402,10 +440,12 @@ class PoUWNode:
         return self.health.snapshot()
 
     def get_economic_status(self) -> dict[str, Any]:
-        tickets = [t for t in self.chain.state.live_tickets() if t.owner == self.address]
+        state = self.chain.state
+        tickets = [t for t in state.live_tickets() if t.owner == self.address]
         return {
             "address": self.address,
-            "balance": self.chain.state.balance(self.address) / COIN,
+            "balance": state.balance(self.address) / COIN,
+            "locked": state.account(self.address).locked / COIN,
             "staked": bool(tickets),
             "stake_amount": sum(t.amount for t in tickets) / COIN,
             "tickets": [
@@ -413,6 +453,7 @@ class PoUWNode:
                 for t in tickets
             ],
             "reputation": self.reputation.score(self.address),
+            "peer_reputation": self.reputation.scores(),
             "rewards_earned": self.rewards_earned / COIN,
         }
 
@@ -552,6 +593,11 @@ class PoUWNode:
                 for payout in payload.payouts:
                     if payout.recipient == self.address:
                         self.rewards_earned += sign * payout.amount
+            if isinstance(payload, SlashEvidence) and sign > 0:
+                # proven on chain, so every node learns it; evidence = IT_RES || H(update)
+                with contextlib.suppress(MalformedData):
+                    cheat = decode_iteration_message(payload.evidence[:-HASH_SIZE])
+                    self.reputation.rejected(address_of(cheat.miner))
         if block.iteration_message:
             with contextlib.suppress(MalformedData):
                 message = decode_iteration_message(block.iteration_message)
@@ -577,6 +623,15 @@ class PoUWNode:
         body = self.mempool.select(chain.state, self.params.max_block_bytes // 2, chain.height + 1)
         self._template = chain.assemble_block(self.key.public_key, self.address, body)
 
+    def _refresh_template_soon(self) -> None:
+        if self._template_timer is None and self._loop is not None:
+            self._template_timer = self._loop.call_later(TEMPLATE_REFRESH_S, self._template_due)
+
+    def _template_due(self) -> None:
+        self._template_timer = None
+        if self.is_running:
+            self._refresh_template()
+
     def _refresh_job(self) -> None:
         job = self._choose_job()
         self.metrics.task_assigned.set(1 if job is not None and job.client_task else 0)
@@ -594,12 +649,28 @@ class PoUWNode:
                 continue
             assignment = self._assignment(record)
             index = assignment.worker_index(self.address) if assignment else None
-            if index is not None:
-                return Job(record.task_id, record.spec, index, record.spec.miners, True)
+            if assignment is not None and index is not None:
+                peers = self._inbox(record, assignment)
+                return Job(record.task_id, record.spec, index, record.spec.miners, True, peers)
         bootstrap = bootstrap_task_id(self.params)
         if bootstrap is None or self.params.bootstrap_task is None:
             return None
         return Job(bootstrap, self.params.bootstrap_task, 0, 1, False)
+
+    def _inbox(self, record: TaskRecord, assignment: TaskAssignment) -> PeerUpdates | None:
+        """Where the task's peers' updates wait for this node's trainer (None: no peers)."""
+        if len(assignment.miners) < 2:
+            return None
+        inbox = self._inboxes.get(record.task_id)
+        if inbox is None:
+            inbox = self._inboxes[record.task_id] = PeerUpdates(
+                self.key.public_key,
+                [t.public_key for t in assignment.miners],
+                _model_size(record.spec.model),
+                record.spec.aggregator,
+                screen=None if record.spec.aggregator == "mean" else SenderScreen().screen,
+            )
+        return inbox
 
     # -- own work (called on the loop from the mining threads) -----------------------------------
 
@@ -636,9 +707,13 @@ class PoUWNode:
 
     def _keep_record(self, record: IterationRecord) -> None:
         """Recent IT_RES by message hash: the evidence a verifier attaches to a slash."""
-        self._records[sha256(record.message)] = record
+        message_id = sha256(record.message)
+        self._records[message_id] = record
         while len(self._records) > RECENT_ITEMS:
             self._records.popitem(last=False)
+        awaited = self._awaiting_evidence.pop(message_id, None)
+        if awaited is not None:
+            self._slash(*awaited)
 
     def _training_progress(self, job: Job, trainer: TaskTrainer, stats: MiningStats) -> None:
         self.metrics.iterations.inc()
@@ -653,6 +728,7 @@ class PoUWNode:
         job, trainer = done.job, done.trainer
         self._flush_iterations()
         self._finished.add(job.task_id)
+        self._inboxes.pop(job.task_id, None)  # nobody takes from it any more
         final = sign_final_model(
             self.key,
             FinalModel(
@@ -669,6 +745,9 @@ class PoUWNode:
 
     def _take_final_model(self, final: FinalModel) -> None:
         self.tasks.store_model(final)
+        screen = self.screens.get(final.task_id)
+        if screen is not None:
+            self._screened(screen.finish(final.miner))
         self._first_final_model.setdefault(final.task_id, time.monotonic())
         self._maybe_evaluate(final.task_id)
 
@@ -686,12 +765,27 @@ class PoUWNode:
             return
         models = self.tasks.of(task_id).final_models
         drawn = [t.owner for t in assignment.miners]
+        left_out = self._left_out(record, assignment)
+        ranked = [m for m in drawn if m not in left_out] or drawn
         waited = time.monotonic() - self._first_final_model.get(task_id, time.monotonic())
-        if not models or (any(m not in models for m in drawn) and waited < EVALUATION_GRACE_S):
+        if not models or (any(m not in models for m in ranked) and waited < EVALUATION_GRACE_S):
             return
         self._evaluations.add(task_id)
-        candidates = [models[m] for m in drawn if m in models]
+        if left_out:
+            log.info("task %s: ranking without %s", task_id.hex()[:16], ", ".join(sorted(left_out)))
+        candidates = [models[m] for m in ranked if m in models]
+        candidates = candidates or [models[m] for m in drawn if m in models]
         self._spawn(self._evaluate(record, assignment, candidates))
+
+    def _left_out(self, record: TaskRecord, assignment: TaskAssignment) -> set[str]:
+        """Drawn miners left out of the ranking and its payouts: those slashed since the draw,
+        and those this node's screening flagged in most of their rounds."""
+        tickets = self.chain.state.tickets
+        left_out = {t.owner for t in assignment.miners if t.ticket_id not in tickets}
+        screen = self.screens.get(record.task_id)
+        if screen is not None:
+            left_out |= {address_of(miner) for miner in screen.excluded()}
+        return left_out
 
     async def _evaluate(
         self, record: TaskRecord, assignment: TaskAssignment, candidates: list[FinalModel]
@@ -725,13 +819,24 @@ class PoUWNode:
         self.metrics.blocks_rejected.labels(reason).inc()
 
     def _slash(self, block: Block, reason: str) -> None:
-        """Report the miner of a block that failed re-execution, with its signed IT_RES."""
+        """Report the miner of a block that failed re-execution, with its signed IT_RES (once
+        it arrives: a miner announces its block before the batch that carries the IT_RES)."""
         if not self.chain.state.holds_role(self.address, NodeRole.VERIFIER, NodeRole.SUPERVISOR):
             return
-        record = self._records.get(sha256(block.iteration_message))
+        message_id = sha256(block.iteration_message)
+        record = self._records.get(message_id)
+        if record is None:
+            self._awaiting_evidence[message_id] = (block, reason)
+            while len(self._awaiting_evidence) > AWAITED_EVIDENCE:
+                self._awaiting_evidence.popitem(last=False)
+            return
         miner = address_of(block.header.miner)
-        tickets = [t for t in self.chain.state.live_tickets(NodeRole.MINER) if t.owner == miner]
-        if record is None or not tickets:
+        tickets = [
+            t
+            for t in self.chain.state.live_tickets(NodeRole.MINER)
+            if t.owner == miner and t.ticket_id not in self._reported
+        ]
+        if not tickets:
             return
         evidence = SlashEvidence(
             ticket_id=tickets[0].ticket_id,
@@ -739,9 +844,67 @@ class PoUWNode:
             evidence=record.message + sha256(record.update),
             evidence_signature=record.signature,
         )
-        with contextlib.suppress(InvalidTransaction):
+        try:
             self._submit(evidence)
-            self.metrics.attacks_detected.labels("fake_work").inc()
+        except InvalidTransaction as error:
+            log.warning("slash of %s refused: %s", miner, error)
+            return
+        self._reported.add(tickets[0].ticket_id)
+        log.info("slashing %s: its block at height %d %s", miner, block.header.height, reason)
+
+    def _count_attack(self, kind: str) -> None:
+        self.attacks_detected[kind] += 1
+        self.metrics.attacks_detected.labels(kind).inc()
+
+    # -- screening (supervisors, verifiers, evaluators) ----------------------------------------
+
+    def _take_update(self, message: IterationMessage, update: bytes) -> None:
+        """A peer's published update: for this node's trainer when it trains the task, and
+        for screening when it checks the task."""
+        if message.miner == self.key.public_key:
+            return
+        inbox = self._inboxes.get(message.task_id)
+        if inbox is not None:
+            inbox.add(message.miner, update)
+        screen = self._task_screen(message.task_id)
+        record = self.chain.state.tasks.get(message.task_id)
+        if screen is None or record is None:
+            return
+        size = _model_size(record.spec.model)
+        try:
+            decoded = CompressedUpdate.from_bytes(update, size)
+        except ValueError:
+            return
+        if decoded.size == size:
+            self._screened(screen.add(message.miner, message.epoch, decoded.to_dense()))
+
+    def _task_screen(self, task_id: bytes) -> TaskScreen | None:
+        if task_id in self.screens:
+            return self.screens[task_id]
+        record = self.chain.state.tasks.get(task_id)
+        assignment = None if record is None else self._assignment(record)
+        if record is None or assignment is None or not assignment.miners:
+            return None  # not on chain yet, or nobody drawn yet: asked again next time
+        checks = any(assignment.holds(role, self.address) for role in SCREENING_ROLES)
+        screen = None
+        if checks and len(assignment.miners) >= MIN_SCREENED:
+            screen = TaskScreen([t.public_key for t in assignment.miners], record.spec.epochs)
+        self.screens[task_id] = screen
+        return screen
+
+    def _screened(self, rounds: list[ScreenedRound]) -> None:
+        """Screened miners gain reputation, flagged ones lose it and count as detections."""
+        for result in rounds:
+            for miner in result.screened:
+                address = address_of(miner)
+                if miner in result.flagged:
+                    self.reputation.rejected(address)
+                    self._count_attack("anomalous_update")
+                else:
+                    self.reputation.valid(address)
+            if result.flagged:
+                flagged = ", ".join(address_of(m) for m in result.flagged)
+                log.info("round %d: anomalous updates from %s", result.round, flagged)
 
     # -- the network's handler -----------------------------------------------------------------
 
@@ -792,14 +955,16 @@ class PoUWNode:
         self, kind: ItemKind, item_id: bytes, payload: bytes, peer: str
     ) -> ItemResult:
         started = time.perf_counter()
-        result = await self._on_item(kind, item_id, payload)
+        result = await self._on_item(kind, item_id, payload, peer)
         self.health.record(time.perf_counter() - started, result.verdict != Verdict.REJECTED)
         return result
 
-    async def _on_item(self, kind: ItemKind, item_id: bytes, payload: bytes) -> ItemResult:
+    async def _on_item(
+        self, kind: ItemKind, item_id: bytes, payload: bytes, peer: str
+    ) -> ItemResult:
         try:
             if kind == ItemKind.BLOCK:
-                return await self._on_block(item_id, payload)
+                return await self._on_block(item_id, payload, peer)
             if kind == ItemKind.TX:
                 return self._on_transaction(item_id, payload)
             if kind == ItemKind.ITERATION:
@@ -810,7 +975,7 @@ class PoUWNode:
         except MalformedData:
             return _rejected("malformed")
 
-    async def _on_block(self, item_id: bytes, payload: bytes) -> ItemResult:
+    async def _on_block(self, item_id: bytes, payload: bytes, peer: str) -> ItemResult:
         block = decode_block(payload)
         block_hash = block.hash()
         if block_hash != item_id:
@@ -821,9 +986,15 @@ class PoUWNode:
             return ItemResult(Verdict.ORPHAN)
         is_verifier = self.role == NodeRole.VERIFIER
         if is_verifier:
+            known = self._fake_work.get(block_hash)
+            if known is not None:
+                return _blame_miner(block, known.reason, peer)
             failure = await self._verify(block)
             if failure is not None:
-                return self._reject_block(block, failure)
+                result = self._reject_block(block, failure)
+                if failure.reason in FAKE_WORK_REASONS:
+                    return _blame_miner(block, failure.reason, peer)
+                return result
         try:
             update = self._accept_block(block, payload)
         except InvalidBlock as error:
@@ -849,7 +1020,12 @@ class PoUWNode:
                 self.key, BlockVerdict(block.hash(), self.key.public_key, False, error.reason)
             )
             self._announce(ItemKind.VERDICT, verdict.item_id(), encode_item(verdict))
-            self._slash(block, error.reason)
+            if error.reason in FAKE_WORK_REASONS:
+                self._fake_work[block.hash()] = error
+                while len(self._fake_work) > RECENT_ITEMS:
+                    self._fake_work.popitem(last=False)
+                self._count_attack("fake_work")
+                self._slash(block, error.reason)
         return _rejected(error.reason)
 
     def _on_transaction(self, item_id: bytes, payload: bytes) -> ItemResult:
@@ -861,13 +1037,13 @@ class PoUWNode:
         try:
             self.mempool.add(tx, self.chain.state)
         except InvalidTransaction as error:
-            if error.reason in ("replay", "duplicate", "duplicate_nonce", "mempool_full"):
-                return ItemResult(Verdict.KNOWN)  # a race with a block, not the sender's fault
+            if error.reason in NOT_THE_SENDERS_FAULT:
+                return ItemResult(Verdict.KNOWN)
             return _rejected(error.reason)
         if isinstance(tx.payload, PayForTask):
             self.tasks.pending[item_id] = (tx.sender_address, tx.payload.reward / COIN)
         self._remember(ItemKind.TX, item_id, payload)
-        self._refresh_template()
+        self._refresh_template_soon()
         return ItemResult(Verdict.ACCEPTED)
 
     def _on_iteration(self, item_id: bytes, payload: bytes) -> ItemResult:
@@ -884,6 +1060,7 @@ class PoUWNode:
                 return _rejected("foreign_iteration")
             self.tasks.record_iteration(message)
             self._keep_record(record)
+            self._take_update(message, record.update)
             if self.role == NodeRole.SUPERVISOR:
                 self._journal(message.task_id, encode_item(record))
         self._remember(ItemKind.ITERATION, item_id, payload)
@@ -932,11 +1109,11 @@ class PoUWNode:
         """Import a batch in order. Verifiers re-execute these too: every block they pass on
         has been re-run, however it reached them."""
         if self.role == NodeRole.VERIFIER:
-            return await self._import_synced(blocks)
+            return await self._import_synced(blocks, peer)
         with self.chain.batch():
-            return await self._import_synced(blocks)
+            return await self._import_synced(blocks, peer)
 
-    async def _import_synced(self, blocks: list[bytes]) -> ItemResult:
+    async def _import_synced(self, blocks: list[bytes], peer: str) -> ItemResult:
         for encoded in blocks:
             try:
                 block = decode_block(encoded)
@@ -945,7 +1122,7 @@ class PoUWNode:
             if self.chain.contains(block.hash()):
                 continue
             if self.role == NodeRole.VERIFIER:
-                result = await self._on_block(block.hash(), encoded)
+                result = await self._on_block(block.hash(), encoded, peer)
                 if result.verdict in (Verdict.REJECTED, Verdict.ORPHAN):
                     return result
                 continue
@@ -957,6 +1134,20 @@ class PoUWNode:
             if update.status == AddStatus.ORPHAN:
                 return ItemResult(Verdict.ORPHAN)
         return ItemResult(Verdict.ACCEPTED)
+
+
+@functools.cache
+def _model_size(spec: ModelSpec) -> int:
+    return parameter_count(build_model(spec, seed=b""))
+
+
+def _blame_miner(block: Block, reason: str, peer: str) -> ItemResult:
+    """A block whose re-execution failed: a peer that relays it cannot have known (only
+    verifiers re-execute), so only the block's own miner is blamed by the network (and slashed
+    on chain); for a relay the block is simply known."""
+    if peer == block.header.miner.hex():
+        return _rejected(reason)
+    return ItemResult(Verdict.KNOWN)
 
 
 def _rejected(reason: str) -> ItemResult:

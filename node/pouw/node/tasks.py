@@ -79,9 +79,11 @@ class TaskBook:
         phase: TaskPhase
         test_accuracy: float | None = None
         best: bytes | None = None
+        ranked: list[str] = []
         message = progress.failure
         if record.status == "completed" and record.result is not None:
             ranking = record.result.ranking
+            ranked = [entry.miner for entry in ranking]
             best = ranking[0].model_hash if ranking else None
             test_accuracy = ranking[0].accuracy if ranking else None
             below = test_accuracy is not None and test_accuracy < record.spec.min_accuracy
@@ -127,4 +129,5 @@ class TaskBook:
             best_model_hash=best.hex() if best else None,
             model_available=best is not None and self.model_path(record.task_id, best).exists(),
             message=message,
+            ranking=ranked,
         )

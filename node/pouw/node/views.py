@@ -40,6 +40,8 @@ class TaskView:
     best_model_hash: str | None = None
     model_available: bool = False
     message: str = ""
+    ranking: list[str] = field(default_factory=list)
+    """The miners the evaluator ranked, best first (those it left out are absent)."""
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pouw.blockchain.task_spec import TaskSpec
 from pouw.mining.miner import Miner, MiningStats, TrainingDiverged
+from pouw.mining.peers import PeerUpdates
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.datasets import load_dataset
 
@@ -27,6 +28,8 @@ class Job:
     worker_index: int
     workers: int
     client_task: bool
+    peers: PeerUpdates | None = field(default=None, compare=False)
+    """Where the node puts the task's peers' updates for the trainer."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class MiningWorker:
                 self.miner_key,
                 worker_index=job.worker_index,
                 workers=job.workers,
+                peers=job.peers,
             )
             self._trainers[job.task_id] = trainer
         return trainer

@@ -1,0 +1,113 @@
+"""Screening a task's updates, round by round, for Byzantine miners (DESIGN.md section 4).
+
+The nodes that check a task (its supervisors, verifiers and evaluator) receive every miner's
+IT_RES. One iteration's sparse update says little; what a miner pushes the model towards
+over a round does. So a round is `epochs_per_round` epochs (about ROUNDS_PER_TASK rounds a
+task, whatever its length), each miner's published updates in a round are summed, and the
+round's sums are screened together once every miner has moved past the round, or once at
+least MIN_SCREENED have moved LAGGARD_ROUNDS further (the laggards are then left out of it).
+The screen is `pouw.security.SenderScreen`: each sum's norm ratio and cosine against the
+round's coordinate median, judged over the sender's last rounds, so that an unlucky honest
+round is forgiven and a consistent attacker is not.
+
+A flagged miner loses reputation (the node's caller does that); a miner flagged in most of
+its screened rounds is left out of the task's ranking and payouts (`excluded`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from pouw.security import SenderScreen
+from pouw.security.detection import MIN_UPDATES
+
+ROUNDS_PER_TASK = 40
+MIN_SCREENED = MIN_UPDATES
+"""Fewer updates have no meaningful median: the screen flags nothing."""
+LAGGARD_ROUNDS = 2
+FINISHED = 2**62
+"""The round a miner that sent its final model is taken to have reached."""
+
+
+@dataclass(frozen=True)
+class ScreenedRound:
+    round: int
+    screened: tuple[bytes, ...]
+    """The miners (public keys) whose updates were screened together."""
+    flagged: tuple[bytes, ...]
+
+
+class TaskScreen:
+    def __init__(
+        self,
+        miners: Sequence[bytes],
+        epochs: int,
+        screen: SenderScreen | None = None,
+    ) -> None:
+        self.miners = tuple(miners)
+        self.epochs_per_round = max(1, epochs // ROUNDS_PER_TASK)
+        self.screen = screen or SenderScreen()
+        self.screened_rounds: Counter[bytes] = Counter()
+        self.flagged_rounds: Counter[bytes] = Counter()
+        self._sums: dict[int, dict[bytes, torch.Tensor]] = {}
+        self._reached: dict[bytes, int] = {}
+        self._next = 0
+        """The first round not yet screened."""
+
+    def add(self, miner: bytes, epoch: int, update: torch.Tensor) -> list[ScreenedRound]:
+        """A miner's published update (dense) at `epoch`; returns the rounds it completed."""
+        if miner not in self.miners:
+            return []
+        round_ = epoch // self.epochs_per_round
+        if round_ >= self._next:
+            sums = self._sums.setdefault(round_, {})
+            total = sums.get(miner)
+            sums[miner] = update.clone() if total is None else total.add_(update)
+        self._reached[miner] = max(self._reached.get(miner, 0), round_)
+        return self._ready()
+
+    def finish(self, miner: bytes) -> list[ScreenedRound]:
+        """The miner sent its final model: it has moved past every round."""
+        if miner not in self.miners:
+            return []
+        self._reached[miner] = FINISHED
+        return self._ready()
+
+    def excluded(self) -> set[bytes]:
+        """Miners flagged in more than half of their screened rounds."""
+        return {
+            miner
+            for miner, flagged in self.flagged_rounds.items()
+            if 2 * flagged > self.screened_rounds[miner]
+        }
+
+    def _ready(self) -> list[ScreenedRound]:
+        done = []
+        while self._sums and self._next <= max(self._sums):
+            round_ = self._next
+            past = [m for m in self.miners if self._reached.get(m, -1) > round_]
+            far = [m for m in past if self._reached[m] >= round_ + LAGGARD_ROUNDS]
+            if len(past) < len(self.miners) and len(far) < MIN_SCREENED:
+                break
+            sums = self._sums.pop(round_, {})
+            result = self._screen(round_, [(m, sums[m]) for m in past if m in sums])
+            if result is not None:
+                done.append(result)
+            self._next += 1
+        return done
+
+    def _screen(
+        self, round_: int, updates: list[tuple[bytes, torch.Tensor]]
+    ) -> ScreenedRound | None:
+        if len(updates) < MIN_SCREENED:
+            return None
+        screened = tuple(m for m, _ in updates)
+        flags = self.screen.screen(screened, [update for _, update in updates])
+        flagged = tuple(m for m, flag in zip(screened, flags, strict=True) if flag)
+        self.screened_rounds.update(screened)
+        self.flagged_rounds.update(flagged)
+        return ScreenedRound(round_, screened, flagged)
