@@ -78,7 +78,8 @@ def test_fake_work_is_rejected_and_its_stake_slashed_on_chain(
     assert summary["slashed_stake"] == {"miner-1": STAKE}
     attacker = network.processes["miner-1"].client.economics()
     assert attacker["locked"] == 0 and not attacker["staked"]
-    assert summary["reputation"]["miner-1"] < summary["reputation"]["miner-0"]
+    # Reputation is not compared here: a fake worker's updates are honest, and with two miners
+    # the honest one's score moves by chance as much as the slash moves the attacker's.
     assert summary["task_state"] == "completed", summary
 
 
