@@ -378,3 +378,6 @@ class NetworkCore:
                 self._count_drop("handler_error")
                 if isinstance(job, Blocks):
                     self._end_sync(link)
+            # A queue that is never empty never suspends get(): without this the worker would
+            # keep the loop through a flood, and timers, pings and the miner's blocks would wait.
+            await asyncio.sleep(0)
