@@ -313,17 +313,25 @@ class Devnet:
 
     def run(self, on_poll: Callable[[Snapshot], None], timeout: float) -> dict[str, Any]:
         self.start(on_poll, timeout)
+        self.submit()
+        self.wait_until_closed(on_poll, timeout)
+        return self.summary()
+
+    def submit(self) -> str:
+        """The client pays for the devnet's task; its id."""
         client = self.processes["client"].client
         self.task_id = client.submit_task(
             _spec_mapping(self.task), reward=TASK_REWARD, request_id="devnet-task"
         )
+        return self.task_id
+
+    def wait_until_closed(self, on_poll: Callable[[Snapshot], None], timeout: float) -> None:
         self.wait_for(
             "training the client's task while mining",
             lambda s: s.task is not None and s.task["phase"] in ("completed", "failed"),
             timeout,
             on_poll,
         )
-        return self.summary()
 
     def _all_staked(self, snapshot: Snapshot) -> bool:
         del snapshot

@@ -13,10 +13,16 @@ from typing import Any
 
 import pytest
 
-from pouw.devnet import BUILTIN_TASKS, STAKE, Devnet, with_epochs
+from pouw.devnet import BUILTIN_TASKS, STAKE, Devnet, Snapshot, with_epochs
 
 pytestmark = pytest.mark.slow
 TIMEOUT_S = 240
+FAKE_WORK_EPOCHS = 4800
+"""About 20 task blocks (3,200 epochs made 13): the chance that the attacker wins none is tiny."""
+
+
+def ignore(snapshot: Snapshot) -> None:
+    del snapshot
 
 
 @contextlib.contextmanager
@@ -28,7 +34,7 @@ def devnet(
         root, nodes, with_epochs(BUILTIN_TASKS["iris"], epochs), byzantine=1, attack=attack
     )
     try:
-        yield network, network.run(lambda snapshot: None, timeout=TIMEOUT_S)
+        yield network, network.run(ignore, timeout=TIMEOUT_S)
     finally:
         network.stop()
 
@@ -41,13 +47,30 @@ def sign_flip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         return summary
 
 
+def fake_work_detected(snapshot: Snapshot) -> bool:
+    return any(
+        status.get("stats", {}).get("attacks_detected", {}).get("fake_work", 0) > 0
+        for status in snapshot.statuses.values()
+    )
+
+
 @pytest.fixture(scope="module")
 def fake_work(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Devnet, dict[str, Any]]]:
-    """Six nodes, two miners; a task long enough that the attacker mines some of its blocks."""
-    with devnet(tmp_path_factory.mktemp("fake_work"), 6, "fake_work", epochs=800) as running:
-        yield running
+    """Six nodes, two miners. Which miner wins a block is chance, and the attacker is slashed
+    at its first fake one: the task is long (about 20 blocks), and the network runs until the
+    attacker has been caught and then until the task closes."""
+    task = with_epochs(BUILTIN_TASKS["iris"], FAKE_WORK_EPOCHS)
+    network = Devnet(tmp_path_factory.mktemp("fake_work"), 6, task, byzantine=1, attack="fake_work")
+    try:
+        network.start(ignore, TIMEOUT_S)
+        network.submit()
+        network.wait_for("catching the fake worker", fake_work_detected, TIMEOUT_S, ignore)
+        network.wait_until_closed(ignore, TIMEOUT_S)
+        yield network, network.summary()
+    finally:
+        network.stop()
 
 
 def test_a_sign_flipping_miner_is_detected_and_scored_below_the_honest(
