@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pouw.ml.aggregation import (
+    AGGREGATORS,
     Aggregator,
     CoordinateMedianAggregator,
     MeanAggregator,
@@ -75,20 +76,20 @@ def test_anomaly_scores_with_a_zero_median() -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["mean", "median", "trimmed_mean", "krum"])
+@pytest.mark.parametrize("name", AGGREGATORS)
 def test_a_single_update_is_returned_as_is(name: str) -> None:
     update = torch.arange(5, dtype=torch.float32)
     assert torch.equal(make_aggregator(name).aggregate([update]), update)
 
 
-@pytest.mark.parametrize("name", ["mean", "median", "trimmed_mean", "krum"])
+@pytest.mark.parametrize("name", AGGREGATORS)
 def test_empty_input_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="nothing"):
         make_aggregator(name).aggregate([])
 
 
 def test_errors() -> None:
-    with pytest.raises(ValueError, match="one of mean, median, trimmed_mean, krum"):
+    with pytest.raises(ValueError, match="one of screened_mean, mean, median, trimmed_mean, krum"):
         make_aggregator("average")
     with pytest.raises(ValueError, match="one length"):
         MeanAggregator().aggregate([torch.zeros(2), torch.zeros(3)])

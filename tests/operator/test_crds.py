@@ -448,7 +448,7 @@ def test_the_openapi_bits_become_json_schema() -> None:
                 "hyperparameters": {"learningRate": 0.1, "batchSize": 32, "epochs": 10},
                 "minAccuracy": 0,
                 "miners": 1,
-                "aggregator": "median",
+                "aggregator": "screened_mean",
                 "reward": 50,
                 "fee": 0.01,
             },

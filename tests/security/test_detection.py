@@ -96,7 +96,8 @@ def test_the_screen_flags_no_honest_update(rounds: list[list[torch.Tensor]]) -> 
 
 
 def test_a_little_is_enough_hides_from_the_screen(rounds: list[list[torch.Tensor]]) -> None:
-    """By design (Baruch et al. 2019): the robust aggregator, not the screen, bounds it."""
+    """By design (Baruch et al. 2019): the mean of the unflagged updates, not the screen,
+    bounds it (two of seven in a mean; multi-Krum would give it two of five)."""
     assert not any(UpdateScreen().screen(attacked("little_is_enough", rounds[10])))
 
 

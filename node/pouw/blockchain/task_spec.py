@@ -12,9 +12,11 @@ BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
 PositiveInt = Annotated[int, Meta(ge=1, le=2**31)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 HexDigest = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
-Aggregator = Literal["median", "trimmed_mean", "krum", "mean"]
-"""How miners combine their peers' updates (pouw.ml.aggregation); mean is unprotected."""
+Aggregator = Literal["screened_mean", "median", "trimmed_mean", "krum", "mean"]
+"""How miners combine their peers' updates (pouw.ml.aggregation): every one but mean behind the
+anomaly screen (pouw.security); mean is the unprotected average."""
 AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
+DEFAULT_AGGREGATOR: Aggregator = "screened_mean"
 
 
 class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,7 +49,7 @@ class TaskSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tau: Annotated[float, Meta(ge=0.0)] = 0.0
     min_accuracy: Probability = 0.0
     miners: Annotated[int, Meta(ge=1, le=64)] = 3
-    aggregator: Aggregator = "median"
+    aggregator: Aggregator = DEFAULT_AGGREGATOR
 
 
 class TaskSpecError(ValueError):

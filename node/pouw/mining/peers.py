@@ -4,8 +4,9 @@ The miners of a task publish their updates (Strom-compressed, in their IT_RES). 
 collects its peers' as they arrive and, about once a second, moves its model to the
 aggregate of everyone's progress since the last time: its own published updates and each
 peer's, summed per miner, screened (an anomaly screen drops the sums that point away from or
-far beyond the rest) and combined per coordinate by the task's aggregator (median, trimmed
-mean or multi-Krum; ``mean`` is the unprotected average, unscreened). Its own steps are
+far beyond the rest) and combined by the task's aggregator (by default the mean of what the
+screen kept; or median, trimmed mean, multi-Krum; ``mean`` is the unprotected average,
+unscreened). Its own steps are
 already in its model, so it adds ``aggregate - own``: a poisoned update moves honest models
 only as far as the screen and the aggregator let it.
 

@@ -3,6 +3,10 @@
 All aggregators take same-length float32 vectors and return one. Coordinate median and
 trimmed mean bound the influence of any f < n/2 outliers per coordinate; multi-Krum (Blanchard
 et al. 2017) averages the updates closest to their neighbours, tolerating f with n > 2f + 2.
+
+A task names one of AGGREGATORS. Its miners apply every one but ``mean`` behind the anomaly
+screen (`pouw.security.SenderScreen`, in `pouw.mining.peers`), so ``screened_mean``, the
+default, is the plain mean of the updates the screen kept (why it is the default: docs/security.md).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Protocol
 
 import torch
 
-AGGREGATORS = ("mean", "median", "trimmed_mean", "krum")
+AGGREGATORS = ("screened_mean", "mean", "median", "trimmed_mean", "krum")
+UNSCREENED = "mean"
+"""The one aggregator applied without the screen in front: the unprotected average."""
 
 
 class Aggregator(Protocol):
@@ -92,7 +98,8 @@ class MultiKrumAggregator:
 
 
 def make_aggregator(name: str, byzantine: int = 0) -> Aggregator:
-    if name == "mean":
+    """`name`'s combining step; the screen in front of it is the caller's."""
+    if name in ("mean", "screened_mean"):
         return MeanAggregator()
     if name == "median":
         return CoordinateMedianAggregator()

@@ -52,6 +52,7 @@ from pouw.mining.miner import Miner, MiningStats, PublishedIteration
 from pouw.mining.peers import PeerUpdates
 from pouw.mining.trainer import TaskTrainer
 from pouw.mining.verify import FAKE_WORK_REASONS, BlockVerifier
+from pouw.ml.aggregation import UNSCREENED
 from pouw.ml.compression import CompressedUpdate
 from pouw.ml.iteration import configure_determinism
 from pouw.ml.models import build_model, model_hash, model_to_bytes, parameter_count
@@ -668,7 +669,7 @@ class PoUWNode:
                 [t.public_key for t in assignment.miners],
                 _model_size(record.spec.model),
                 record.spec.aggregator,
-                screen=None if record.spec.aggregator == "mean" else SenderScreen().screen,
+                screen=None if record.spec.aggregator == UNSCREENED else SenderScreen().screen,
             )
         return inbox
 

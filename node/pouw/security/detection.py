@@ -128,7 +128,11 @@ class ScreenedAggregator:
     ) -> tuple[torch.Tensor, list[bool]]:
         """The aggregate and each sender's flag."""
         flags = self.screen.screen(senders, updates)
+        return self.combine(updates, flags), flags
+
+    def combine(self, updates: Sequence[torch.Tensor], flags: Sequence[bool]) -> torch.Tensor:
+        """The aggregate of the updates not flagged."""
         kept = [update for update, flagged in zip(updates, flags, strict=True) if not flagged]
         if not kept:
-            return CoordinateMedianAggregator().aggregate(updates), flags
-        return self.aggregator.aggregate(kept), flags
+            return CoordinateMedianAggregator().aggregate(updates)
+        return self.aggregator.aggregate(kept)
