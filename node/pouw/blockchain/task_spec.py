@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import Meta
 
 BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+MAX_MODEL_PARAMETERS = 16 * 1024 * 1024
+"""Every block carries the model its iteration started from: 64 MiB of float32 parameters is
+the default chain's checkpoint limit (`ChainParams.max_checkpoint_bytes`)."""
 
 PositiveInt = Annotated[int, Meta(ge=1, le=2**31)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
@@ -78,3 +82,21 @@ def check_task_spec(spec: TaskSpec) -> None:
         raise TaskSpecError("dataset.sha256 is required for a user dataset file")
     if spec.model.architecture == "cnn" and len(spec.model.input_shape) != 3:
         raise TaskSpecError("model.input_shape must be (channels, height, width) for a cnn")
+    parameters = model_parameters(spec.model)
+    if parameters > MAX_MODEL_PARAMETERS:
+        raise TaskSpecError(
+            f"model.layers make {parameters:,} parameters, over the {MAX_MODEL_PARAMETERS:,} "
+            "a block can carry"
+        )
+
+
+def model_parameters(model: ModelSpec) -> int:
+    """How many parameters `pouw.ml.models.build_model` makes of `model`, without building it."""
+    if model.architecture == "mlp":
+        return sum(fan_in * fan_out + fan_out for fan_in, fan_out in pairwise(model.layers))
+    channels, height, width = model.input_shape
+    total, previous = 0, channels
+    for width_out in model.layers[:-1]:
+        total += previous * width_out * 9 + width_out
+        previous = width_out
+    return total + previous * height * width * model.layers[-1] + model.layers[-1]
