@@ -1,11 +1,41 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import msgspec
 import pytest
-from tests.support.ledger import ALICE, BOB, CAROL, EVALUATOR, ledger_params, transfer
+from tests.support.ledger import (
+    ALICE,
+    BOB,
+    CAROL,
+    EVALUATOR,
+    VERIFIER,
+    ledger_params,
+    signed,
+    transfer,
+)
 
 from pouw.blockchain.errors import InvalidTransaction
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.state import LedgerState
+from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
+from pouw.blockchain.transactions import (
+    BuyTicket,
+    PayForTask,
+    Payload,
+    Payout,
+    RankedModel,
+    SlashEvidence,
+    TaskResult,
+    Transaction,
+    Transfer,
+)
+from pouw.crypto import KeyPair, sha256
+from pouw.roles import NodeRole
+
+DIGITS = TaskSpec(model=ModelSpec(layers=(64, 32, 10)), dataset=DatasetSpec(name="digits"))
+ESCROW = 1_000
+MIN_STAKE = ledger_params().min_stake
 
 
 @pytest.fixture
@@ -81,3 +111,142 @@ def test_confirmed_and_stale_transactions_leave_the_pool(state: LedgerState) -> 
         state.apply_transaction(first, first.txid(), height=1)
     pool.remove_confirmed([], state)
     assert pool.transactions() == [second]
+
+
+# -- the payload rules a block applies, at admission -------------------------------------------
+
+
+def apply(state: LedgerState, *txs: Transaction) -> None:
+    with state.tracking():
+        for tx in txs:
+            state.apply_transaction(tx, tx.txid(), height=1)
+
+
+def result(task_id: bytes, paid: int = ESCROW) -> TaskResult:
+    ranking = (RankedModel(miner=BOB.address, model_hash=sha256(b"model"), accuracy=0.9),)
+    return TaskResult(task_id, ranking, (Payout(recipient=BOB.address, amount=paid),))
+
+
+def evidence(ticket_id: bytes, offender: KeyPair) -> SlashEvidence:
+    message = b"signed iteration message"
+    return SlashEvidence(ticket_id, "fake_work", message, offender.sign(sha256(message)))
+
+
+@pytest.fixture
+def chain_state(state: LedgerState) -> tuple[LedgerState, bytes, bytes]:
+    """An open task (ALICE's), an evaluator, a verifier and BOB's miner ticket, on chain."""
+    task = signed(ALICE, PayForTask(spec=DIGITS, reward=ESCROW), 0)
+    miner_ticket = signed(BOB, BuyTicket(role=NodeRole.MINER, amount=MIN_STAKE), 0)
+    apply(
+        state,
+        task,
+        miner_ticket,
+        signed(EVALUATOR, BuyTicket(role=NodeRole.EVALUATOR, amount=MIN_STAKE), 0),
+        signed(VERIFIER, BuyTicket(role=NodeRole.VERIFIER, amount=MIN_STAKE), 0),
+    )
+    return state, task.txid(), miner_ticket.txid()
+
+
+Refused = Callable[[bytes, bytes], tuple[KeyPair, Payload]]
+"""(task id, ticket id) on chain -> sender, payload."""
+REFUSED_PAYLOADS: dict[str, tuple[str, Refused]] = {
+    "transfer of nothing": (
+        "zero_amount",
+        lambda task, ticket: (CAROL, Transfer(BOB.address, 0)),
+    ),
+    "task paying nothing": ("zero_amount", lambda task, ticket: (CAROL, PayForTask(DIGITS, 0))),
+    "task on no dataset": (
+        "invalid_task_spec",
+        lambda task, ticket: (
+            CAROL,
+            PayForTask(msgspec.structs.replace(DIGITS, dataset=DatasetSpec(name="nope")), 5),
+        ),
+    ),
+    "stake below minimum": (
+        "stake_below_minimum",
+        lambda task, ticket: (CAROL, BuyTicket(NodeRole.MINER, MIN_STAKE - 1)),
+    ),
+    "result of no task": (
+        "unknown_task",
+        lambda task, ticket: (EVALUATOR, result(sha256(b"?"))),
+    ),
+    "result from a non-evaluator": (
+        "not_an_evaluator",
+        lambda task, ticket: (CAROL, result(task)),
+    ),
+    "result paying other than the escrow": (
+        "payout_mismatch",
+        lambda task, ticket: (EVALUATOR, result(task, ESCROW - 1)),
+    ),
+    "slash of no ticket": (
+        "unknown_ticket",
+        lambda task, ticket: (VERIFIER, evidence(sha256(b"?"), BOB)),
+    ),
+    "slash from a non-verifier": (
+        "not_a_verifier",
+        lambda task, ticket: (CAROL, evidence(ticket, BOB)),
+    ),
+    "slash with forged evidence": (
+        "bad_evidence_signature",
+        lambda task, ticket: (VERIFIER, evidence(ticket, CAROL)),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_PAYLOADS)
+def test_admission_refuses_what_no_block_could_hold(
+    chain_state: tuple[LedgerState, bytes, bytes], case: str
+) -> None:
+    state, task_id, ticket_id = chain_state
+    expected, build = REFUSED_PAYLOADS[case]
+    sender, payload = build(task_id, ticket_id)
+    tx = signed(sender, payload, state.account(sender.address).nonce)
+    pool, before = Mempool(), state.snapshot()
+    assert reason(pool, state, tx) == expected
+    assert len(pool) == 0 and state.snapshot() == before
+
+
+def test_a_result_may_follow_the_pending_ticket_that_makes_its_sender_an_evaluator(
+    chain_state: tuple[LedgerState, bytes, bytes],
+) -> None:
+    state, task_id, _ = chain_state
+    pool, before = Mempool(), state.snapshot()
+    ticket = signed(CAROL, BuyTicket(role=NodeRole.EVALUATOR, amount=MIN_STAKE), 0)
+    pool.add(ticket, state)
+    first = signed(CAROL, result(task_id), 1)
+    pool.add(first, state)
+    assert state.snapshot() == before, "the trial left the state as it was"
+    assert reason(pool, state, signed(CAROL, result(task_id), 2)) == "task_closed"
+    assert pool.select(state, max_bytes=1 << 20, height=2) == [ticket, first]
+
+
+def test_a_ticket_slashed_by_a_pending_transaction_cannot_be_slashed_again(
+    chain_state: tuple[LedgerState, bytes, bytes],
+) -> None:
+    state, _, ticket_id = chain_state
+    pool = Mempool()
+    pool.add(signed(VERIFIER, evidence(ticket_id, BOB), 1), state)
+    assert reason(pool, state, signed(VERIFIER, evidence(ticket_id, BOB), 2)) == "unknown_ticket"
+
+
+def test_a_pending_transaction_the_tip_made_stale_does_not_refuse_its_successors(
+    chain_state: tuple[LedgerState, bytes, bytes],
+) -> None:
+    state, task_id, _ = chain_state
+    second_task = signed(ALICE, PayForTask(spec=DIGITS, reward=ESCROW), 1)
+    apply(state, second_task, signed(CAROL, BuyTicket(NodeRole.EVALUATOR, MIN_STAKE), 0))
+    pool = Mempool()
+    pool.add(signed(EVALUATOR, result(task_id), 1), state)
+    apply(state, signed(CAROL, result(task_id), 1))  # CAROL's result closes the task first
+    pool.add(signed(EVALUATOR, result(second_task.txid()), 2), state)
+    assert len(pool) == 2  # the stale one waits for a replacement, as a stale transfer does
+
+
+def test_a_sender_has_a_bounded_number_of_pending_transactions(state: LedgerState) -> None:
+    pool = Mempool(max_per_sender=3)
+    for nonce in range(3):
+        pool.add(transfer(ALICE, BOB, 1, nonce=nonce, fee=5), state)
+    assert reason(pool, state, transfer(ALICE, BOB, 1, nonce=3)) == "too_many_pending"
+    pool.add(transfer(ALICE, CAROL, 1, nonce=2, fee=6), state)  # a replacement adds none
+    pool.add(transfer(BOB, ALICE, 1, nonce=0), state)  # other senders are not held up
+    assert len(pool) == 4

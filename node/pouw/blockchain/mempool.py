@@ -1,8 +1,10 @@
 """Pending transactions: bounded, ordered by fee, each sender's transactions kept in nonce order.
 
 Admission checks a transaction against the state plus the sender's pending transactions before
-it (signature, nonce sequence, balance). A full pool evicts its lowest-fee transaction, with that
-sender's later transactions, which could no longer be mined, for a better-paying newcomer.
+it, by the rules a block applies (signature, nonce sequence, balance, and the payload's own rules),
+so that nothing is admitted that no block could hold. A sender has at most `max_per_sender`
+transactions pending. A full pool evicts its lowest-fee transaction, with that sender's later
+transactions, which could no longer be mined, for a better-paying newcomer.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 
 from pouw.blockchain.block import Block
 from pouw.blockchain.errors import InvalidTransaction
-from pouw.blockchain.state import LedgerState
+from pouw.blockchain.state import LedgerState, payload_rules_read_state
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
@@ -38,6 +40,11 @@ def _sort_key(entry: _Entry) -> tuple[int, int]:
     return entry.sort_key
 
 
+TRIAL_HEIGHT = 0
+"""The height a trial apply records in the tasks and tickets it creates; none of the rules read
+it, and the trial is reverted."""
+
+
 def _spend(tx: Transaction) -> int:
     payload = tx.payload
     amount = payload.reward if isinstance(payload, PayForTask) else 0
@@ -46,9 +53,38 @@ def _spend(tx: Transaction) -> int:
     return tx.fee + amount
 
 
+def _check_payload(
+    tx: Transaction, sender: str, pending: dict[int, _Entry], state: LedgerState
+) -> None:
+    """The payload's rules, as a block applies them: those that read the tasks and tickets see
+    them as the sender's pending transactions ahead of this one leave them (a ticket bought, a
+    task paid for or already closed), as far as those still apply."""
+    if not payload_rules_read_state(tx.payload):
+        state.check_payload(tx.payload, sender)
+        return
+    ahead = [pending[nonce] for nonce in sorted(pending) if nonce < tx.nonce]
+    with state.tracking() as changes:
+        try:
+            _apply_while_valid(ahead, state)
+            state.check_payload(tx.payload, sender)
+        finally:
+            state.revert(changes)
+
+
+def _apply_while_valid(entries: list[_Entry], state: LedgerState) -> None:
+    """Apply the entries in order up to the first that no longer applies (the tip moved since
+    its admission): none after it can apply either until it is replaced."""
+    for entry in entries:
+        try:
+            state.apply_transaction(entry.tx, entry.txid, TRIAL_HEIGHT, signature_checked=True)
+        except InvalidTransaction:
+            return
+
+
 class Mempool:
-    def __init__(self, max_transactions: int = 10_000) -> None:
+    def __init__(self, max_transactions: int = 10_000, max_per_sender: int = 64) -> None:
         self.max_transactions = max_transactions
+        self.max_per_sender = max_per_sender
         self._by_id: dict[bytes, _Entry] = {}
         self._by_sender: dict[str, dict[int, _Entry]] = {}
         self._arrivals = 0
@@ -88,9 +124,14 @@ class Mempool:
         replaced = pending.get(tx.nonce)
         if replaced is not None and tx.fee <= replaced.tx.fee:
             raise InvalidTransaction("duplicate_nonce", "a replacement must pay a higher fee")
+        if replaced is None and len(pending) >= self.max_per_sender:
+            raise InvalidTransaction(
+                "too_many_pending", f"{len(pending)} pending, at most {self.max_per_sender}"
+            )
         committed = sum(_spend(e.tx) for n, e in pending.items() if n < tx.nonce)
         if committed + _spend(tx) > account.balance:
             raise InvalidTransaction("overspend", f"balance {account.balance} cannot cover it")
+        _check_payload(tx, sender, pending, state)
         if replaced is None and len(self._by_id) >= self.max_transactions:
             self._make_room_for(tx.fee)
         if replaced is not None:

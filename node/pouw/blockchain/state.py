@@ -226,14 +226,15 @@ class LedgerState:
         spend = tx.fee + _amount_spent(payload)
         if spend > account.balance:
             raise InvalidTransaction("overspend", f"spends {spend}, balance is {account.balance}")
-        self._check_payload(payload, sender, txid)
+        self.check_payload(payload, sender)
         locked = account.locked + (payload.amount if isinstance(payload, BuyTicket) else 0)
         self._put_account(
             sender, Account(balance=account.balance - spend, nonce=account.nonce + 1, locked=locked)
         )
         self._apply_payload(payload, tx, txid, sender, height)
 
-    def _check_payload(self, payload: object, sender: str, txid: bytes) -> None:
+    def check_payload(self, payload: object, sender: str) -> None:
+        """The payload's own rules, against this state; signature, nonce and balance aside."""
         if isinstance(payload, Transfer) and payload.amount <= 0:
             raise InvalidTransaction("zero_amount", "a transfer moves a positive amount")
         if isinstance(payload, PayForTask):
@@ -331,6 +332,12 @@ class LedgerState:
             tables.tasks,
             tables.iterations,
         )
+
+
+def payload_rules_read_state(payload: object) -> bool:
+    """Whether `check_payload` reads the tasks and tickets: the other payloads' rules depend on
+    the payload and the chain parameters alone."""
+    return isinstance(payload, TaskResult | SlashEvidence)
 
 
 def _amount_spent(payload: object) -> int:

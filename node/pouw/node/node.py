@@ -93,9 +93,15 @@ ITERATION_BATCH_MAX = 1024
 ITERATION_FLUSH_S = 0.5
 REBROADCAST_EVERY_S = 3
 REBROADCAST_LIMIT = 200
-NOT_THE_SENDERS_FAULT = ("replay", "duplicate", "duplicate_nonce", "mempool_full", "nonce_gap")
-"""Refusals of a gossiped transaction that an honest relay causes too (a race with a block, or
-a full mempool that evicted the transaction's predecessor): not worth a ban score."""
+NOT_THE_SENDERS_FAULT = (
+    "replay", "duplicate", "duplicate_nonce", "mempool_full", "nonce_gap", "too_many_pending",
+    "unknown_task", "task_closed", "not_an_evaluator", "unknown_ticket", "not_a_verifier",
+)  # fmt: skip
+"""Refusals of a gossiped transaction that an honest relay causes too (a race with a block, a
+relay a block ahead or behind on the tasks and tickets, a full mempool that evicted the
+transaction's predecessor): dropped, but not worth a ban score. Any other refusal (a zero
+amount, a stake below the minimum, an invalid task spec, a forged signature...) counts against
+the relay."""
 TEMPLATE_REFRESH_S = 0.25
 """Gossiped transactions refresh the block template at most this often: a refresh
 trial-applies the mempool's best transactions, too costly to repeat for each one in a flood."""
