@@ -23,33 +23,30 @@ from typing import Any
 import attrs
 import kmock
 
+from pouw_operator.kube import MLTASK, POUWNODE, STAKE, Kind
+
 START_TIMEOUT_S = 10.0
 
+
+def _custom_resource(
+    kind: Kind, shortname: str, subresources: set[str]
+) -> dict[str, kmock.ResourceInfo]:
+    """One of the operator's custom resources: namespaced, with every verb."""
+    info = kmock.ResourceInfo(
+        kind=kind.kind,
+        singular=kind.kind.lower(),
+        namespaced=True,
+        shortnames={shortname},
+        subresources=subresources,
+        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+    )
+    return {f"{kind.api_version}/{kind.plural}": info}
+
+
 RESOURCES: Mapping[str, kmock.ResourceInfo] = {
-    "pouw.network/v1alpha1/pouwnodes": kmock.ResourceInfo(
-        kind="PoUWNode",
-        singular="pouwnode",
-        namespaced=True,
-        shortnames={"pn"},
-        subresources={"status", "scale"},
-        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
-    ),
-    "pouw.network/v1alpha1/mltasks": kmock.ResourceInfo(
-        kind="MLTask",
-        singular="mltask",
-        namespaced=True,
-        shortnames={"mlt"},
-        subresources={"status"},
-        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
-    ),
-    "pouw.network/v1alpha1/stakes": kmock.ResourceInfo(
-        kind="Stake",
-        singular="stake",
-        namespaced=True,
-        shortnames={"stk"},
-        subresources={"status"},
-        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
-    ),
+    **_custom_resource(POUWNODE, "pn", {"status", "scale"}),
+    **_custom_resource(MLTASK, "mlt", {"status"}),
+    **_custom_resource(STAKE, "stk", {"status"}),
     # kopf waits for these two in discovery before it watches anything (its "backbone").
     "v1/namespaces": kmock.ResourceInfo(kind="Namespace", singular="namespace", namespaced=False),
     "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(

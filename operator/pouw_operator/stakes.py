@@ -5,7 +5,7 @@ it until it is on chain.
   condition NodeNotFound, retried slowly), POST /stake with the amount and role, write ticketId,
   lockedAmount and phase Pending, or Active when the node says the ticket is mined already. A
   refusal (a balance below the amount) fails the Stake with the node's reason.
-- the poller (tasks.Poller, every settings.poll_interval_s) reads the pod's GET /economics for
+- the poller (payments.Poller, every settings.poll_interval_s) reads the pod's GET /economics for
   each Pending Stake with a ticket, and makes it Active once the ticket is listed there.
 
 Buying once. The node deduplicates purchases by request id (POST /stake `request_id`, kept in
@@ -24,26 +24,14 @@ from typing import Any
 import kopf
 
 from pouw.api.client import ApiError, NodeClient
-from pouw_operator import runtime
+from pouw_operator import payments, runtime
 from pouw_operator.conditions import Condition, condition
-from pouw_operator.directory import NodeEndpoint, NoNode
-from pouw_operator.kube import STAKE, KubeError
-from pouw_operator.task_status import backoff, failure_of, generation_of, status_changes
-from pouw_operator.tasks import (
-    SLOW_RETRY_FACTOR,
-    Poller,
-    Tracked,
-    directory,
-    stage,
-    stop_poller,
-    tracked,
-    write,
-)
+from pouw_operator.directory import NodeEndpoint
+from pouw_operator.kube import STAKE
+from pouw_operator.task_status import failure_of, status_changes
 
-GROUP, VERSION = STAKE.api_version.split("/")
-RESOURCE = (GROUP, VERSION, STAKE.plural)
+RESOURCE = payments.resource(STAKE)
 KIND = STAKE.kind
-POLLER = "stake_ticket_poller"
 BOUGHT = "Bought"
 """True once the pod's node signed the purchase; False when it refused or there is no pod."""
 CONFIRMED = "Confirmed"
@@ -105,60 +93,14 @@ def bought(
     return fields, conditions
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-async def buy_ticket(
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    uid: str,
-    namespace: str | None,
-    patch: kopf.Patch,
-    retry: int,
-    **_: Any,
-) -> None:
-    """Buy the ticket through the pod's API, unless status shows it bought (or refused)."""
-    metrics = runtime.metrics()
-    with metrics.observe(KIND):
-        phase = status.get("phase")
-        if status.get("ticketId") or phase == "Failed":
-            metrics.set_phase(KIND, uid, str(phase or "Pending"))
-            return
-        generation = generation_of(meta)
-        interval = runtime.settings().poll_interval_s
-
-        def settle(phase: str, reason: str, message: str, signed: bool | None) -> None:
-            said = condition(
-                BOUGHT, "Unknown" if signed is None else signed, reason, message, generation
-            )
-            fields = {"phase": phase, "message": message}
-            stage(patch, status_changes(status, generation, fields, [said]))
-            metrics.set_phase(KIND, uid, phase)
-
-        nodes = directory()
-        node, replica = pod_of(spec)
-        try:
-            endpoint = await asyncio.to_thread(nodes.for_stake, namespace or "", node, replica)
-            client = await asyncio.to_thread(nodes.client, namespace or "", endpoint)
-            ticket = await asyncio.to_thread(_buy, client, spec, uid)
-        except NoNode as error:
-            settle("Pending", error.reason, error.message, False)
-            delay = backoff(retry, SLOW_RETRY_FACTOR * interval)
-            raise kopf.TemporaryError(f"{error.reason}: {error.message}", delay) from None
-        except KubeError as error:
-            delay = backoff(retry, interval)
-            raise kopf.TemporaryError(f"Kubernetes API: {error}", delay) from None
-        except ApiError as error:
-            failure = failure_of(error)
-            if failure.permanent:
-                settle("Failed", failure.reason, failure.message, False)
-                return
-            settle("Pending", failure.reason, failure.message, None)
-            delay = backoff(retry, interval)
-            raise kopf.TemporaryError(f"{failure.reason}: {failure.message}", delay) from None
-        fields, conditions = bought(endpoint, ticket, generation)
-        stage(patch, status_changes(status, generation, fields, conditions))
-        metrics.set_phase(KIND, uid, fields["phase"])
+async def buy_ticket(payment: payments.Payment, spec: Mapping[str, Any]) -> payments.Outcome:
+    """Buy the ticket through pod <node>-<replica> (no such PoUWNode: NoNode)."""
+    nodes, namespace = payments.directory(), payment.namespace
+    node, replica = pod_of(spec)
+    endpoint = await asyncio.to_thread(nodes.for_stake, namespace, node, replica)
+    client = await asyncio.to_thread(nodes.client, namespace, endpoint)
+    ticket = await asyncio.to_thread(_buy, client, spec, payment.uid)
+    return bought(endpoint, ticket, payment.generation)
 
 
 @kopf.on.event(*RESOURCE)
@@ -170,20 +112,9 @@ def forget_stake(event: Mapping[str, Any], uid: str, **_: Any) -> None:
 # -- following ------------------------------------------------------------------------------
 
 
-@kopf.index(*RESOURCE)
-def stake_index(
-    namespace: str | None,
-    name: str,
-    uid: str,
-    meta: kopf.Meta,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    **_: Any,
-) -> dict[str, Tracked] | None:
-    """The Stakes whose ticket is bought and not yet on chain: what the poller follows."""
-    if not status.get("ticketId") or status.get("phase") != "Pending":
-        return None
-    return tracked(namespace, name, uid, meta, spec, status)
+def _pending(status: Mapping[str, Any]) -> bool:
+    """Bought and not yet on chain: what the poller follows."""
+    return bool(status.get("ticketId")) and status.get("phase") == "Pending"
 
 
 def _economics(url: str) -> dict[str, Any]:
@@ -191,18 +122,18 @@ def _economics(url: str) -> dict[str, Any]:
         return client.economics()
 
 
-async def confirm_ticket(item: Tracked) -> None:
+async def confirm_ticket(item: payments.Tracked) -> None:
     """Active once the pod's node lists the ticket among its live ones."""
     status, generation = item.status, item.generation
     node, replica = pod_of(item.spec)
-    url = directory().for_pod(item.namespace, f"{node}-{replica}").url
+    url = payments.directory().for_pod(item.namespace, f"{node}-{replica}").url
     ticket_id = str(status["ticketId"])
     try:
         economics = await asyncio.to_thread(_economics, url)
     except ApiError as error:
         failure = failure_of(error)
         unknown = condition(CONFIRMED, "Unknown", failure.reason, failure.message, generation)
-        await write(STAKE, item, status_changes(status, generation, {}, [unknown]))
+        await payments.write(STAKE, item, status_changes(status, generation, {}, [unknown]))
         raise kopf.TemporaryError(f"{failure.reason}: {failure.message}") from None
     ticket = live_ticket(economics, ticket_id)
     if ticket is None:
@@ -214,17 +145,9 @@ async def confirm_ticket(item: Tracked) -> None:
         "lockedAmount": _amount(ticket.get("amount")) or status.get("lockedAmount"),
     }
     on_chain = condition(CONFIRMED, True, "OnChain", message, generation)
-    await write(STAKE, item, status_changes(status, generation, fields, [on_chain]))
+    await payments.write(STAKE, item, status_changes(status, generation, fields, [on_chain]))
     runtime.metrics().set_phase(KIND, item.uid, "Active")
 
 
-@kopf.on.startup()
-async def start_ticket_poller(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    index: kopf.Index[str, Tracked] = kwargs["stake_index"]  # kopf passes its indexes by name
-    poller = Poller(STAKE, confirm_ticket)
-    memo[POLLER] = asyncio.create_task(poller.run(index, logger), name=POLLER)
-
-
-@kopf.on.cleanup()
-async def stop_ticket_poller(memo: kopf.Memo, **_: Any) -> None:
-    await stop_poller(memo, POLLER)
+payments.pay_once(STAKE, BOUGHT, "ticketId", "Pending", buy_ticket)
+payments.follow(STAKE, "stake_index", "stake_ticket_poller", _pending, confirm_ticket)

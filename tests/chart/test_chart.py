@@ -445,9 +445,10 @@ def _is_kube(receiver: ast.expr) -> bool:
 def code_grants() -> frozenset[Grant]:
     """Every (group, resource, verb) the operator's handlers call the Kubernetes API with,
     found by reading operator/pouw_operator/*.py. A Kind passed in through a parameter (such
-    as tasks.write(kind, ...)) is followed to the callers of that function."""
+    as payments.write(kind, ...)) is followed to the callers of that function, called by its
+    name in its own module or as module.function elsewhere."""
     found: set[Grant] = set()
-    forwarded: list[tuple[str, int, tuple[str, ...], str | None]] = []
+    forwarded: list[tuple[str, str, int, tuple[str, ...], str | None]] = []
     calls: list[ast.Call] = []
     for source in sorted(OPERATOR_SOURCES.glob("*.py")):
         if source.name == "kube.py":  # the wrappers themselves; their callers count
@@ -476,16 +477,22 @@ def code_grants() -> frozenset[Grant]:
                     found |= _grants(kind, verbs, subresource)
                 elif isinstance(node.args[0], ast.Name) and node.args[0].id in parameters:
                     position = parameters.index(node.args[0].id)
-                    forwarded.append((function.name, position, verbs, subresource))
+                    forwarded.append((source.stem, function.name, position, verbs, subresource))
                 else:
                     raise AssertionError(
                         f"{source.name}:{node.lineno}: cannot tell the Kind of a kube call"
                     )
-    for name, position, verbs, subresource in forwarded:
+    for module, name, position, verbs, subresource in forwarded:
         for call in calls:
             callee = call.func
-            callee_name = callee.id if isinstance(callee, ast.Name) else None
-            if callee_name == name and len(call.args) > position:
+            by_name = isinstance(callee, ast.Name) and callee.id == name
+            by_module = (
+                isinstance(callee, ast.Attribute)
+                and callee.attr == name
+                and isinstance(callee.value, ast.Name)
+                and callee.value.id == module
+            )
+            if (by_name or by_module) and len(call.args) > position:
                 kind = _kind_constant(call.args[position])
                 assert kind is not None, f"{name}() called with a Kind not known here"
                 found |= _grants(kind, verbs, subresource)
@@ -527,13 +534,13 @@ def granted(role: Manifest) -> set[Grant]:
 
 
 def test_the_code_scan_finds_the_calls_it_must() -> None:
-    """Guards the scanner: it must see calls in nodes.py, directory.py and tasks.write."""
+    """Guards the scanner: it must see calls in nodes.py, directory.py and payments.write."""
     assert {
         Grant("", "secrets", "create"),
         Grant("apps", "statefulsets", "patch"),
         Grant("pouw.network", "pouwnodes", "list"),
         Grant("pouw.network", "pouwnodes/status", "patch"),
-        Grant("pouw.network", "stakes/status", "patch"),  # through tasks.write(STAKE, ...)
+        Grant("pouw.network", "stakes/status", "patch"),  # through payments.write(STAKE, ...)
     } <= code_grants()
 
 

@@ -40,6 +40,19 @@ def in_phase(
     return check
 
 
+def with_condition(
+    cluster: OperatorCluster, kind_plural: str, name: str, type_: str, **wanted: str
+) -> Callable[[], Body | None]:
+    """For cluster.wait_for: the condition of that type once it has the `wanted` fields
+    (reason="NodeUnreachable", status="False", ...)."""
+
+    def check() -> Body | None:
+        found = condition_of(status_of(cluster, kind_plural, name), type_)
+        return found if all(found.get(key) == value for key, value in wanted.items()) else None
+
+    return check
+
+
 def reconciles(cluster: OperatorCluster, kind: str, result: str) -> float:
     """pouw_operator_reconcile_total{kind, result}: ok, retry or error."""
     value = cluster.metrics.registry.get_sample_value(

@@ -3,8 +3,6 @@ FastAPI app over a scripted node, served by uvicorn on 127.0.0.1)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,27 +10,22 @@ import pytest
 from pouw.roles import NodeRole
 from pouw_operator.settings import OperatorSettings
 from pouw_operator.stakes import live_ticket, pod_of, request_id
-from tests.operator.harness import FAST_SETTINGS, OperatorCluster
-from tests.operator.node_api import TOKEN, ScriptedNode, served
-from tests.operator.observe import condition_of, in_phase, pouwnode, reconciles, resources
-
-Body = dict[str, Any]
-
-
-@pytest.fixture
-def node() -> ScriptedNode:
-    return ScriptedNode(balance=100.0)
-
-
-@pytest.fixture
-def node_url(node: ScriptedNode) -> Iterator[str]:
-    with served(node) as url:
-        yield url
+from tests.operator.harness import OperatorCluster
+from tests.operator.node_api import ScriptedNode
+from tests.operator.observe import (
+    Body,
+    condition_of,
+    in_phase,
+    pouwnode,
+    reconciles,
+    resources,
+    with_condition,
+)
 
 
 @pytest.fixture
-def operator_settings(node_url: str) -> OperatorSettings:
-    return replace(FAST_SETTINGS, node_url=node_url, api_token=TOKEN)
+def operator_settings(node_api_settings: OperatorSettings) -> OperatorSettings:
+    return node_api_settings
 
 
 def stake(name: str, node: str = "miners", amount: float = 25, **spec: Any) -> Body:
@@ -110,11 +103,7 @@ def test_a_stake_of_a_missing_node_waits_for_it(
 ) -> None:
     cluster = operator_cluster
     cluster.create("stakes", stake("early", node="later"))
-
-    def not_found() -> Body | None:
-        bought = condition_of(status_of(cluster, "early"), "Bought")
-        return bought if bought.get("reason") == "NodeNotFound" else None
-
+    not_found = with_condition(cluster, "stakes", "early", "Bought", reason="NodeNotFound")
     bought = cluster.wait_for(not_found, message="NodeNotFound")
     assert bought["status"] == "False" and "no PoUWNode later" in bought["message"]
     assert status_of(cluster, "early")["phase"] == "Pending"
@@ -132,11 +121,7 @@ def test_an_unreachable_node_leaves_the_stake_pending(
     cluster.create("pouwnodes", pouwnode("miners", "miner"))
     node.unavailable = True
     cluster.create("stakes", stake("patient"))
-
-    def failing() -> Body | None:
-        bought = condition_of(status_of(cluster, "patient"), "Bought")
-        return bought if bought.get("reason") == "NodeUnreachable" else None
-
+    failing = with_condition(cluster, "stakes", "patient", "Bought", reason="NodeUnreachable")
     assert cluster.wait_for(failing, message="NodeUnreachable")["status"] == "Unknown"
     cluster.wait_for(lambda: reconciles(cluster, "Stake", "retry") >= 2, message="retries")
     node.unavailable = False

@@ -3,41 +3,29 @@ FastAPI app over a scripted node, served by uvicorn on 127.0.0.1)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pouw_operator.settings import OperatorSettings
-from tests.operator.harness import FAST_SETTINGS, OperatorCluster, unused_local_url
-from tests.operator.node_api import TOKEN, ScriptedNode, progress, served
+from tests.operator.harness import OperatorCluster, unused_local_url
+from tests.operator.node_api import ScriptedNode, progress
 from tests.operator.observe import (
+    Body,
     condition_of,
     in_phase,
     pouwnode,
     reconciles,
     resources,
     status_of,
+    with_condition,
 )
 
-Body = dict[str, Any]
-
 
 @pytest.fixture
-def node() -> ScriptedNode:
-    return ScriptedNode(balance=100.0)
-
-
-@pytest.fixture
-def node_url(node: ScriptedNode) -> Iterator[str]:
-    with served(node) as url:
-        yield url
-
-
-@pytest.fixture
-def operator_settings(node_url: str) -> OperatorSettings:
-    return replace(FAST_SETTINGS, node_url=node_url, api_token=TOKEN)
+def operator_settings(node_api_settings: OperatorSettings) -> OperatorSettings:
+    return node_api_settings
 
 
 def mltask(name: str, **changes: Any) -> Body:
@@ -70,6 +58,18 @@ def reconciled(cluster: OperatorCluster, result: str) -> float:
 def held(cluster: OperatorCluster, phase_: str) -> float:
     """MLTasks in that phase, as the operator's gauge counts them."""
     return resources(cluster, "MLTask", phase_)
+
+
+def paid_and_training(cluster: OperatorCluster, node: ScriptedNode, name: str) -> str:
+    """MLTask `name` paid through a client PoUWNode, then training (one epoch, as the node
+    says and the status shows): its task id."""
+    cluster.create("pouwnodes", pouwnode("client"))
+    cluster.create("mltasks", mltask(name))
+    cluster.wait_for(phase(cluster, name, "Submitted"), message="Submitted")
+    [task_id] = node.payments
+    node.advance(task_id, "training", progress=progress((1, 0.9, 0.5)))
+    cluster.wait_for(phase(cluster, name, "Training"), message="Training")
+    return task_id
 
 
 def test_a_task_is_paid_once_and_followed_to_completed(
@@ -188,11 +188,7 @@ def test_an_unreachable_node_is_a_condition_and_a_backoff_not_a_crash_loop(
     cluster.restart_operator(node_url=unused_local_url())
     cluster.create("pouwnodes", pouwnode("client"))
     cluster.create("mltasks", mltask("iris"))
-
-    def unreachable() -> Body | None:
-        submitted = condition_of(task_status(cluster, "iris"), "Submitted")
-        return submitted if submitted.get("reason") == "NodeUnreachable" else None
-
+    unreachable = with_condition(cluster, "mltasks", "iris", "Submitted", reason="NodeUnreachable")
     submitted = cluster.wait_for(unreachable, message="NodeUnreachable")
     assert submitted["status"] == "Unknown" and "Connection refused" in submitted["message"]
     assert task_status(cluster, "iris")["phase"] == "Pending"
@@ -208,18 +204,9 @@ def test_a_poll_that_fails_keeps_the_phase_and_says_why(
     operator_cluster: OperatorCluster, node: ScriptedNode
 ) -> None:
     cluster = operator_cluster
-    cluster.create("pouwnodes", pouwnode("client"))
-    cluster.create("mltasks", mltask("iris"))
-    cluster.wait_for(phase(cluster, "iris", "Submitted"), message="Submitted")
-    [task_id] = node.payments
-    node.advance(task_id, "training", progress=progress((1, 0.9, 0.5)))
-    cluster.wait_for(phase(cluster, "iris", "Training"), message="Training")
+    task_id = paid_and_training(cluster, node, "iris")
     node.unavailable = True
-
-    def out_of_sync() -> Body | None:
-        synced = condition_of(task_status(cluster, "iris"), "Synced")
-        return synced if synced.get("status") == "False" else None
-
+    out_of_sync = with_condition(cluster, "mltasks", "iris", "Synced", status="False")
     synced = cluster.wait_for(out_of_sync, message="Synced False")
     assert synced["reason"] == "NodeUnreachable" and "503" in synced["message"]
     assert task_status(cluster, "iris")["phase"] == "Training"
@@ -236,12 +223,7 @@ def test_a_task_deleted_mid_training_is_no_longer_polled(
     operator_cluster: OperatorCluster, node: ScriptedNode
 ) -> None:
     cluster = operator_cluster
-    cluster.create("pouwnodes", pouwnode("client"))
-    cluster.create("mltasks", mltask("gone"))
-    cluster.wait_for(phase(cluster, "gone", "Submitted"), message="Submitted")
-    [first] = node.payments
-    node.advance(first, "training", progress=progress((1, 0.9, 0.5)))
-    cluster.wait_for(phase(cluster, "gone", "Training"), message="Training")
+    first = paid_and_training(cluster, node, "gone")
 
     cluster.delete("mltasks", "gone")
     cluster.wait_until_gone("mltasks", "gone")
