@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pouw.blockchain.state import Ticket
-from pouw.economics.reputation import Reputation
+from pouw.economics.reputation import MAX_SCORED, Reputation
 from pouw.economics.rewards import split_escrow
 from pouw.economics.selection import draw
 from pouw.roles import NodeRole
@@ -72,3 +72,16 @@ def test_reputation_moves_with_contributions() -> None:
     reputation.rejected("y")
     assert reputation.score("x") > 0.85
     assert reputation.score("y") < 0.5
+
+
+def test_reputation_forgets_the_least_recently_scored_beyond_its_bound() -> None:
+    reputation = Reputation()
+    reputation.rejected("regular")
+    for number in range(MAX_SCORED + 10):
+        reputation.rejected(f"stranger-{number}")
+        if number % 1000 == 0:
+            reputation.rejected("regular")
+    assert len(reputation.scores()) == MAX_SCORED
+    assert reputation.score("stranger-0") == 0.5, "forgotten: a stranger again"
+    assert reputation.score(f"stranger-{MAX_SCORED + 9}") < 0.5
+    assert reputation.score("regular") < 0.1, "scored often, kept"

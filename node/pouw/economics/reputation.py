@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cachetools import LRUCache
+
+MAX_SCORED = 10_000
+"""Nodes scored at most: the least recently scored is forgotten first (a stranger again), so
+blocks signed by ever new keys cannot grow the table without bound."""
+
 
 @dataclass
 class Record:
@@ -18,7 +24,7 @@ class Record:
 
 @dataclass
 class Reputation:
-    records: dict[str, Record] = field(default_factory=dict)
+    records: LRUCache[str, Record] = field(default_factory=lambda: LRUCache(MAX_SCORED))
 
     def valid(self, address: str) -> None:
         self.records.setdefault(address, Record()).valid += 1

@@ -15,10 +15,12 @@ import json
 import logging
 import math
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from cachetools import FIFOCache
 
 from pouw.blockchain.block import Block, decode_block, encode_block
 from pouw.blockchain.chain import AddStatus, Chain, ChainUpdate
@@ -160,19 +162,19 @@ class PoUWNode:
         self._evaluations: set[bytes] = set()
         self._first_final_model: dict[bytes, float] = {}
         self._assignments: dict[tuple[bytes, bytes], TaskAssignment] = {}
-        self._items: dict[ItemKind, OrderedDict[bytes, bytes]] = {
-            kind: OrderedDict() for kind in ItemKind
+        self._items: dict[ItemKind, FIFOCache[bytes, bytes]] = {
+            kind: FIFOCache(RECENT_ITEMS) for kind in ItemKind
         }
-        self._verdicts: dict[bytes, BlockVerdict] = {}
+        self._verdicts: FIFOCache[bytes, BlockVerdict] = FIFOCache(RECENT_ITEMS)
         self.attacks_detected: Counter[str] = Counter()
         self.screens: dict[bytes, TaskScreen | None] = {}
         """Per task: how this node screens its miners' updates (None: it does not)."""
         self._inboxes: dict[bytes, PeerUpdates] = {}
-        self._fake_work: OrderedDict[bytes, InvalidBlock] = OrderedDict()
+        self._fake_work: FIFOCache[bytes, InvalidBlock] = FIFOCache(RECENT_ITEMS)
         """Blocks whose re-execution failed: always invalid, never re-run."""
-        self._awaiting_evidence: OrderedDict[bytes, tuple[Block, str]] = OrderedDict()
+        self._awaiting_evidence: FIFOCache[bytes, tuple[Block, str]] = FIFOCache(AWAITED_EVIDENCE)
         self._reported: set[bytes] = set()
-        self._records: OrderedDict[bytes, IterationRecord] = OrderedDict()
+        self._records: FIFOCache[bytes, IterationRecord] = FIFOCache(RECENT_ITEMS)
         self._unsent_iterations: list[IterationRecord] = []
         self._requests_path = config.data_dir / "requests.json"
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pouw-check")
@@ -716,8 +718,6 @@ class PoUWNode:
         """Recent IT_RES by message hash: the evidence a verifier attaches to a slash."""
         message_id = sha256(record.message)
         self._records[message_id] = record
-        while len(self._records) > RECENT_ITEMS:
-            self._records.popitem(last=False)
         awaited = self._awaiting_evidence.pop(message_id, None)
         if awaited is not None:
             self._slash(*awaited)
@@ -834,8 +834,6 @@ class PoUWNode:
         record = self._records.get(message_id)
         if record is None:
             self._awaiting_evidence[message_id] = (block, reason)
-            while len(self._awaiting_evidence) > AWAITED_EVIDENCE:
-                self._awaiting_evidence.popitem(last=False)
             return
         miner = address_of(block.header.miner)
         tickets = [
@@ -953,10 +951,7 @@ class PoUWNode:
     def _remember(self, kind: ItemKind, item_id: bytes, payload: bytes) -> None:
         if kind == ItemKind.BLOCK:
             return  # the chain store has them
-        items = self._items[kind]
-        items[item_id] = payload
-        while len(items) > RECENT_ITEMS:
-            items.popitem(last=False)
+        self._items[kind][item_id] = payload
 
     async def on_item(
         self, kind: ItemKind, item_id: bytes, payload: bytes, peer: str
@@ -1029,8 +1024,6 @@ class PoUWNode:
             self._announce(ItemKind.VERDICT, verdict.item_id(), encode_item(verdict))
             if error.reason in FAKE_WORK_REASONS:
                 self._fake_work[block.hash()] = error
-                while len(self._fake_work) > RECENT_ITEMS:
-                    self._fake_work.popitem(last=False)
                 self._count_attack("fake_work")
                 self._slash(block, error.reason)
         return _rejected(error.reason)
@@ -1065,8 +1058,10 @@ class PoUWNode:
             message = decode_iteration_message(record.message)
             if message.miner != batch.miner:
                 return _rejected("foreign_iteration")
-            self.tasks.record_iteration(message)
             self._keep_record(record)
+            if message.task_id not in self.chain.state.tasks:
+                continue  # relayed, but no progress is kept for a task not (yet) on chain
+            self.tasks.record_iteration(message)
             self._take_update(message, record.update)
             if self.role == NodeRole.SUPERVISOR:
                 self._journal(message.task_id, encode_item(record))

@@ -1,0 +1,59 @@
+"""What a peer can make a node remember is bounded: iterations for a task that is not on chain
+are relayed but leave no progress and no journal behind."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pouw.crypto import KeyPair, sha256
+from pouw.mining.messages import IterationMessage
+from pouw.network.messages import ItemKind, Verdict
+from pouw.node import NodeConfig, PoUWNode
+from pouw.node.items import IterationBatch, IterationRecord, encode_item, sign_batch
+from pouw.roles import NodeRole
+
+
+def _batch(key: KeyPair, task_id: bytes) -> IterationBatch:
+    message = IterationMessage(
+        task_id=task_id,
+        miner=key.public_key,
+        worker_index=0,
+        workers=1,
+        epoch=0,
+        iteration=1,
+        batch_hash=sha256(b"batch"),
+        loss=0.69,
+        correct=40,
+        samples=64,
+        start_sample=bytes(64),
+        grad_sample=bytes(64),
+        applied_updates_hash=sha256(b""),
+        previous_commitment=sha256(b"previous"),
+        peer_message_ids=(),
+    ).encode()
+    record = IterationRecord(message, b"", key.sign(b"unchecked by the relay"))
+    return sign_batch(key, IterationBatch(key.public_key, (record,)))
+
+
+def test_iterations_for_a_task_not_on_chain_leave_nothing_behind(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        config = NodeConfig(
+            node_id="supervisor", role=NodeRole.SUPERVISOR, port=0, data_dir=tmp_path
+        )
+        node = PoUWNode("supervisor", NodeRole.SUPERVISOR, config=config)
+        await node.start()
+        try:
+            unknown = {sha256(b"no such task %d" % number) for number in range(20)}
+            for task_id in unknown:
+                batch = _batch(KeyPair.generate(), task_id)
+                result = await node.on_item(
+                    ItemKind.ITERATION, batch.item_id(), encode_item(batch), "peer"
+                )
+                assert result.verdict == Verdict.ACCEPTED  # relayed: the relay may be behind
+            assert unknown.isdisjoint(node.tasks.progress)
+            assert not (tmp_path / "iterations").exists()
+        finally:
+            await node.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
