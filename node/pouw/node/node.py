@@ -77,6 +77,7 @@ from pouw.node.items import (
     sign_final_model,
     sign_verdict,
 )
+from pouw.node.mempool_journal import MempoolJournal
 from pouw.node.screening import MIN_SCREENED, ScreenedRound, TaskScreen
 from pouw.node.sync import block_locator, blocks_after
 from pouw.node.tasks import TaskBook
@@ -91,6 +92,7 @@ DEFAULT_FEE = 0.01
 EVALUATION_GRACE_S = 60.0
 """How long an evaluator waits for missing final models after the first one arrives."""
 RECENT_ITEMS = 4096
+MEMPOOL_JOURNAL = "mempool.journal"
 ITERATION_BATCH_MAX = 1024
 ITERATION_FLUSH_S = 0.5
 REBROADCAST_EVERY_S = 3
@@ -145,6 +147,9 @@ class PoUWNode:
         self.reputation = Reputation()
         self.tasks = TaskBook(config.data_dir / "models")
         self.mempool = Mempool()
+        self._mempool_journal = MempoolJournal(
+            config.data_dir / MEMPOOL_JOURNAL, 2 * self.mempool.max_transactions
+        )
         self.is_running = False
         self.blocks_mined = 0
         self.rewards_earned = 0
@@ -176,7 +181,6 @@ class PoUWNode:
         self._reported: set[bytes] = set()
         self._records: FIFOCache[bytes, IterationRecord] = FIFOCache(RECENT_ITEMS)
         self._unsent_iterations: list[IterationRecord] = []
-        self._requests_path = config.data_dir / "requests.json"
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pouw-check")
         self._background: set[asyncio.Task[Any]] = set()
         self.verifier = BlockVerifier(self.params, self._open_task_spec)
@@ -193,6 +197,10 @@ class PoUWNode:
     def network(self) -> Network | None:
         return self._network
 
+    @property
+    def _requests_path(self) -> Path:
+        return self.config.data_dir / "requests.json"
+
     async def start(self) -> None:
         if self.is_running:
             return
@@ -202,6 +210,7 @@ class PoUWNode:
         self._chain = Chain(ChainStore(self.config.data_dir), self.params)
         self._chain.seal_rules = (self.verifier,)
         self._recount()
+        self._restore_mempool()
         self._network = Network(
             self.key,
             self,
@@ -231,6 +240,7 @@ class PoUWNode:
         if self._network is not None:
             await self._network.stop()
         self._executor.shutdown(wait=True)
+        self._mempool_journal.close()
         self.chain.store.close()
 
     async def start_mining(self) -> None:
@@ -402,10 +412,40 @@ class PoUWNode:
             fee=coins(fee),
             chain_id=self.params.chain_id,
         )
-        self.mempool.add(tx, state)
-        self._announce(ItemKind.TX, tx.txid(), encode_transaction(tx))
+        encoded = encode_transaction(tx)
+        self._admit(tx, encoded)
+        self._announce(ItemKind.TX, tx.txid(), encoded)
         self._refresh_template()
         return tx
+
+    def _admit(self, tx: Transaction, encoded: bytes) -> None:
+        """Into the mempool (or InvalidTransaction), and into its journal."""
+        self.mempool.add(tx, self.chain.state, len(encoded))
+        journal = self._mempool_journal
+        if journal.full:
+            self._rewrite_mempool_journal()  # the mempool holds this one already
+        else:
+            journal.append(encoded)
+
+    def _restore_mempool(self) -> None:
+        """Re-admit the journaled transactions that still apply; the journal keeps only those."""
+        for encoded in self._mempool_journal.replay():
+            with contextlib.suppress(MalformedData, InvalidTransaction):
+                tx = decode_transaction(encoded)
+                self.mempool.add(tx, self.chain.state, len(encoded))
+                self._note_payment(tx)
+        self._rewrite_mempool_journal()
+        if len(self.mempool):
+            log.info("%d pending transactions restored from the journal", len(self.mempool))
+
+    def _rewrite_mempool_journal(self) -> None:
+        pending = sorted(self.mempool.transactions(), key=lambda tx: (tx.sender, tx.nonce))
+        self._mempool_journal.rewrite(encode_transaction(tx) for tx in pending)
+
+    def _note_payment(self, tx: Transaction) -> None:
+        """A task payment waiting in the mempool shows as a pending task."""
+        if isinstance(tx.payload, PayForTask):
+            self.tasks.pending[tx.txid()] = (tx.sender_address, tx.payload.reward / COIN)
 
     # -- seed API: status ----------------------------------------------------------------------
 
@@ -584,7 +624,9 @@ class PoUWNode:
             for added in update.connected:
                 self._tally(added, +1)
             self.mempool.remove_confirmed(update.connected, state)
-            self.mempool.readmit(update.disconnected, state)
+            if update.disconnected:
+                self.mempool.readmit(update.disconnected, state)
+                self._rewrite_mempool_journal()
             self.metrics.chain_height.set(self.chain.height)
             self.metrics.blocks_accepted.inc(len(update.connected))
             self._refresh()
@@ -1035,13 +1077,12 @@ class PoUWNode:
         if item_id in self.mempool:
             return ItemResult(Verdict.KNOWN)
         try:
-            self.mempool.add(tx, self.chain.state)
+            self._admit(tx, payload)
         except InvalidTransaction as error:
             if error.reason in NOT_THE_SENDERS_FAULT:
                 return ItemResult(Verdict.KNOWN)
             return _rejected(error.reason)
-        if isinstance(tx.payload, PayForTask):
-            self.tasks.pending[item_id] = (tx.sender_address, tx.payload.reward / COIN)
+        self._note_payment(tx)
         self._remember(ItemKind.TX, item_id, payload)
         self._refresh_template_soon()
         return ItemResult(Verdict.ACCEPTED)
