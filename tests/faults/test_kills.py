@@ -4,12 +4,15 @@ A six-node devnet (supervisor, verifier, evaluator, two miners, client) trains t
 task while a seeded plan SIGKILLs miners, the supervisor and the verifier, a dozen times at
 random moments, each restarted at once on its data dir. Never both miners are down at once
 (a miner waits for the other to answer again before it is killed). The evaluator and the
-client are spared: they are the task's owner and judge, and their in-flight state (final
-models received, the payment's request id) is what the devnet reads the outcome from.
+client are spared here: they are the task's judge and owner, whose API the outcome is read
+from (the evaluator's own restart is the second test).
 
 Afterwards: every killed store passed `pouw chain verify` right after its kill, before the
 restart touched it; the task completes above its accuracy bar; every node reaches one tip;
 and every data dir verifies after a clean stop.
+
+A second run kills the evaluator the moment it has stored a miner's final model, before it can
+rank them: restarted, it finds the models in its data dir and closes the task.
 """
 
 from __future__ import annotations
@@ -175,3 +178,34 @@ def test_a_devnet_survives_a_dozen_kill_9s_and_every_store_verifies(devnet: Devn
     network.stop()
     verdicts = verify_data_dirs(network.root, network.processes)
     assert all(verdict.startswith("ok") for verdict in verdicts.values()), verdicts
+
+
+def test_an_evaluator_killed_holding_final_models_still_closes_the_task(tmp_path: Path) -> None:
+    network = Devnet(tmp_path, nodes=6, task=with_epochs(BUILTIN_TASKS["iris"], 300))
+    try:
+        network.start(lambda snapshot: None, timeout=120)
+        task_id = network.submit()
+        evaluator = network.processes["evaluator"]
+        stored = evaluator.data_dir / "models" / task_id
+
+        def holds_a_final_model() -> bool:
+            assert_alive(network)
+            return any(stored.glob("*.final"))
+
+        wait_until(holds_a_final_model, 150, "the evaluator to receive a final model")
+        kill = kill_and_restart(network, "evaluator", time.monotonic())
+        assert kill.verdict.startswith("chain OK"), kill
+        client = network.processes["client"].client
+
+        def task_done() -> bool:
+            assert_alive(network)
+            try:
+                return client.task(task_id)["phase"] in ("completed", "failed")
+            except (ApiError, OSError):
+                return False
+
+        wait_until(task_done, 150, "the task to close", partial(describe, network, [kill], task_id))
+        task = client.task(task_id)
+        assert task["phase"] == "completed", task
+    finally:
+        network.stop()

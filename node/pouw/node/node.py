@@ -224,6 +224,7 @@ class PoUWNode:
         )
         await self._network.start()
         self.is_running = True
+        self._restore_final_models()
         self._refresh()
         self._spawn(self._housekeeping())
         log.info("node %s (%s) up at height %d", self.node_id, self.role, self.chain.height)
@@ -791,6 +792,16 @@ class PoUWNode:
         self._take_final_model(final)
         self._announce(ItemKind.MODEL, final.item_id(), encode_item(final))
         self._refresh_job()
+
+    def _restore_final_models(self) -> None:
+        """Final models this node stored for tasks still open: an evaluator restarted before
+        its TASK_RESULT was mined evaluates them again instead of leaving the task open."""
+        for task_id, record in self.chain.state.tasks.items():
+            if record.status != "open":
+                continue
+            for final in self.tasks.stored_models(task_id):
+                if has_valid_signature(final, final.miner):
+                    self._take_final_model(final)
 
     def _take_final_model(self, final: FinalModel) -> None:
         self.tasks.store_model(final)

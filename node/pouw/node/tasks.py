@@ -1,5 +1,7 @@
 """What a node knows of each task beyond the chain: miners' progress (from their gossiped
-iteration messages), final models (kept on disk as safetensors), and blocks mined with it."""
+iteration messages), final models (kept on disk as safetensors, each with its signed
+FinalModel item beside it, so that an evaluator restarted before its TASK_RESULT is mined still
+has them), and blocks mined with it."""
 
 from __future__ import annotations
 
@@ -7,13 +9,19 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
+from pouw.blockchain.errors import MalformedData
 from pouw.blockchain.state import TaskRecord
 from pouw.blockchain.transactions import COIN
 from pouw.crypto import address_of
 from pouw.economics.selection import TaskAssignment
 from pouw.mining.messages import IterationMessage
-from pouw.node.items import FinalModel
+from pouw.node.items import FinalModel, decode_item, encode_item
 from pouw.node.views import MinerProgress, TaskPhase, TaskView
+
+FINAL_MODEL_ITEM = ".final"
+"""Suffix of a stored FinalModel item, its model bytes left out (they are the .safetensors)."""
 
 
 @dataclass
@@ -61,11 +69,25 @@ class TaskBook:
         progress.miners.setdefault(miner, _MinerState()).finished = True
         path = self.model_path(model.task_id, model.model_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(model.model)
-        temporary.replace(path)
+        _write_atomically(path, model.model)
+        # After the model: an item on disk means its model is there too.
+        item = msgspec.structs.replace(model, model=b"")
+        _write_atomically(path.with_suffix(FINAL_MODEL_ITEM), encode_item(item))
+
+    def stored_models(self, task_id: bytes) -> list[FinalModel]:
+        """The final models of `task_id` stored here, as received (signatures unchecked)."""
+        models = []
+        for item_path in sorted((self.models_dir / task_id.hex()).glob(f"*{FINAL_MODEL_ITEM}")):
+            try:
+                item = decode_item(FinalModel, item_path.read_bytes())
+                model = item_path.with_suffix(".safetensors").read_bytes()
+            except (OSError, MalformedData):
+                continue
+            models.append(msgspec.structs.replace(item, model=model))
+        return models
 
     def model_path(self, task_id: bytes, model_hash: bytes) -> Path:
+        """Where the model is kept as safetensors."""
         return self.models_dir / task_id.hex() / f"{model_hash.hex()}.safetensors"
 
     def model_bytes(self, task_id: bytes, model_hash: bytes) -> bytes | None:
@@ -131,3 +153,9 @@ class TaskBook:
             message=message,
             ranking=ranked,
         )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
