@@ -17,7 +17,6 @@ which gives the supervisors of a namespace without listing them from the API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -322,11 +321,7 @@ async def start_status_poller(memo: kopf.Memo, logger: kopf.Logger, **kwargs: An
 
 @kopf.on.cleanup()
 async def stop_status_poller(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get(POLLER)
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await runtime.stop_background(memo, POLLER)
 
 
 def _index(kwargs: Mapping[str, Any]) -> NodeIndex:

@@ -15,7 +15,6 @@ settles it. A handler module says what differs, and these register its kopf hand
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -295,8 +294,4 @@ def follow(
 
     @kopf.on.cleanup(id=f"stop_{poller_name}")
     async def stop_poller(memo: kopf.Memo, **_: Any) -> None:
-        task = memo.get(poller_name)
-        if isinstance(task, asyncio.Task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await runtime.stop_background(memo, poller_name)

@@ -9,8 +9,10 @@ not to code that runs outside a handler, such as the harness or `main()`.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 
 from kubernetes import client, config
@@ -74,3 +76,13 @@ def api_client() -> client.ApiClient:
         if _state.client is None:
             _state.client = _state.factory()
         return _state.client
+
+
+async def stop_background(memo: MutableMapping[str, object], name: str) -> None:
+    """Cancel the background task a startup handler left in kopf's memo under `name`, and
+    wait for it to end."""
+    task = memo.get(name)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -100,6 +100,14 @@ def assert_alive(network: Devnet) -> None:
             raise AssertionError(f"{node_id} exited with {code}:\n" + "\n".join(tail))
 
 
+def task_closed(network: Devnet, task_id: str) -> bool:
+    assert_alive(network)
+    try:
+        return network.processes["client"].client.task(task_id)["phase"] in ("completed", "failed")
+    except (ApiError, OSError):
+        return False
+
+
 def kill_and_restart(network: Devnet, victim: str, started: float) -> Kill:
     node = network.processes[victim]
     os.kill(node.process.pid, signal.SIGKILL)
@@ -155,15 +163,8 @@ def test_a_devnet_survives_a_dozen_kill_9s_and_every_store_verifies(devnet: Devn
     bad = [kill for kill in kills if not kill.verdict.startswith("chain OK")]
     assert bad == [], bad
 
-    def task_done() -> bool:
-        assert_alive(network)
-        try:
-            return client.task(task_id)["phase"] in ("completed", "failed")
-        except (ApiError, OSError):
-            return False
-
     explain = partial(describe, network, kills, task_id)
-    wait_until(task_done, 150, "the task to finish", explain)
+    wait_until(partial(task_closed, network, task_id), 150, "the task to finish", explain)
     task = client.task(task_id)
     assert task["phase"] == "completed", task
     assert task["test_accuracy"] >= network.task.min_accuracy, task
@@ -195,17 +196,9 @@ def test_an_evaluator_killed_holding_final_models_still_closes_the_task(tmp_path
         wait_until(holds_a_final_model, 150, "the evaluator to receive a final model")
         kill = kill_and_restart(network, "evaluator", time.monotonic())
         assert kill.verdict.startswith("chain OK"), kill
-        client = network.processes["client"].client
-
-        def task_done() -> bool:
-            assert_alive(network)
-            try:
-                return client.task(task_id)["phase"] in ("completed", "failed")
-            except (ApiError, OSError):
-                return False
-
-        wait_until(task_done, 150, "the task to close", partial(describe, network, [kill], task_id))
-        task = client.task(task_id)
+        explain = partial(describe, network, [kill], task_id)
+        wait_until(partial(task_closed, network, task_id), 150, "the task to close", explain)
+        task = network.processes["client"].client.task(task_id)
         assert task["phase"] == "completed", task
     finally:
         network.stop()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from tests.support.nodes import local_node
+
 from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
-from pouw.node import NodeConfig, PoUWNode
 from pouw.node.mempool_journal import MempoolJournal
 from pouw.node.node import MEMPOOL_JOURNAL
 from pouw.roles import NodeRole
@@ -30,14 +31,9 @@ def test_replay_gives_the_records_in_order_and_leaves_out_a_torn_one(tmp_path: P
     assert not (tmp_path / "journal.tmp").exists()
 
 
-def _node(data_dir: Path) -> PoUWNode:
-    config = NodeConfig(node_id="client", role=NodeRole.PEER, port=0, data_dir=data_dir)
-    return PoUWNode("client", NodeRole.PEER, config=config)
-
-
 def test_a_paid_task_and_a_ticket_wait_in_the_mempool_across_a_restart(tmp_path: Path) -> None:
     async def scenario() -> None:
-        node = _node(tmp_path)
+        node = local_node(tmp_path)
         await node.start()
         try:
             ticket = node.stake(5.0, NodeRole.MINER)
@@ -46,7 +42,7 @@ def test_a_paid_task_and_a_ticket_wait_in_the_mempool_across_a_restart(tmp_path:
             await node.stop()
         with (tmp_path / MEMPOOL_JOURNAL).open("ab") as file:
             file.write((3).to_bytes(4, "big") + b"bad")  # a record no decoder takes
-        restarted = _node(tmp_path)
+        restarted = local_node(tmp_path)
         await restarted.start()
         try:
             assert len(restarted.mempool) == 2

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from tests.support.nodes import local_node
+
 from pouw.crypto import KeyPair, sha256
 from pouw.mining.messages import IterationMessage
 from pouw.network.messages import ItemKind, Verdict
-from pouw.node import NodeConfig, PoUWNode
 from pouw.node.items import IterationBatch, IterationRecord, encode_item, sign_batch
 from pouw.roles import NodeRole
 
@@ -38,10 +39,7 @@ def _batch(key: KeyPair, task_id: bytes) -> IterationBatch:
 
 def test_iterations_for_a_task_not_on_chain_leave_nothing_behind(tmp_path: Path) -> None:
     async def scenario() -> None:
-        config = NodeConfig(
-            node_id="supervisor", role=NodeRole.SUPERVISOR, port=0, data_dir=tmp_path
-        )
-        node = PoUWNode("supervisor", NodeRole.SUPERVISOR, config=config)
+        node = local_node(tmp_path, "supervisor", NodeRole.SUPERVISOR)
         await node.start()
         try:
             unknown = {sha256(b"no such task %d" % number) for number in range(20)}

@@ -6,21 +6,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from tests.support.nodes import local_node
+
 from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
-from pouw.node import NodeConfig, PoUWNode
 from pouw.roles import NodeRole
 
 SPEC = TaskSpec(model=ModelSpec(layers=(4, 8, 3)), dataset=DatasetSpec(name="iris"), epochs=2)
 
 
-def _node(data_dir: Path) -> PoUWNode:
-    config = NodeConfig(node_id="client", role=NodeRole.PEER, port=0, data_dir=data_dir)
-    return PoUWNode("client", NodeRole.PEER, config=config)
-
-
 def test_a_repeated_request_id_pays_and_buys_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        node = _node(tmp_path / "client")
+        node = local_node(tmp_path / "client")
         await node.start()
         try:
             ticket = node.stake(5.0, NodeRole.MINER, request_id="stake-1")
@@ -33,7 +29,7 @@ def test_a_repeated_request_id_pays_and_buys_once(tmp_path: Path) -> None:
             assert other.ticket_id != ticket.ticket_id and len(node.mempool) == 3
         finally:
             await node.stop()
-        restarted = _node(tmp_path / "client")
+        restarted = local_node(tmp_path / "client")
         await restarted.start()
         try:
             again = restarted.stake(5.0, NodeRole.MINER, request_id="stake-1")

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from tests.support.nodes import local_node
 
 from pouw.blockchain.errors import InvalidTransaction
 from pouw.blockchain.params import devnet_key
@@ -21,20 +22,14 @@ from pouw.blockchain.transactions import (
 )
 from pouw.crypto import sha256
 from pouw.network.messages import ItemKind, ItemResult, Verdict
-from pouw.node import NodeConfig, PoUWNode
 from pouw.roles import NodeRole
 
 SENDER = devnet_key("peer")  # funded by the devnet genesis
 
 
-def _node(data_dir: Path) -> PoUWNode:
-    config = NodeConfig(node_id="client", role=NodeRole.PEER, port=0, data_dir=data_dir)
-    return PoUWNode("client", NodeRole.PEER, config=config)
-
-
 def test_a_transaction_no_block_could_hold_is_refused_and_not_relayed(tmp_path: Path) -> None:
     async def scenario() -> None:
-        node = _node(tmp_path / "client")
+        node = local_node(tmp_path / "client")
         await node.start()
         try:
             with pytest.raises(InvalidTransaction) as refused:
