@@ -163,6 +163,7 @@ def bench(name: str, as_json: bool) -> None:
         from pouw.bench import attacks
 
         result = attacks.run(report)
+        stderr.print(attacks.results_table(result))
     elif name == "ledger":
         from pouw.bench import ledger
 

@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 import torch
+from rich.console import Console
 
 from pouw.security.attacks import (
     ATTACKS,
@@ -145,3 +146,9 @@ def test_the_attacks_bench_reports_every_attack() -> None:
     assert result["fake_work_blocks"]["forged"] == 4
     assert result["attacks"]["scale"]["detection_rate"] == 1.0
     assert any(line.startswith("honest:") for line in lines)
+    console = Console(record=True, width=120)
+    console.print(bench.results_table(result))
+    rows = console.export_text().splitlines()
+    for kind in ATTACKS:
+        row = next(line for line in rows if line.startswith(f"│ {kind} "))
+        assert f"{result['attacks'][kind]['byzantine_accuracy']:.4f}" in row
