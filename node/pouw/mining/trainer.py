@@ -100,6 +100,10 @@ class TaskTrainer:
             self._epoch_data = _EpochData.build(self, self.epoch)
         return self._epoch_data
 
+    def resume(self, epoch: int, iteration: int, commitment: bytes) -> None:
+        """Continue from a saved position (`pouw.mining.checkpoint`)."""
+        self.epoch, self.iteration, self.commitment = epoch, iteration, commitment
+
     def advance(self, commitment: bytes) -> None:
         self.commitment = commitment
         self.iteration += 1

@@ -49,6 +49,7 @@ from pouw.config import NodeConfig
 from pouw.crypto import HASH_SIZE, KeyPair, address_of, sha256
 from pouw.economics.reputation import Reputation
 from pouw.economics.selection import TaskAssignment, assign
+from pouw.mining.checkpoint import TrainerCheckpoints
 from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.miner import Miner, MiningStats, PublishedIteration
 from pouw.mining.peers import PeerUpdates
@@ -278,9 +279,17 @@ class PoUWNode:
             on_finished=lambda done: self._on_loop(self._finished_training, done),
             on_progress=self._training_progress,
             on_failed=lambda job, why: self._on_loop(self._training_failed, job, why),
+            checkpoints=self._trainer_checkpoints(),
         )
         self._refresh_job()
         self._worker.start()
+
+    def _trainer_checkpoints(self) -> TrainerCheckpoints:
+        """This node's saved trainers, less those of tasks no longer open."""
+        checkpoints = TrainerCheckpoints(self.config.data_dir / "trainers")
+        tasks = self.chain.state.tasks
+        checkpoints.keep_only(t for t, record in tasks.items() if record.status == "open")
+        return checkpoints
 
     async def stop_mining(self) -> None:
         worker, self._worker = self._worker, None

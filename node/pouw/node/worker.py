@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pouw.blockchain.task_spec import TaskSpec
+from pouw.mining.checkpoint import TrainerCheckpoints
 from pouw.mining.miner import Miner, MiningStats, TrainingDiverged
 from pouw.mining.peers import PeerUpdates
 from pouw.mining.trainer import TaskTrainer
@@ -48,6 +49,7 @@ class MiningWorker:
         on_finished: Callable[[FinishedTraining], None],
         on_progress: Callable[[Job, TaskTrainer, MiningStats], None],
         on_failed: Callable[[Job, str], None],
+        checkpoints: TrainerCheckpoints | None = None,
     ) -> None:
         self.miner = miner
         self.miner_key = miner_key
@@ -55,6 +57,8 @@ class MiningWorker:
         self.on_finished = on_finished
         self.on_progress = on_progress
         self.on_failed = on_failed
+        self.checkpoints = checkpoints
+        """Where client tasks' trainers are saved, to resume after a restart (None: never)."""
         self.current: Job | None = None
         self._stopping = threading.Event()
         self._trainers: dict[bytes, TaskTrainer] = {}
@@ -94,6 +98,8 @@ class MiningWorker:
 
         def progress(stats: MiningStats) -> None:
             self.on_progress(job, trainer, stats)
+            if self.checkpoints is not None and job.client_task:
+                self.checkpoints.save_if_due(trainer)
             if self._stopping.is_set() or self.next_job() != job:
                 switch.set()
 
@@ -101,12 +107,17 @@ class MiningWorker:
             self.miner.train(trainer, stop=switch, progress=progress)
         except TrainingDiverged as error:
             log.warning("task %s diverged: %s", job.task_id.hex()[:16], error)
-            self._trainers.pop(job.task_id, None)
+            self._forget(job)
             self.on_failed(job, str(error))
             return
         if trainer.finished:
-            self._trainers.pop(job.task_id, None)
+            self._forget(job)
             self.on_finished(FinishedTraining(job, trainer))
+
+    def _forget(self, job: Job) -> None:
+        self._trainers.pop(job.task_id, None)
+        if self.checkpoints is not None:
+            self.checkpoints.discard(job.task_id)
 
     def _trainer_for(self, job: Job) -> TaskTrainer:
         trainer = self._trainers.get(job.task_id)
@@ -120,5 +131,16 @@ class MiningWorker:
                 workers=job.workers,
                 peers=job.peers,
             )
+            if (
+                self.checkpoints is not None
+                and job.client_task
+                and self.checkpoints.restore(trainer)
+            ):
+                log.info(
+                    "task %s: resumed at epoch %d, iteration %d",
+                    job.task_id.hex()[:16],
+                    trainer.epoch,
+                    trainer.iteration,
+                )
             self._trainers[job.task_id] = trainer
         return trainer
