@@ -72,6 +72,29 @@ def test_a_mesh_delivers_each_item_to_each_node_once() -> None:
     run(scenario)
 
 
+def test_a_relay_asks_for_no_more_than_it_can_import_and_loses_nothing() -> None:
+    """B's import queue holds 16 items; A announces 600 at once. B fetches what fits, defers
+    the rest and fetches them as imports finish: C gets all, and B drops none as overloaded."""
+
+    async def scenario() -> None:
+        async with Cluster() as cluster:
+            a, _, _ = await cluster.node("a", max_peers=1)
+            b, _, metrics_b = await cluster.node(
+                "b", [a], max_peers=2, settings=tuned(import_queue=16, rate_per_s=10_000.0)
+            )
+            _, sc, _ = await cluster.node("c", [b], max_peers=1)
+            await until(lambda: b.peer_count() == 2)
+            ids = []
+            for number in range(600):
+                item_id, payload = item(b"%d" % number * 40)
+                ids.append(item_id)
+                await a.publish(ItemKind.TX, item_id, payload)
+            await until(lambda: all(sc.received[i] == 1 for i in ids), timeout=20)
+            assert dropped(metrics_b, "overloaded") == 0
+
+    run(scenario)
+
+
 def test_small_items_asked_together_come_back_in_one_frame() -> None:
     async def scenario() -> None:
         async with Cluster() as cluster:

@@ -174,6 +174,9 @@ class NetworkCore:
     def _on_message(self, link: Link, body: Body) -> None:
         raise NotImplementedError
 
+    def _imported(self) -> None:
+        raise NotImplementedError
+
     def _start_sync(self, link: Link) -> None:
         raise NotImplementedError
 
@@ -378,6 +381,7 @@ class NetworkCore:
                 self._count_drop("handler_error")
                 if isinstance(job, Blocks):
                     self._end_sync(link)
+            self._imported()
             # A queue that is never empty never suspends get(): without this the worker would
             # keep the loop through a flood, and timers, pings and the miner's blocks would wait.
             await asyncio.sleep(0)

@@ -49,6 +49,8 @@ __all__ = ["Network", "NetworkHandler", "NetworkSettings", "PeerInfo"]
 
 PACK_BYTES = 256 * 1024
 """Items answering one getdata share a frame up to this size (one signature, not one each)."""
+FETCH_BATCH = 256
+"""Deferred announcements are fetched once this much of the import queue is free."""
 
 
 class Network(PeeringMixin, SyncMixin, NetworkCore):
@@ -179,7 +181,8 @@ class Network(PeeringMixin, SyncMixin, NetworkCore):
 
     def _on_inv(self, link: Link, inv: Inv) -> None:
         now = time.monotonic()
-        wanted = []
+        room = self._fetch_room()
+        wanted: list[bytes] = []
         for item_id in inv.ids:
             key = (inv.kind, item_id)
             link.known.add(key)
@@ -189,10 +192,37 @@ class Network(PeeringMixin, SyncMixin, NetworkCore):
             if self.handler.has_item(inv.kind, item_id):
                 self._relay.seen.add(key)
                 continue
-            if self._relay.should_fetch(key, link, now):
+            if inv.kind != ItemKind.BLOCK and len(wanted) >= room:
+                self._relay.defer(key, link)
+            elif self._relay.should_fetch(key, link, now):
                 wanted.append(item_id)
         if wanted:
             self._send(link, GetData(inv.kind, wanted))
+
+    def _fetch_room(self) -> int:
+        """Items the import queue can still take beyond those already asked for: asking for
+        more would only drop them on arrival. Blocks are always fetched."""
+        imports = self._imports
+        return imports.maxsize - imports.qsize() - len(self._relay.requests)
+
+    def _imported(self) -> None:
+        """An import finished: fetch deferred announcements once a batch of room is free
+        (one getdata for many items, not one each), or the queue has run dry."""
+        if not self._relay.deferred:
+            return
+        room = self._fetch_room()
+        if room < min(FETCH_BATCH, self._imports.maxsize) and not self._imports.empty():
+            return
+        now = time.monotonic()
+        wanted: dict[tuple[Link, ItemKind], list[bytes]] = {}
+        for key, link in self._relay.take_deferred(room):
+            if self.handler.has_item(*key):
+                self._relay.seen.add(key)
+            elif self._relay.should_fetch(key, link, now):
+                wanted.setdefault((link, key[0]), []).append(key[1])
+        for (link, kind), ids in wanted.items():
+            for start in range(0, len(ids), MAX_IDS):
+                self._send(link, GetData(kind, ids[start : start + MAX_IDS]))
 
     def _on_getdata(self, link: Link, request: GetData) -> None:
         """Answer with what we have: small items packed together, large ones alone."""

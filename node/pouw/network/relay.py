@@ -4,7 +4,8 @@ An item travels as `inv` (ids) -> `getdata` -> `data`. Each item is asked of one
 time; other peers that announce it meanwhile are remembered and asked in turn when the first
 does not answer in time or goes away. Everything here is bounded: the seen set by count, the
 payload cache by count and bytes, the requests by MAX_REQUESTS (an inv beyond it is ignored
-until requests drain; the item is fetched on a later announcement).
+until requests drain; the item is fetched on a later announcement), the announcements deferred
+while the node cannot take more (`defer`) by MAX_DEFERRED, oldest forgotten first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pouw.network.peers import BoundedSet, Link
 ItemKey = tuple[ItemKind, bytes]
 MAX_REQUESTS: Final = 65_536
 MAX_ANNOUNCERS: Final = 8
+MAX_DEFERRED: Final = 65_536
 
 
 @dataclass
@@ -37,6 +39,9 @@ class ItemRelay:
         self._cached_bytes = 0
         self.seen: BoundedSet[ItemKey] = BoundedSet(seen_items)
         self.requests: dict[ItemKey, Request] = {}
+        self.deferred: OrderedDict[ItemKey, Link] = OrderedDict()
+        """Announced items not fetched yet because the import queue had no room, oldest
+        first, each with the peer that announced it."""
 
     # -- what we serve -----------------------------------------------------------------------
 
@@ -82,6 +87,23 @@ class ItemRelay:
             return False
         del self.requests[key]
         return True
+
+    def defer(self, key: ItemKey, link: Link) -> None:
+        """`link` announced `key` while there was no room to take it: fetch it later."""
+        if key in self.seen or key in self.requests or key in self.deferred:
+            return
+        self.deferred[key] = link
+        while len(self.deferred) > MAX_DEFERRED:
+            self.deferred.popitem(last=False)
+
+    def take_deferred(self, count: int) -> list[tuple[ItemKey, Link]]:
+        """Up to `count` deferred announcements, oldest first, whose peer is still there."""
+        taken: list[tuple[ItemKey, Link]] = []
+        while self.deferred and len(taken) < count:
+            key, link = self.deferred.popitem(last=False)
+            if link.ready and key not in self.seen and key not in self.requests:
+                taken.append((key, link))
+        return taken
 
     def forget(self, key: ItemKey) -> None:
         """We could not take the item after all (overloaded): a later inv may fetch it."""
