@@ -147,3 +147,24 @@ def test_blocks_mined_while_applying_peers_updates_still_reexecute(tmp_path: Pat
     assert any(applied) or pytest.fail("no block recorded an applied update")
     for block in rig.blocks:
         rig.verifier.reexecute(block)
+
+
+def test_with_a_screen_nothing_is_applied_until_it_can_judge() -> None:
+    """Two updates give the screen no median to judge by: a boosted one would go into the
+    average unscreened. With a quorum of three the miner waits for the third."""
+    clock = Clock()
+    peers = PeerUpdates(
+        OWN, [OWN, PEER, ATTACKER], SIZE, "screened_mean", every_s=1.0, clock=clock, quorum=3,
+        screen=lambda senders, updates: [bool(u.norm() > 10 * TAU) for u in updates],
+    )  # fmt: skip
+    boosted = CompressedUpdate(
+        SIZE, 100 * TAU, torch.tensor([0, 1]), torch.tensor([1, 1], dtype=torch.int8)
+    )
+    peers.add(OWN, encoded([1, 1]))
+    peers.add(ATTACKER, boosted.to_bytes())
+    clock.now = 1.0
+    assert peers.take() is None, "itself and one peer: no quorum"
+    peers.add(PEER, encoded([-1, -1]))
+    applied = peers.take()
+    assert applied is not None and applied.miners == 2, "the boosted update screened out"
+    assert torch.allclose(applied.correction[:2], torch.full((2,), -TAU))  # mean 0, own TAU

@@ -67,7 +67,33 @@ def test_a_laggard_is_left_out_once_three_miners_are_far_ahead() -> None:
             judged += screen.add(miner, epoch, honest(10 * epoch + index))
     assert [j.round for j in judged] == [0]
     assert MINERS[3] not in judged[0].screened
-    assert screen.add(MINERS[3], 0, honest(99)) == [], "late for a judged round: ignored"
+    assert screen.add(MINERS[3], 0, honest(99)) == [], "still in round 0: not judged yet"
+
+
+def test_a_slow_attacker_is_judged_late_on_every_round() -> None:
+    """Its attack slows it down: three honest miners run LAGGARD_ROUNDS ahead, so each round
+    is judged without it; as it moves past each one, its sum is judged against that round's
+    median, and it is flagged and excluded all the same."""
+    screen = TaskScreen(MINERS, epochs=40)
+    judged = []
+    for epoch in range(8):
+        for index, miner in enumerate(MINERS[:3]):
+            judged += screen.add(miner, epoch, honest(100 * epoch + index))
+        if epoch >= LAGGARD_ROUNDS:
+            slow = epoch - LAGGARD_ROUNDS
+            judged += screen.add(MINERS[3], slow, -honest(100 * slow + 3))
+    late = [j for j in judged if j.screened == (MINERS[3],)]
+    assert [j.round for j in late] == list(range(8 - LAGGARD_ROUNDS - 1))
+    assert all(j.flagged == (MINERS[3],) for j in late)
+    assert all(MINERS[3] not in j.screened for j in judged if j not in late)
+    assert screen.excluded() == {MINERS[3]}
+    honest_late = TaskScreen(MINERS, epochs=40)
+    for epoch in range(8):
+        for index, miner in enumerate(MINERS[:3]):
+            honest_late.add(miner, epoch, honest(100 * epoch + index))
+        if epoch >= LAGGARD_ROUNDS:
+            honest_late.add(MINERS[3], epoch - LAGGARD_ROUNDS, honest(7 + epoch))
+    assert honest_late.screened_rounds[MINERS[3]] > 0 and not honest_late.flagged_rounds[MINERS[3]]
 
 
 def test_fewer_than_three_updates_are_not_judged() -> None:

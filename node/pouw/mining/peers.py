@@ -53,6 +53,7 @@ class PeerUpdates:
         aggregator: str,
         *,
         screen: Screen | None = None,
+        quorum: int = 2,
         every_s: float = APPLY_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -62,6 +63,10 @@ class PeerUpdates:
         self.size = size
         self.aggregator = aggregator
         self.screen = screen
+        self.quorum = quorum
+        """Miners (itself included) whose updates must be in before any is applied: a screen
+        judges an update against the others' median and cannot judge two; with fewer, an
+        attacker's update would go into the average unscreened."""
         self.every_s = every_s
         self.clock = clock
         self._lock = threading.Lock()
@@ -101,6 +106,8 @@ class PeerUpdates:
             return None
         with self._lock:
             if not any(miner != self.own for miner in self._sums):
+                return None
+            if len(self._sums.keys() | {self.own}) < self.quorum:
                 return None
             sums, self._sums = self._sums, {}
             digests, self._digests = self._digests, {}

@@ -127,10 +127,27 @@ def anomaly_scores(
     """
     stacked = _stack(updates)
     median = CoordinateMedianAggregator().aggregate(updates)
-    median_norm = float(median.norm())
-    scores = []
-    for norm, dot in zip(stacked.norm(dim=1).tolist(), (stacked @ median).tolist(), strict=True):
-        ratio = norm / median_norm if median_norm > 0 else (0.0 if norm == 0 else float("inf"))
-        cosine = dot / (norm * median_norm) if norm * median_norm > 0 else 1.0
-        scores.append(AnomalyScore(ratio, cosine, ratio > max_norm_ratio or cosine < min_cosine))
-    return scores
+    norms, dots = stacked.norm(dim=1).tolist(), (stacked @ median).tolist()
+    return [
+        _score(norm, dot, float(median.norm()), max_norm_ratio, min_cosine)
+        for norm, dot in zip(norms, dots, strict=True)
+    ]
+
+
+def anomaly_score(
+    update: torch.Tensor,
+    median: torch.Tensor,
+    max_norm_ratio: float = 3.0,
+    min_cosine: float = 0.0,
+) -> AnomalyScore:
+    """One update against a median computed without it (a laggard's, judged late)."""
+    norm, dot = float(update.norm()), float(update @ median)
+    return _score(norm, dot, float(median.norm()), max_norm_ratio, min_cosine)
+
+
+def _score(
+    norm: float, dot: float, median_norm: float, max_norm_ratio: float, min_cosine: float
+) -> AnomalyScore:
+    ratio = norm / median_norm if median_norm > 0 else (0.0 if norm == 0 else float("inf"))
+    cosine = dot / (norm * median_norm) if norm * median_norm > 0 else 1.0
+    return AnomalyScore(ratio, cosine, ratio > max_norm_ratio or cosine < min_cosine)

@@ -86,6 +86,7 @@ from pouw.node.views import HealthMetrics, TaskView, TicketView
 from pouw.node.worker import FinishedTraining, Job, MiningWorker
 from pouw.roles import NodeRole
 from pouw.security import SenderScreen
+from pouw.security.detection import MIN_UPDATES
 
 log = logging.getLogger(__name__)
 
@@ -723,13 +724,15 @@ class PoUWNode:
         if len(assignment.miners) < 2:
             return None
         inbox = self._inboxes.get(record.task_id)
+        screened = record.spec.aggregator != UNSCREENED
         if inbox is None:
             inbox = self._inboxes[record.task_id] = PeerUpdates(
                 self.key.public_key,
                 [t.public_key for t in assignment.miners],
                 _model_size(record.spec.model),
                 record.spec.aggregator,
-                screen=None if record.spec.aggregator == UNSCREENED else SenderScreen().screen,
+                screen=SenderScreen().screen if screened else None,
+                quorum=min(len(assignment.miners), MIN_UPDATES) if screened else 2,
             )
         return inbox
 
