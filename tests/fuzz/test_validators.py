@@ -762,7 +762,7 @@ def mined(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[Block]]:
     )
     configure_determinism()
     rig = MiningRig(spec, tmp_path_factory.mktemp("rig"), difficulty=4)
-    rig.miner().train(rig.trainer(spec), max_iterations=30)
+    rig.mine_blocks(rig.trainer(spec), 2)
     assert len(rig.blocks) >= 2, rig.rejected
     return rig, rig.blocks
 

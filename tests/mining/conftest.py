@@ -29,7 +29,7 @@ def mined(tmp_path_factory: pytest.TempPathFactory) -> tuple[MiningRig, list[Blo
     configure_determinism()
     rig = MiningRig(TINY, tmp_path_factory.mktemp("rig"), difficulty=4)
     trainer = rig.trainer(TINY)
-    rig.miner().train(trainer, max_iterations=40)
+    rig.mine_blocks(trainer, 3)
     assert len(rig.blocks) >= 3, f"expected blocks, rejected: {rig.rejected}"
     return rig, rig.blocks
 

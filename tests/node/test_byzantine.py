@@ -71,7 +71,7 @@ def test_fake_work_blocks_fail_reexecution_and_update_attacks_do_not(tmp_path: P
         rig = MiningRig(TINY, tmp_path / kind, difficulty=4)
         miner = rig.miner()
         miner.tampering = ByzantineMiner(kind, lambda task_id: True, b"attacker")
-        miner.train(rig.trainer(TINY), max_iterations=12)
+        rig.mine_blocks(rig.trainer(TINY), 3, miner)
         assert rig.blocks, kind
         reasons = set()
         for block in rig.blocks[:3]:

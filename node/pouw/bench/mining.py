@@ -97,6 +97,12 @@ class MiningRig:
     def miner(self) -> Miner:
         return Miner(self.miner_key, self.params, self.template, on_block=self.accept)
 
+    def mine_blocks(self, trainer: TaskTrainer, count: int, miner: Miner | None = None) -> None:
+        """Train until `count` blocks are won (winning is chance) or the task's epochs end."""
+        miner = miner or self.miner()
+        while len(self.blocks) < count and not trainer.finished:
+            miner.train(trainer, max_iterations=10)
+
     def trainer(self, spec: TaskSpec) -> TaskTrainer:
         return TaskTrainer(
             self.task_id, spec, load_dataset(spec.dataset), self.miner_key.public_key
