@@ -100,6 +100,33 @@ def test_an_item_is_asked_of_one_peer_then_of_the_next_announcer() -> None:
     assert not relay.should_fetch(key, first, now=5.0)
 
 
+def test_an_item_waiting_to_be_imported_is_not_fetched_again() -> None:
+    """Between its arrival and the node's verdict an item is neither asked for nor seen: an
+    inv from another peer then must not fetch it a second time."""
+    relay = ItemRelay(cache_items=10, cache_bytes=100, seen_items=10)
+    key = (ItemKind.TX, bytes(32))
+    first, second = link("first"), link("second")
+    assert relay.should_fetch(key, first, now=0.0) and relay.arrived(key, first)
+    assert not relay.should_fetch(key, second, now=0.1)
+    relay.defer(key, second)
+    assert relay.take_deferred(10) == []
+    relay.imported(key)  # rejected, say: neither seen nor remembered
+    assert relay.should_fetch(key, second, now=0.2)
+
+
+def test_deferred_announcements_come_back_oldest_first_while_their_peer_is_there() -> None:
+    relay = ItemRelay(cache_items=10, cache_bytes=100, seen_items=10)
+    first, gone = link("first"), link("gone")
+    keys = [(ItemKind.TX, bytes([n]) * 32) for n in range(4)]
+    for key in keys:
+        relay.defer(key, gone if key == keys[1] else first)
+    relay.defer(keys[0], gone)  # announced again: still one entry, the first announcer
+    gone.closed = True
+    relay.seen.add(keys[2])
+    assert relay.take_deferred(1) == [(keys[0], first)]
+    assert relay.take_deferred(10) == [(keys[3], first)] and not relay.deferred
+
+
 def test_the_payload_cache_is_bounded_by_bytes() -> None:
     relay = ItemRelay(cache_items=100, cache_bytes=100, seen_items=100)
     keys = [(ItemKind.BLOCK, bytes([n]) * 32) for n in range(5)]

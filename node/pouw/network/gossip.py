@@ -189,6 +189,8 @@ class Network(PeeringMixin, SyncMixin, NetworkCore):
             if key in self._relay.seen or key in self._relay.requests:
                 self._relay.should_fetch(key, link, now)  # remembered as a fallback source
                 continue
+            if key in self._relay.importing:
+                continue
             if self.handler.has_item(inv.kind, item_id):
                 self._relay.seen.add(key)
                 continue
@@ -276,7 +278,10 @@ class Network(PeeringMixin, SyncMixin, NetworkCore):
     async def _import_item(self, link: Link, data: Data) -> None:
         key = (data.kind, data.item_id)
         peer = link.peer_key.hex() if link.peer_key else ""
-        result = await self.handler.on_item(data.kind, data.item_id, data.payload, peer)
+        try:
+            result = await self.handler.on_item(data.kind, data.item_id, data.payload, peer)
+        finally:
+            self._relay.imported(key)
         if result.verdict == Verdict.ACCEPTED:
             self._relay.remember(key, data.payload)
             self._announce(key)

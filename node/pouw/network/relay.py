@@ -39,6 +39,9 @@ class ItemRelay:
         self._cached_bytes = 0
         self.seen: BoundedSet[ItemKey] = BoundedSet(seen_items)
         self.requests: dict[ItemKey, Request] = {}
+        self.importing: set[ItemKey] = set()
+        """Arrived and waiting in the import queue: not to be fetched again meanwhile (at most
+        the queue's size)."""
         self.deferred: OrderedDict[ItemKey, Link] = OrderedDict()
         """Announced items not fetched yet because the import queue had no room, oldest
         first, each with the peer that announced it."""
@@ -67,7 +70,7 @@ class ItemRelay:
 
     def should_fetch(self, key: ItemKey, link: Link, now: float) -> bool:
         """`link` announced `key`: True when we should ask it now."""
-        if key in self.seen:
+        if key in self.seen or key in self.importing:
             return False
         request = self.requests.get(key)
         if request is not None:
@@ -86,11 +89,20 @@ class ItemRelay:
         if request is None or link not in request.asked:
             return False
         del self.requests[key]
+        self.importing.add(key)
         return True
+
+    def imported(self, key: ItemKey) -> None:
+        """The node has judged an item that arrived (`seen` or `remember` keep it from here)."""
+        self.importing.discard(key)
+
+    def unknown(self, key: ItemKey) -> bool:
+        """Neither had, asked for, nor waiting to be imported."""
+        return not (key in self.seen or key in self.requests or key in self.importing)
 
     def defer(self, key: ItemKey, link: Link) -> None:
         """`link` announced `key` while there was no room to take it: fetch it later."""
-        if key in self.seen or key in self.requests or key in self.deferred:
+        if not self.unknown(key) or key in self.deferred:
             return
         self.deferred[key] = link
         while len(self.deferred) > MAX_DEFERRED:
@@ -101,13 +113,14 @@ class ItemRelay:
         taken: list[tuple[ItemKey, Link]] = []
         while self.deferred and len(taken) < count:
             key, link = self.deferred.popitem(last=False)
-            if link.ready and key not in self.seen and key not in self.requests:
+            if link.ready and self.unknown(key):
                 taken.append((key, link))
         return taken
 
     def forget(self, key: ItemKey) -> None:
         """We could not take the item after all (overloaded): a later inv may fetch it."""
         self.requests.pop(key, None)
+        self.importing.discard(key)
 
     def retry(self, now: float, timeout_s: float) -> list[tuple[ItemKey, Link]]:
         """Requests whose peer went away or did not answer in `timeout_s`, each paired with
