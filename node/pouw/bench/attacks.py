@@ -544,31 +544,25 @@ def _missed_targets(results: dict[str, dict[str, float]]) -> list[str]:
 
 def results_table(result: dict[str, Any]) -> Table:
     """The bench's figures as a person reads them: one row per attack, misses in red."""
-    table = Table(title=f"pouw bench attacks ({result['settings']['aggregator']} protects)")
-    for header in (
-        "attack",
-        "honest",
-        "protected",
-        "unprotected",
-        ALTERNATIVE,
-        "detection",
-        "false pos.",
-    ):
-        table.add_column(header, justify="left" if header == "attack" else "right")
-    for kind, row in result["attacks"].items():
-        gap = row["honest_accuracy"] - row["byzantine_accuracy"]
+    rows = result["attacks"]
+    honest = next(iter(rows.values()))["honest_accuracy"]
+    aggregator = result["settings"]["aggregator"]
+    table = Table(title=f"test accuracy (honest {honest:.4f}) and detection; {aggregator} protects")
+    table.add_column("attack", no_wrap=True)
+    for header in ("protected", "unprotected", ALTERNATIVE, "detection", "false pos."):
+        table.add_column(header, justify="right", no_wrap=True)
+    for kind, row in rows.items():
         protected = f"{row['byzantine_accuracy']:.4f}"
-        detection = f"{row['detection_rate']:.3f}"
-        if gap > TARGET_ACCURACY_GAP:
+        if row["honest_accuracy"] - row["byzantine_accuracy"] > TARGET_ACCURACY_GAP:
             protected = f"[red]{protected}[/]"
-        false_positives = f"{row['false_positive_rate']:.3f}"
+        detection = f"{row['detection_rate']:.3f}"
         if kind in DETECTION_TARGETS and row["detection_rate"] < TARGET_DETECTION:
             detection = f"[red]{detection}[/]"
+        false_positives = f"{row['false_positive_rate']:.3f}"
         if kind in DETECTION_TARGETS and row["false_positive_rate"] > TARGET_FALSE_POSITIVES:
             false_positives = f"[red]{false_positives}[/]"
         table.add_row(
             kind,
-            f"{row['honest_accuracy']:.4f}",
             protected,
             f"{row['unprotected_accuracy']:.4f}",
             f"{row[f'{ALTERNATIVE}_accuracy']:.4f}",
