@@ -39,7 +39,7 @@ e2e: $(STAMP)
 	$(BIN)/pytest e2e -v
 
 bench: $(STAMP)
-	for name in ledger mining network operator; do $(BIN)/pouw bench $$name --json || exit 1; done
+	for name in attacks ledger mining network operator; do $(BIN)/pouw bench $$name --json || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
