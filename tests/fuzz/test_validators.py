@@ -34,7 +34,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from pouw.blockchain.block import Block, BlockHeader, merkle_root, sign_block
+from pouw.blockchain.block import Block, BlockHeader, merkle_root
 from pouw.blockchain.chain import AddStatus, Chain
 from pouw.blockchain.errors import InvalidBlock, InvalidTransaction
 from pouw.blockchain.mempool import Mempool
@@ -794,7 +794,6 @@ MESSAGE_FIELDS: dict[str, Callable[[Any], st.SearchStrategy[Any]]] = {
 def test_reexecution_refuses_mutated_work_with_a_documented_reason(
     mined: tuple[Any, list[Block]], data: st.DataObject
 ) -> None:
-    from pouw.mining.budget import derive_nonce
     from pouw.mining.messages import decode_iteration_message
 
     rig, blocks = mined
@@ -812,22 +811,7 @@ def test_reexecution_refuses_mutated_work_with_a_documented_reason(
         cut = data.draw(st.integers(0, len(checkpoint)), label="cut")
         checkpoint = checkpoint[:cut] + data.draw(st.binary(max_size=16), label="junk")
     device = data.draw(st.sampled_from(["cpu", "cuda"]), label="device")
-    encoded = mutated.encode()
-    header = msgspec.structs.replace(
-        block.header,
-        iteration_hash=sha256(encoded),
-        history_commitment=mutated.commitment(),
-        precursor=mutated.precursor(),
-        nonce=derive_nonce(mutated.precursor(), 0),
-        device_class=device,
-    )
-    forged = sign_block(
-        msgspec.structs.replace(
-            block, header=header, iteration_message=encoded, checkpoint=checkpoint
-        ),
-        rig.miner_key,
-        rig.params.chain_id,
-    )
+    forged = rig.reseal(block, mutated, checkpoint=checkpoint, device_class=device)
     try:
         rig.verifier.reexecute(forged)
     except InvalidBlock as refused:

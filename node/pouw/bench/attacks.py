@@ -61,11 +61,10 @@ from rich.table import Table
 from torch import nn
 
 from pouw.bench.mining import MiningRig
-from pouw.blockchain.block import Block, sign_block
+from pouw.blockchain.block import Block
 from pouw.blockchain.errors import InvalidBlock
 from pouw.blockchain.task_spec import DEFAULT_AGGREGATOR, DatasetSpec, ModelSpec, TaskSpec
 from pouw.crypto import sha256
-from pouw.mining.budget import derive_nonce
 from pouw.mining.messages import decode_iteration_message
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.aggregation import UNSCREENED, make_aggregator
@@ -277,24 +276,6 @@ def _run_job(job: _Job) -> _Outcome:
     return _Outcome(job, byzantine, unprotected, alternative)
 
 
-def _fake_block(rig: MiningRig, honest: Block, grad_sample: bytes) -> Block:
-    """A correctly sealed and signed block whose message claims `grad_sample`, which the
-    claimed iteration did not compute (difficulty 1: any derived nonce wins)."""
-    message = msgspec.structs.replace(
-        decode_iteration_message(honest.iteration_message), grad_sample=grad_sample
-    )
-    encoded = message.encode()
-    header = msgspec.structs.replace(
-        honest.header,
-        iteration_hash=sha256(encoded),
-        history_commitment=message.commitment(),
-        precursor=message.precursor(),
-        nonce=derive_nonce(message.precursor(), 0),
-    )
-    block = msgspec.structs.replace(honest, header=header, iteration_message=encoded)
-    return sign_block(block, rig.miner_key, rig.params.chain_id)
-
-
 def _grad_sample(block: Block) -> bytes:
     return decode_iteration_message(block.iteration_message).grad_sample
 
@@ -347,7 +328,10 @@ def _fake_work_blocks(
                     sample = _grad_sample(honest[(worker + number) % len(honest)])
                 else:
                     sample = _grad_sample(mined[worker][number - 1])
-                forged.append(_fake_block(rig, block, sample))
+                claim = msgspec.structs.replace(
+                    decode_iteration_message(block.iteration_message), grad_sample=sample
+                )
+                forged.append(rig.reseal(block, claim))
         reasons: list[str] = []
 
         def rejected(block: Block) -> bool:

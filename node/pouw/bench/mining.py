@@ -21,13 +21,15 @@ import msgspec
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from pouw.blockchain.block import Block
+from pouw.blockchain.block import Block, sign_block
 from pouw.blockchain.chain import AddStatus, Chain
 from pouw.blockchain.errors import InvalidBlock
 from pouw.blockchain.params import ChainParams, bootstrap_task_id, devnet_key, devnet_params
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
-from pouw.mining.budget import nonce_budget
+from pouw.crypto import sha256
+from pouw.mining.budget import derive_nonce, nonce_budget
+from pouw.mining.messages import IterationMessage
 from pouw.mining.miner import Miner
 from pouw.mining.trainer import TaskTrainer
 from pouw.mining.verify import BlockVerifier
@@ -102,6 +104,34 @@ class MiningRig:
         miner = miner or self.miner()
         while len(self.blocks) < count and not trainer.finished:
             miner.train(trainer, max_iterations=10)
+
+    def reseal(
+        self,
+        block: Block,
+        message: IterationMessage,
+        *,
+        checkpoint: bytes | None = None,
+        device_class: str | None = None,
+    ) -> Block:
+        """`block` claiming `message` instead, with the header that message implies
+        (commitment, precursor, its first derived nonce: any wins at difficulty 1), signed by
+        the rig's miner: a forgery only re-execution can tell."""
+        encoded = message.encode()
+        header = msgspec.structs.replace(
+            block.header,
+            iteration_hash=sha256(encoded),
+            history_commitment=message.commitment(),
+            precursor=message.precursor(),
+            nonce=derive_nonce(message.precursor(), 0),
+            device_class=block.header.device_class if device_class is None else device_class,
+        )
+        forged = msgspec.structs.replace(
+            block,
+            header=header,
+            iteration_message=encoded,
+            checkpoint=block.checkpoint if checkpoint is None else checkpoint,
+        )
+        return sign_block(forged, self.miner_key, self.params.chain_id)
 
     def trainer(self, spec: TaskSpec) -> TaskTrainer:
         return TaskTrainer(
