@@ -186,10 +186,8 @@ class Network(PeeringMixin, SyncMixin, NetworkCore):
         for item_id in inv.ids:
             key = (inv.kind, item_id)
             link.known.add(key)
-            if key in self._relay.seen or key in self._relay.requests:
+            if not self._relay.unknown(key):
                 self._relay.should_fetch(key, link, now)  # remembered as a fallback source
-                continue
-            if key in self._relay.importing:
                 continue
             if self.handler.has_item(inv.kind, item_id):
                 self._relay.seen.add(key)
