@@ -89,6 +89,7 @@ from pouw.node.items import (
 )
 from pouw.roles import NodeRole
 from tests.fuzz import fuzz_settings
+from tests.support.items import iteration_message
 
 CHAIN = "pouw-devnet"
 MAX_FRAME = 16 * 1024 * 1024
@@ -126,23 +127,7 @@ TRANSACTIONS = [
     ),
     reward_transaction(KEY.address, 10**7, 5),
 ]
-MESSAGE = IterationMessage(
-    task_id=H,
-    miner=KEY.public_key,
-    worker_index=0,
-    workers=1,
-    epoch=2,
-    iteration=7,
-    batch_hash=sha256(b"batch"),
-    loss=0.6931,
-    correct=40,
-    samples=64,
-    start_sample=bytes(64),
-    grad_sample=bytes(range(64)),
-    applied_updates_hash=sha256(b""),
-    previous_commitment=sha256(b"previous"),
-    peer_message_ids=(sha256(b"peer"),),
-)
+MESSAGE = iteration_message(H, KEY.public_key)
 _GENESIS = genesis_block(devnet_params(("fuzzer",)))
 BLOCKS = [
     _GENESIS,

@@ -6,33 +6,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from tests.support.items import iteration_message
 from tests.support.nodes import local_node
 
 from pouw.crypto import KeyPair, sha256
-from pouw.mining.messages import IterationMessage
 from pouw.network.messages import ItemKind, Verdict
 from pouw.node.items import IterationBatch, IterationRecord, encode_item, sign_batch
 from pouw.roles import NodeRole
 
 
 def _batch(key: KeyPair, task_id: bytes) -> IterationBatch:
-    message = IterationMessage(
-        task_id=task_id,
-        miner=key.public_key,
-        worker_index=0,
-        workers=1,
-        epoch=0,
-        iteration=1,
-        batch_hash=sha256(b"batch"),
-        loss=0.69,
-        correct=40,
-        samples=64,
-        start_sample=bytes(64),
-        grad_sample=bytes(64),
-        applied_updates_hash=sha256(b""),
-        previous_commitment=sha256(b"previous"),
-        peer_message_ids=(),
-    ).encode()
+    message = iteration_message(task_id, key.public_key).encode()
     record = IterationRecord(message, b"", key.sign(b"unchecked by the relay"))
     return sign_batch(key, IterationBatch(key.public_key, (record,)))
 
