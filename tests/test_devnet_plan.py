@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pouw.blockchain.task_spec import AGGREGATORS
 from pouw.cli import main
 from pouw.config import NodeConfig
 from pouw.devnet import BUILTIN_TASKS, Devnet, node_environment, plan_nodes
+from pouw.spec import AGGREGATORS
 
 
 def test_the_last_miners_attack_and_are_told_so_by_a_devnet_only_setting(tmp_path: Path) -> None:

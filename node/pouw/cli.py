@@ -10,8 +10,8 @@ from typing import Any
 import click
 from rich.console import Console
 
-from pouw.blockchain.task_spec import AGGREGATORS
 from pouw.config import ATTACKS
+from pouw.spec import AGGREGATORS
 from pouw.task_commands import task
 
 stderr = Console(stderr=True)

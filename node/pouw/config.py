@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pouw.errors import PouwError
 from pouw.roles import NodeRole
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -23,7 +24,7 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 
-class ConfigError(ValueError):
+class ConfigError(PouwError, ValueError):
     pass
 
 

@@ -26,8 +26,9 @@ from typing import Any
 import msgspec
 
 from pouw.api.client import ApiError, NodeClient
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec, task_spec_from_mapping
 from pouw.config import ATTACKS
+from pouw.errors import PouwError
+from pouw.spec import DatasetSpec, ModelSpec, TaskSpec, task_spec_from_mapping
 
 DEVNET_TOKEN = "devnet-token"
 STAKE = 10.0
@@ -117,7 +118,7 @@ class Snapshot:
     seconds: float = 0.0
 
 
-class DevnetError(RuntimeError):
+class DevnetError(PouwError, RuntimeError):
     pass
 
 

@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from pouw.api.client import NodeClient
-from pouw.blockchain.errors import InvalidTransaction
-from pouw.blockchain.task_spec import TaskSpec
+from pouw.errors import InvalidTransaction
 from pouw.monitoring.health import HealthMetrics, HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.node.views import MinerProgress, TaskView, TicketView
 from pouw.roles import NodeRole
+from pouw.spec import TaskSpec
 
 TOKEN = "s3cret"
 DONE_ID = "ab" * 32  # completed, model available

@@ -10,7 +10,7 @@ import pytest
 
 from pouw.api.app import create_app
 from pouw.api.client import ApiError, NodeClient
-from pouw.blockchain.errors import InvalidTransaction
+from pouw.errors import InvalidTransaction, Reason
 from pouw.roles import NodeRole
 from tests.api.fake_node import DONE_ID, NEW_ID, TOKEN, TRAINING_ID, FakeNode, client_for
 
@@ -64,7 +64,7 @@ def test_errors_carry_the_servers_message(client: NodeClient, fake: FakeNode) ->
     with pytest.raises(ApiError) as not_yet:
         client.task_model(TRAINING_ID)
     assert not_yet.value.status == 404 and "training" in not_yet.value.message
-    fake.refuse_with = InvalidTransaction("overspend", "spends 3, balance is 1")
+    fake.refuse_with = InvalidTransaction(Reason.OVERSPEND, "spends 3, balance is 1")
     with pytest.raises(ApiError) as refused:
         client.stake(3.0)
     assert (refused.value.status, refused.value.reason) == (409, "overspend")

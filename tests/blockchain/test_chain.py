@@ -23,11 +23,11 @@ from tests.support.placeholder_seal import unsealable
 
 from pouw.blockchain.block import Block, encode_block, sign_block
 from pouw.blockchain.chain import AddStatus, Chain
-from pouw.blockchain.errors import InvalidBlock, ReorgTooDeep
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.transactions import Transaction, reward_transaction
 from pouw.blockchain.validation import check_header_in_context
 from pouw.crypto import sha256
+from pouw.errors import InvalidBlock, ReorgTooDeep
 
 
 def rejection(chain: Chain, block: Block) -> InvalidBlock:

@@ -15,10 +15,8 @@ from tests.support.ledger import (
     transfer,
 )
 
-from pouw.blockchain.errors import InvalidTransaction
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.state import LedgerState
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
@@ -31,7 +29,9 @@ from pouw.blockchain.transactions import (
     Transfer,
 )
 from pouw.crypto import KeyPair, sha256
+from pouw.errors import InvalidTransaction
 from pouw.roles import NodeRole
+from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 
 DIGITS = TaskSpec(model=ModelSpec(layers=(64, 32, 10)), dataset=DatasetSpec(name="digits"))
 ESCROW = 1_000

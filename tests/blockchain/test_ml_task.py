@@ -1,7 +1,7 @@
 import pytest
 
 from pouw.blockchain import MLTask
-from pouw.blockchain.task_spec import TaskSpecError
+from pouw.spec import TaskSpecError
 
 
 def test_the_seed_example_maps_onto_a_full_spec() -> None:

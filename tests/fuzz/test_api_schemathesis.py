@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from pouw.api.app import create_app
-from pouw.blockchain.task_spec import BUILTIN_DATASETS
+from pouw.spec import BUILTIN_DATASETS
 from tests.api.fake_node import DONE_ID, TOKEN, TRAINING_ID, FakeNode
 from tests.fuzz import fuzz_settings
 

@@ -28,15 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pouw.blockchain.block import Block, decode_block, encode_block, sign_block
-from pouw.blockchain.errors import MalformedData
 from pouw.blockchain.params import devnet_key, devnet_params, genesis_block
-from pouw.blockchain.task_spec import (
-    DatasetSpec,
-    ModelSpec,
-    TaskSpec,
-    TaskSpecError,
-    task_spec_from_mapping,
-)
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
@@ -52,6 +44,7 @@ from pouw.blockchain.transactions import (
     sign_transaction,
 )
 from pouw.crypto import canonical_bytes, sha256
+from pouw.errors import MalformedData
 from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.ml.compression import CompressedUpdate, StromCompressor
 from pouw.ml.models import CorruptModel, build_model, load_model_bytes, model_to_bytes
@@ -88,6 +81,13 @@ from pouw.node.items import (
     sign_verdict,
 )
 from pouw.roles import NodeRole
+from pouw.spec import (
+    DatasetSpec,
+    ModelSpec,
+    TaskSpec,
+    TaskSpecError,
+    task_spec_from_mapping,
+)
 from tests.fuzz import fuzz_settings
 from tests.support.items import iteration_message
 

@@ -34,11 +34,11 @@ import psutil
 import pytest
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.errors import InvalidTransaction
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.params import devnet_key, devnet_params
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import Transaction, Transfer, encode_transaction, sign_transaction
+from pouw.errors import InvalidTransaction
 from pouw.network.gossip import Network
 from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
 

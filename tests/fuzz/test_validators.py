@@ -36,12 +36,10 @@ from hypothesis import strategies as st
 
 from pouw.blockchain.block import Block, BlockHeader, merkle_root
 from pouw.blockchain.chain import AddStatus, Chain
-from pouw.blockchain.errors import InvalidBlock, InvalidTransaction
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.store import ChainStore
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
@@ -57,7 +55,9 @@ from pouw.blockchain.transactions import (
     sign_transaction,
 )
 from pouw.crypto import KeyPair, sha256
+from pouw.errors import InvalidBlock, InvalidTransaction, Reason
 from pouw.roles import NodeRole
+from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 from tests.fuzz import fuzz_settings
 from tests.support.placeholder_seal import seal_with_plain_hash
 
@@ -126,12 +126,12 @@ def signed(
 
 def _raised_reasons(path: Path) -> set[str]:
     """First arguments of InvalidTransaction(...), InvalidBlock(...) and reject(...) calls,
-    and of the `reason = "a" if ... else "b"` they are given."""
+    and of the `reason = Reason.A if ... else Reason.B` they are given."""
     reasons: set[str] = set()
 
     def literals(node: ast.expr) -> list[str]:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return [node.value]
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            return [Reason[node.attr].value] if node.value.id == "Reason" else []
         if isinstance(node, ast.IfExp):
             return literals(node.body) + literals(node.orelse)
         return []

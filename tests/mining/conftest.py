@@ -9,8 +9,8 @@ import pytest
 
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
 from pouw.ml.iteration import configure_determinism
+from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 
 TINY = TaskSpec(
     model=ModelSpec(layers=(64, 32, 10)),

@@ -9,8 +9,8 @@ from tests.mining.conftest import TINY, with_message
 
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block, sign_block
-from pouw.blockchain.errors import InvalidBlock
 from pouw.crypto import sha256
+from pouw.errors import InvalidBlock
 from pouw.mining.budget import derive_nonce, nonce_budget
 from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.ml.models import model_to_bytes

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from pouw.blockchain.task_spec import DatasetSpec
 from pouw.ml.datasets import (
     DatasetError,
     DatasetIntegrityError,
@@ -17,6 +16,7 @@ from pouw.ml.datasets import (
     load_dataset,
     shard_indices,
 )
+from pouw.spec import DatasetSpec
 
 
 @pytest.mark.parametrize(

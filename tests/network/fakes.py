@@ -19,8 +19,8 @@ import zmq
 import zmq.asyncio
 
 from pouw.blockchain.block import Block, BlockHeader, decode_block, encode_block
-from pouw.blockchain.errors import MalformedData
 from pouw.crypto import ZERO_HASH, KeyPair, sha256
+from pouw.errors import MalformedData
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.gossip import Network, NetworkSettings
 from pouw.network.messages import Body, ChainInfo, Hello, ItemKind, ItemResult, Verdict, seal

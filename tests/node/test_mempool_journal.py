@@ -8,10 +8,10 @@ from pathlib import Path
 
 from tests.support.nodes import local_node
 
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
 from pouw.node.mempool_journal import MempoolJournal
 from pouw.node.node import MEMPOOL_JOURNAL
 from pouw.roles import NodeRole
+from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 
 SPEC = TaskSpec(model=ModelSpec(layers=(4, 8, 3)), dataset=DatasetSpec(name="iris"), epochs=2)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tests.support.nodes import local_node
 
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
 from pouw.roles import NodeRole
+from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 
 SPEC = TaskSpec(model=ModelSpec(layers=(4, 8, 3)), dataset=DatasetSpec(name="iris"), epochs=2)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from tests.support.nodes import local_node
 
-from pouw.blockchain.errors import InvalidTransaction
 from pouw.blockchain.params import devnet_key
 from pouw.blockchain.transactions import (
     Payout,
@@ -21,6 +20,7 @@ from pouw.blockchain.transactions import (
     sign_transaction,
 )
 from pouw.crypto import sha256
+from pouw.errors import InvalidTransaction
 from pouw.network.messages import ItemKind, ItemResult, Verdict
 from pouw.roles import NodeRole
 

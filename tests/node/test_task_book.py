@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pouw.blockchain.task_spec import ModelSpec
 from pouw.crypto import KeyPair, sha256
 from pouw.ml.models import build_model, model_hash, model_to_bytes
 from pouw.node.items import FinalModel, has_valid_signature, sign_final_model
 from pouw.node.tasks import TaskBook
+from pouw.spec import ModelSpec
 
 TASK = sha256(b"task")
 

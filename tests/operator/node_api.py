@@ -16,10 +16,10 @@ from typing import Any
 
 from pouw.api.app import create_app
 from pouw.api.server import serve_api
-from pouw.blockchain.errors import InvalidTransaction
-from pouw.blockchain.task_spec import TaskSpec
+from pouw.errors import InvalidTransaction, Reason
 from pouw.node.views import MinerProgress, TaskView, TicketView
 from pouw.roles import NodeRole
+from pouw.spec import TaskSpec
 from tests.api.fake_node import CLIENT, FakeNode
 
 TOKEN = "operator-test-token"
@@ -72,7 +72,7 @@ class ScriptedNode(FakeNode):
                 raise self.refuse_with
             if reward + fee > self.balance:
                 raise InvalidTransaction(
-                    "overspend", f"spends {reward + fee}, balance is {self.balance}"
+                    Reason.OVERSPEND, f"spends {reward + fee}, balance is {self.balance}"
                 )
             task_id = hashlib.sha256(f"{request_id}:{len(self.posts)}".encode()).hexdigest()
             self.balance -= reward + fee
@@ -114,7 +114,9 @@ class ScriptedNode(FakeNode):
             if request_id is not None and request_id in self.tickets:
                 return self.tickets[request_id]
             if amount > self.balance:
-                raise InvalidTransaction("overspend", f"spends {amount}, balance is {self.balance}")
+                raise InvalidTransaction(
+                    Reason.OVERSPEND, f"spends {amount}, balance is {self.balance}"
+                )
             self.balance -= amount
             ticket_id = hashlib.sha256(f"ticket:{request_id}:{len(self.staked)}".encode())
             self.staked.append((amount, role))

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec
 from pouw.ml.datasets import Dataset, epoch_order, load_dataset, shard_indices
 from pouw.ml.models import build_model
 from pouw.security.attacks import attack_update
 from pouw.security.detection import SenderScreen, UpdateScreen
+from pouw.spec import DatasetSpec, ModelSpec
 
 MINERS = 7
 ATTACKERS = (5, 6)

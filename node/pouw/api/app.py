@@ -33,10 +33,10 @@ from pouw.api.schemas import (
     TicketOut,
 )
 from pouw.api.service import NodeService
-from pouw.blockchain.errors import InvalidTransaction
-from pouw.blockchain.task_spec import TaskSpecError, task_spec_from_mapping
+from pouw.errors import InvalidTransaction
 from pouw.monitoring.health import HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
+from pouw.spec import TaskSpecError, task_spec_from_mapping
 
 log = logging.getLogger(__name__)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pouw.blockchain.task_spec import TaskSpec
 from pouw.monitoring.health import HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.node.views import HealthMetrics, TaskView, TicketView
 from pouw.roles import NodeRole
+from pouw.spec import TaskSpec
 
 
 class NodeService(Protocol):

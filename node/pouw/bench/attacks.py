@@ -62,9 +62,8 @@ from torch import nn
 
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block
-from pouw.blockchain.errors import InvalidBlock
-from pouw.blockchain.task_spec import DEFAULT_AGGREGATOR, DatasetSpec, ModelSpec, TaskSpec
 from pouw.crypto import sha256
+from pouw.errors import InvalidBlock
 from pouw.mining.messages import decode_iteration_message
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.aggregation import UNSCREENED, make_aggregator
@@ -73,6 +72,7 @@ from pouw.ml.iteration import configure_determinism, evaluate
 from pouw.ml.models import build_model
 from pouw.security.attacks import ATTACKS, STALE_ROUNDS, attack_update
 from pouw.security.detection import ScreenedAggregator, SenderScreen, UpdateScreen
+from pouw.spec import DEFAULT_AGGREGATOR, DatasetSpec, ModelSpec, TaskSpec
 
 Report = Callable[[str], None]
 

@@ -23,11 +23,10 @@ import torch.nn.functional as F  # noqa: N812
 
 from pouw.blockchain.block import Block, sign_block
 from pouw.blockchain.chain import AddStatus, Chain
-from pouw.blockchain.errors import InvalidBlock
 from pouw.blockchain.params import ChainParams, bootstrap_task_id, devnet_key, devnet_params
 from pouw.blockchain.store import ChainStore
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
 from pouw.crypto import sha256
+from pouw.errors import InvalidBlock
 from pouw.mining.budget import derive_nonce, nonce_budget
 from pouw.mining.messages import IterationMessage
 from pouw.mining.miner import Miner
@@ -35,6 +34,7 @@ from pouw.mining.trainer import TaskTrainer
 from pouw.mining.verify import BlockVerifier
 from pouw.ml.datasets import load_dataset
 from pouw.ml.iteration import configure_determinism, evaluate
+from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 
 Report = Callable[[str], None]
 BLOCK_TIME_MS = 1_000

@@ -35,9 +35,9 @@ import msgspec
 from pouw.bench.mining import DEMO, MiningRig
 from pouw.blockchain.block import decode_block
 from pouw.blockchain.chain import AddStatus, Chain
-from pouw.blockchain.errors import InvalidBlock, MalformedData
 from pouw.blockchain.store import ChainStore
 from pouw.crypto import KeyPair, sha256
+from pouw.errors import InvalidBlock, MalformedData
 from pouw.network.gossip import Network, NetworkSettings
 from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
 from pouw.node.sync import block_locator, blocks_after

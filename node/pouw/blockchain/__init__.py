@@ -2,13 +2,11 @@
 
 from pouw.blockchain.block import Block, BlockHeader, decode_block, encode_block
 from pouw.blockchain.chain import AddStatus, Chain, ChainMismatch, ChainUpdate
-from pouw.blockchain.errors import InvalidBlock, InvalidTransaction, MalformedData, ReorgTooDeep
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.ml_task import MLTask
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params, genesis_block
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.store import ChainStore
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
 from pouw.blockchain.transactions import (
     COIN,
     BuyTicket,
@@ -22,6 +20,8 @@ from pouw.blockchain.transactions import (
     encode_transaction,
     sign_transaction,
 )
+from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData, ReorgTooDeep
+from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 
 __all__ = [
     "MLTask",

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from pouw.blockchain.block import decode_block
 from pouw.blockchain.chain import wall_clock_ms
-from pouw.blockchain.errors import InvalidBlock, MalformedData
 from pouw.blockchain.params import genesis_block
 from pouw.blockchain.state import EvidenceCheck, LedgerState
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.validation import SealRule, check_block_alone, check_header_in_context
+from pouw.errors import InvalidBlock, MalformedData, Reason
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ def _audit(
         try:
             block = decode_block(encoded)
             if block.hash() != block_hash:
-                raise InvalidBlock("hash_mismatch", "stored body does not hash to its key", height)
+                raise InvalidBlock(
+                    Reason.HASH_MISMATCH, "stored body does not hash to its key", height
+                )
             txids = [tx.txid() for tx in block.transactions]
             check_block_alone(block, block_hash, txids, len(encoded), params)
             for rule in seal_rules:

@@ -13,7 +13,6 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta
 
-from pouw.blockchain.errors import MalformedData
 from pouw.blockchain.transactions import Hash, Transaction
 from pouw.crypto import (
     PUBLIC_KEY_SIZE,
@@ -25,6 +24,7 @@ from pouw.crypto import (
     sha256,
     verify_signature,
 )
+from pouw.errors import MalformedData
 
 BLOCK_VERSION: Final = 1
 HASH_SPACE: Final = 1 << 256

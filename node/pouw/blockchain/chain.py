@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 
 from pouw.blockchain.block import BLOCK_VERSION, Block, BlockHeader, encode_block, merkle_root
 from pouw.blockchain.difficulty import next_difficulty
-from pouw.blockchain.errors import InvalidBlock, ReorgTooDeep
 from pouw.blockchain.params import ChainParams, genesis_block
 from pouw.blockchain.state import EvidenceCheck, LedgerState, StateChanges
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.transactions import Transaction, reward_transaction
 from pouw.blockchain.validation import SealRule, check_block_alone, check_header_in_context
 from pouw.crypto import ZERO_HASH, sha256
+from pouw.errors import InvalidBlock, PouwError, ReorgTooDeep
 
 
-class ChainMismatch(Exception):
+class ChainMismatch(PouwError):
     """The data dir holds a chain with other consensus parameters."""
 
 

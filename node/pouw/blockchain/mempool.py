@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.errors import InvalidTransaction
 from pouw.blockchain.state import LedgerState, payload_rules_read_state
 from pouw.blockchain.transactions import (
     BuyTicket,
@@ -25,6 +24,7 @@ from pouw.blockchain.transactions import (
     encode_transaction,
 )
 from pouw.crypto import address_of
+from pouw.errors import InvalidTransaction, Reason
 
 
 @dataclass(order=True, frozen=True)
@@ -107,30 +107,34 @@ class Mempool:
         txid = tx.txid()
         size = size if size is not None else len(encode_transaction(tx))
         if txid in self._by_id:
-            raise InvalidTransaction("duplicate", "already in the mempool")
+            raise InvalidTransaction(Reason.DUPLICATE, "already in the mempool")
         if isinstance(tx.payload, Reward):
-            raise InvalidTransaction("unexpected_reward", "rewards are made by block producers")
+            raise InvalidTransaction(
+                Reason.UNEXPECTED_REWARD, "rewards are made by block producers"
+            )
         if not tx.has_valid_signature(state.params.chain_id, txid):
-            raise InvalidTransaction("bad_signature", f"tx {txid.hex()[:16]}")
+            raise InvalidTransaction(Reason.BAD_SIGNATURE, f"tx {txid.hex()[:16]}")
         sender = address_of(tx.sender)
         account = state.account(sender)
         pending = self._by_sender.get(sender, {})
         if tx.nonce < account.nonce:
-            raise InvalidTransaction("replay", f"nonce {tx.nonce}, account is at {account.nonce}")
+            raise InvalidTransaction(
+                Reason.REPLAY, f"nonce {tx.nonce}, account is at {account.nonce}"
+            )
         if tx.nonce > account.nonce + len(pending):
             raise InvalidTransaction(
-                "nonce_gap", f"nonce {tx.nonce}, next is {account.nonce + len(pending)}"
+                Reason.NONCE_GAP, f"nonce {tx.nonce}, next is {account.nonce + len(pending)}"
             )
         replaced = pending.get(tx.nonce)
         if replaced is not None and tx.fee <= replaced.tx.fee:
-            raise InvalidTransaction("duplicate_nonce", "a replacement must pay a higher fee")
+            raise InvalidTransaction(Reason.DUPLICATE_NONCE, "a replacement must pay a higher fee")
         if replaced is None and len(pending) >= self.max_per_sender:
             raise InvalidTransaction(
-                "too_many_pending", f"{len(pending)} pending, at most {self.max_per_sender}"
+                Reason.TOO_MANY_PENDING, f"{len(pending)} pending, at most {self.max_per_sender}"
             )
         committed = sum(_spend(e.tx) for n, e in pending.items() if n < tx.nonce)
         if committed + _spend(tx) > account.balance:
-            raise InvalidTransaction("overspend", f"balance {account.balance} cannot cover it")
+            raise InvalidTransaction(Reason.OVERSPEND, f"balance {account.balance} cannot cover it")
         _check_payload(tx, sender, pending, state)
         if replaced is None and len(self._by_id) >= self.max_transactions:
             self._make_room_for(tx.fee)
@@ -146,7 +150,7 @@ class Mempool:
         cheapest = max(self._by_id.values(), key=_sort_key)  # plain tuples compare fast
         if cheapest.tx.fee >= fee:
             raise InvalidTransaction(
-                "mempool_full", f"fee {fee} does not beat the lowest {cheapest.tx.fee}"
+                Reason.MEMPOOL_FULL, f"fee {fee} does not beat the lowest {cheapest.tx.fee}"
             )
         self._remove_from(cheapest.sender, cheapest.tx.nonce)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from pouw.blockchain.task_spec import (
+from pouw.spec import (
     BUILTIN_DATASETS,
     DatasetSpec,
     ModelSpec,

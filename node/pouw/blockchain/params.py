@@ -8,9 +8,9 @@ import msgspec
 from msgspec import Meta
 
 from pouw.blockchain.block import BLOCK_VERSION, Block, BlockHeader, merkle_root
-from pouw.blockchain.task_spec import DatasetSpec, ModelSpec, TaskSpec
 from pouw.blockchain.transactions import COIN, Payout
 from pouw.crypto import ZERO_HASH, KeyPair, hash_value, sha256
+from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 

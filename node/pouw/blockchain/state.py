@@ -15,9 +15,7 @@ from typing import Literal, TypeVar
 import msgspec
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.errors import InvalidBlock, InvalidTransaction
 from pouw.blockchain.params import ChainParams, bootstrap_task_id
-from pouw.blockchain.task_spec import TaskSpec, TaskSpecError, check_task_spec
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
@@ -28,7 +26,9 @@ from pouw.blockchain.transactions import (
     Transfer,
 )
 from pouw.crypto import address_of, sha256, verify_signature
+from pouw.errors import InvalidBlock, InvalidTransaction, Reason
 from pouw.roles import NodeRole
+from pouw.spec import TaskSpec, TaskSpecError, check_task_spec
 
 
 class Account(msgspec.Struct, frozen=True, array_like=True):
@@ -192,7 +192,9 @@ class LedgerState:
     def _record_iteration(self, iteration_hash: bytes, height: int) -> None:
         if iteration_hash in self.iterations:
             mined_at = self.iterations[iteration_hash]
-            raise InvalidTransaction("replayed_iteration", f"iteration already mined at {mined_at}")
+            raise InvalidTransaction(
+                Reason.REPLAYED_ITERATION, f"iteration already mined at {mined_at}"
+            )
         assert self._changes is not None
         self._changes.iterations[iteration_hash] = None
         self.iterations[iteration_hash] = height
@@ -200,10 +202,11 @@ class LedgerState:
     def apply_reward(self, tx: Transaction, expected_amount: int) -> None:
         payload = tx.payload
         if not isinstance(payload, Reward) or tx.sender or tx.signature or tx.fee:
-            raise InvalidTransaction("bad_reward", "a block starts with one unsigned reward")
+            raise InvalidTransaction(Reason.BAD_REWARD, "a block starts with one unsigned reward")
         if payload.amount != expected_amount:
             raise InvalidTransaction(
-                "bad_reward", f"reward {payload.amount} != block reward plus fees {expected_amount}"
+                Reason.BAD_REWARD,
+                f"reward {payload.amount} != block reward plus fees {expected_amount}",
             )
         self._credit(payload.recipient, payload.amount)
 
@@ -215,17 +218,19 @@ class LedgerState:
         mempool, at admission), so it is not verified again."""
         payload = tx.payload
         if isinstance(payload, Reward):
-            raise InvalidTransaction("unexpected_reward", "a reward may only open a block")
+            raise InvalidTransaction(Reason.UNEXPECTED_REWARD, "a reward may only open a block")
         if not signature_checked and not tx.has_valid_signature(self.params.chain_id, txid):
-            raise InvalidTransaction("bad_signature", f"tx {txid.hex()[:16]}")
+            raise InvalidTransaction(Reason.BAD_SIGNATURE, f"tx {txid.hex()[:16]}")
         sender = address_of(tx.sender)
         account = self.account(sender)
         if tx.nonce != account.nonce:
-            reason = "replay" if tx.nonce < account.nonce else "nonce_gap"
+            reason = Reason.REPLAY if tx.nonce < account.nonce else Reason.NONCE_GAP
             raise InvalidTransaction(reason, f"nonce {tx.nonce}, account expects {account.nonce}")
         spend = tx.fee + _amount_spent(payload)
         if spend > account.balance:
-            raise InvalidTransaction("overspend", f"spends {spend}, balance is {account.balance}")
+            raise InvalidTransaction(
+                Reason.OVERSPEND, f"spends {spend}, balance is {account.balance}"
+            )
         self.check_payload(payload, sender)
         locked = account.locked + (payload.amount if isinstance(payload, BuyTicket) else 0)
         self._put_account(
@@ -236,17 +241,18 @@ class LedgerState:
     def check_payload(self, payload: object, sender: str) -> None:
         """The payload's own rules, against this state; signature, nonce and balance aside."""
         if isinstance(payload, Transfer) and payload.amount <= 0:
-            raise InvalidTransaction("zero_amount", "a transfer moves a positive amount")
+            raise InvalidTransaction(Reason.ZERO_AMOUNT, "a transfer moves a positive amount")
         if isinstance(payload, PayForTask):
             if payload.reward <= 0:
-                raise InvalidTransaction("zero_amount", "a task pays a positive reward")
+                raise InvalidTransaction(Reason.ZERO_AMOUNT, "a task pays a positive reward")
             try:
                 check_task_spec(payload.spec)
             except TaskSpecError as error:
-                raise InvalidTransaction("invalid_task_spec", str(error)) from None
+                raise InvalidTransaction(Reason.INVALID_TASK_SPEC, str(error)) from None
         if isinstance(payload, BuyTicket) and payload.amount < self.params.min_stake:
             raise InvalidTransaction(
-                "stake_below_minimum", f"stake {payload.amount} < minimum {self.params.min_stake}"
+                Reason.STAKE_BELOW_MINIMUM,
+                f"stake {payload.amount} < minimum {self.params.min_stake}",
             )
         if isinstance(payload, TaskResult):
             self._check_task_result(payload, sender)
@@ -256,32 +262,34 @@ class LedgerState:
     def _check_task_result(self, result: TaskResult, sender: str) -> None:
         task = self.tasks.get(result.task_id)
         if task is None:
-            raise InvalidTransaction("unknown_task", result.task_id.hex())
+            raise InvalidTransaction(Reason.UNKNOWN_TASK, result.task_id.hex())
         if task.status != "open":
             raise InvalidTransaction(
-                "task_closed", f"task {result.task_id.hex()[:16]} is {task.status}"
+                Reason.TASK_CLOSED, f"task {result.task_id.hex()[:16]} is {task.status}"
             )
         if not self.holds_role(sender, NodeRole.EVALUATOR):
-            raise InvalidTransaction("not_an_evaluator", f"{sender} holds no evaluator ticket")
+            raise InvalidTransaction(Reason.NOT_AN_EVALUATOR, f"{sender} holds no evaluator ticket")
         paid = sum(p.amount for p in result.payouts)
         if paid != task.escrow:
-            raise InvalidTransaction("payout_mismatch", f"payouts {paid} != escrow {task.escrow}")
+            raise InvalidTransaction(
+                Reason.PAYOUT_MISMATCH, f"payouts {paid} != escrow {task.escrow}"
+            )
 
     def _check_slash(self, slash: SlashEvidence, sender: str) -> None:
         ticket = self.tickets.get(slash.ticket_id)
         if ticket is None:
-            raise InvalidTransaction("unknown_ticket", slash.ticket_id.hex())
+            raise InvalidTransaction(Reason.UNKNOWN_TICKET, slash.ticket_id.hex())
         if not self.holds_role(sender, NodeRole.VERIFIER, NodeRole.SUPERVISOR):
-            raise InvalidTransaction("not_a_verifier", f"{sender} holds no verifier ticket")
+            raise InvalidTransaction(Reason.NOT_A_VERIFIER, f"{sender} holds no verifier ticket")
         if not verify_signature(
             ticket.public_key, slash.evidence_signature, sha256(slash.evidence)
         ):
             raise InvalidTransaction(
-                "bad_evidence_signature", "evidence not signed by the ticket owner"
+                Reason.BAD_EVIDENCE_SIGNATURE, "evidence not signed by the ticket owner"
             )
         why_not = self.evidence_check(slash, ticket)
         if why_not is not None:
-            raise InvalidTransaction("evidence_not_proven", why_not)
+            raise InvalidTransaction(Reason.EVIDENCE_NOT_PROVEN, why_not)
 
     def _apply_payload(
         self, payload: object, tx: Transaction, txid: bytes, sender: str, height: int

@@ -11,8 +11,6 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import Meta
 
-from pouw.blockchain.errors import MalformedData
-from pouw.blockchain.task_spec import TaskSpec
 from pouw.crypto import (
     HASH_SIZE,
     PUBLIC_KEY_SIZE,
@@ -23,7 +21,9 @@ from pouw.crypto import (
     sha256,
     verify_signature,
 )
+from pouw.errors import MalformedData
 from pouw.roles import NodeRole
+from pouw.spec import TaskSpec
 
 COIN: Final = 1_000_000
 """Base units per coin. Amounts in consensus data are integers of base units."""

@@ -15,10 +15,10 @@ from pouw.blockchain.block import (
     merkle_root,
 )
 from pouw.blockchain.difficulty import next_difficulty
-from pouw.blockchain.errors import InvalidBlock
 from pouw.blockchain.params import ChainParams
 from pouw.blockchain.transactions import Reward
 from pouw.crypto import sha256
+from pouw.errors import InvalidBlock, Reason
 
 SealRule = Callable[[Block], None]
 """An extra seal check (the PoUW nonce rule); raises InvalidBlock when the seal is wrong."""
@@ -30,30 +30,32 @@ def check_block_alone(
     header = block.header
     height = header.height
 
-    def reject(reason: str, detail: str = "") -> InvalidBlock:
+    def reject(reason: Reason, detail: str = "") -> InvalidBlock:
         return InvalidBlock(reason, detail, height)
 
     if header.version != BLOCK_VERSION:
-        raise reject("bad_version", f"version {header.version}")
+        raise reject(Reason.BAD_VERSION, f"version {header.version}")
     body_size = encoded_size - len(block.checkpoint)
     if body_size > params.max_block_bytes:
-        raise reject("oversized_block", f"{body_size} bytes > {params.max_block_bytes}")
+        raise reject(Reason.OVERSIZED_BLOCK, f"{body_size} bytes > {params.max_block_bytes}")
     if len(block.checkpoint) > params.max_checkpoint_bytes:
-        raise reject("oversized_checkpoint", f"{len(block.checkpoint)} bytes")
+        raise reject(Reason.OVERSIZED_CHECKPOINT, f"{len(block.checkpoint)} bytes")
     if not block.transactions or not isinstance(block.transactions[0].payload, Reward):
-        raise reject("missing_reward", "the first transaction must be the block reward")
+        raise reject(Reason.MISSING_REWARD, "the first transaction must be the block reward")
     if any(isinstance(tx.payload, Reward) for tx in block.transactions[1:]):
-        raise reject("extra_reward", "only the first transaction may be a reward")
+        raise reject(Reason.EXTRA_REWARD, "only the first transaction may be a reward")
     if len(set(txids)) != len(txids):
-        raise reject("duplicate_transaction")
+        raise reject(Reason.DUPLICATE_TRANSACTION)
     if merkle_root(txids) != header.merkle_root:
-        raise reject("bad_merkle_root", "merkle root does not match the transactions")
+        raise reject(Reason.BAD_MERKLE_ROOT, "merkle root does not match the transactions")
     if sha256(block.iteration_message) != header.iteration_hash:
-        raise reject("bad_iteration_hash", "header does not commit to the iteration message")
+        raise reject(Reason.BAD_ITERATION_HASH, "header does not commit to the iteration message")
     if not meets_difficulty(block_hash, header.difficulty):
-        raise reject("target_not_met", f"hash above the target of difficulty {header.difficulty}")
+        raise reject(
+            Reason.TARGET_NOT_MET, f"hash above the target of difficulty {header.difficulty}"
+        )
     if not has_valid_block_signature(block, block_hash, params.chain_id):
-        raise reject("bad_block_signature", "not signed by the miner in the header")
+        raise reject(Reason.BAD_BLOCK_SIGNATURE, "not signed by the miner in the header")
 
 
 def check_header_in_context(
@@ -67,20 +69,24 @@ def check_header_in_context(
     parent = ancestors[-1]
     height = header.height
     if header.prev_hash != parent.hash():
-        raise InvalidBlock("wrong_prev_hash", "prev_hash is not the parent's hash", height)
+        raise InvalidBlock(Reason.WRONG_PREV_HASH, "prev_hash is not the parent's hash", height)
     if header.height != parent.height + 1:
-        raise InvalidBlock("wrong_height", f"parent is at {parent.height}", height)
+        raise InvalidBlock(Reason.WRONG_HEIGHT, f"parent is at {parent.height}", height)
     median_past = median_low([h.timestamp_ms for h in ancestors[-params.median_time_window :]])
     if header.timestamp_ms <= median_past:
         raise InvalidBlock(
-            "timestamp_out_of_bounds", f"{header.timestamp_ms} <= median past {median_past}", height
+            Reason.TIMESTAMP_OUT_OF_BOUNDS,
+            f"{header.timestamp_ms} <= median past {median_past}",
+            height,
         )
     if header.timestamp_ms > now_ms + params.max_future_drift_ms:
         raise InvalidBlock(
-            "timestamp_out_of_bounds", f"{header.timestamp_ms} is too far in the future", height
+            Reason.TIMESTAMP_OUT_OF_BOUNDS,
+            f"{header.timestamp_ms} is too far in the future",
+            height,
         )
     expected = next_difficulty(params, ancestors)
     if header.difficulty != expected:
         raise InvalidBlock(
-            "wrong_difficulty", f"{header.difficulty} != required {expected}", height
+            Reason.WRONG_DIFFICULTY, f"{header.difficulty} != required {expected}", height
         )

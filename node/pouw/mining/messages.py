@@ -15,9 +15,9 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from pouw.blockchain.errors import MalformedData
 from pouw.blockchain.transactions import Hash, PublicKey
 from pouw.crypto import canonical_bytes, hash_concat, sha256
+from pouw.errors import MalformedData
 
 SAMPLE_BYTES_LIMIT = 64 * 1024
 Count = Annotated[int, Meta(ge=0, le=2**31)]

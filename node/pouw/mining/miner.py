@@ -25,6 +25,7 @@ import torch
 from pouw.blockchain.block import Block, BlockHeader, meets_difficulty, sign_block
 from pouw.blockchain.params import ChainParams
 from pouw.crypto import KeyPair, sha256
+from pouw.errors import PouwError
 from pouw.mining.budget import derive_nonce, node_budget, nonce_budget
 from pouw.mining.messages import NO_UPDATES_HASH, IterationMessage
 from pouw.mining.peers import apply_correction
@@ -89,11 +90,11 @@ class Tampering(Protocol):
         ...
 
 
-class MinerPipelineError(RuntimeError):
+class MinerPipelineError(PouwError, RuntimeError):
     pass
 
 
-class TrainingDiverged(ArithmeticError):
+class TrainingDiverged(PouwError, ArithmeticError):
     """A non-finite loss: the task's hyperparameters make this model diverge."""
 
 

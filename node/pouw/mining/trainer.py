@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch
 
-from pouw.blockchain.task_spec import TaskSpec
 from pouw.mining.messages import initial_commitment
 from pouw.mining.peers import PeerUpdates
 from pouw.ml.datasets import (
@@ -19,6 +18,7 @@ from pouw.ml.datasets import (
 )
 from pouw.ml.iteration import ModelFingerprint, make_optimizer
 from pouw.ml.models import build_model, parameter_count
+from pouw.spec import TaskSpec
 
 
 @dataclass(frozen=True)

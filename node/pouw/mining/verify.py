@@ -23,34 +23,20 @@ import numpy as np
 from torch import nn
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.errors import InvalidBlock, MalformedData
 from pouw.blockchain.params import ChainParams
-from pouw.blockchain.task_spec import TaskSpec
+from pouw.errors import InvalidBlock, MalformedData, Reason
 from pouw.mining.budget import OVER_BUDGET_SEARCH, nonce_budget, nonce_index
 from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.trainer import task_batch
 from pouw.ml.datasets import Dataset, DatasetError, load_dataset, shard_indices
 from pouw.ml.iteration import forward_backward
 from pouw.ml.models import CorruptModel, build_model, load_model_bytes, parameter_count
+from pouw.spec import TaskSpec
 
 TOLERANCE = 1e-3
 EXACT_DEVICE_CLASS = "cpu"
 
 TaskLookup = Callable[[bytes], TaskSpec | None]
-
-FAKE_WORK_REASONS = frozenset(
-    {
-        "bad_worker_index",
-        "batch_mismatch",
-        "corrupt_model",
-        "stale_start_model",
-        "loss_mismatch",
-        "accuracy_mismatch",
-        "update_mismatch",
-    }
-)
-"""Re-execution failures: the block claims work its start model and batch do not give (what
-a slash proves). Other rejections are the seal's, or the verifier's own (dataset_unavailable)."""
 
 
 @dataclass(frozen=True)
@@ -88,30 +74,34 @@ class BlockVerifier:
         try:
             message = decode_iteration_message(block.iteration_message)
         except MalformedData as error:
-            raise InvalidBlock("malformed_iteration", str(error), height) from None
+            raise InvalidBlock(Reason.MALFORMED_ITERATION, str(error), height) from None
         spec = self.tasks(message.task_id)
         if spec is None:
-            raise InvalidBlock("unknown_task", message.task_id.hex()[:16], height)
+            raise InvalidBlock(Reason.UNKNOWN_TASK, message.task_id.hex()[:16], height)
         if message.miner != header.miner:
-            raise InvalidBlock("miner_mismatch", "iteration message is from another miner", height)
+            raise InvalidBlock(
+                Reason.MINER_MISMATCH, "iteration message is from another miner", height
+            )
         commitment = message.commitment()
         if header.history_commitment != commitment:
             raise InvalidBlock(
-                "commitment_mismatch", "header does not carry the commitment", height
+                Reason.COMMITMENT_MISMATCH, "header does not carry the commitment", height
             )
         precursor = message.precursor()
         if header.precursor != precursor:
-            raise InvalidBlock("precursor_mismatch", "header does not carry the precursor", height)
+            raise InvalidBlock(
+                Reason.PRECURSOR_MISMATCH, "header does not carry the precursor", height
+            )
         _, model_size = self._model(message.task_id, spec)
         budget = nonce_budget(self.params.omega_b, self.params.omega_m, spec.batch_size, model_size)
         if nonce_index(precursor, header.nonce, budget) is None:
             beyond = nonce_index(precursor, header.nonce, budget + OVER_BUDGET_SEARCH)
             if beyond is not None:
                 raise InvalidBlock(
-                    "nonce_over_budget", f"nonce #{beyond} but the budget is {budget}", height
+                    Reason.NONCE_OVER_BUDGET, f"nonce #{beyond} but the budget is {budget}", height
                 )
             raise InvalidBlock(
-                "nonce_not_derived", "nonce is not derived from the precursor", height
+                Reason.NONCE_NOT_DERIVED, "nonce is not derived from the precursor", height
             )
         return message
 
@@ -128,10 +118,10 @@ class BlockVerifier:
         try:
             dataset = self.datasets(spec)
         except DatasetError as error:
-            raise InvalidBlock("dataset_unavailable", str(error), height) from None
+            raise InvalidBlock(Reason.DATASET_UNAVAILABLE, str(error), height) from None
         if message.workers != spec.miners or message.worker_index >= message.workers:
             raise InvalidBlock(
-                "bad_worker_index", f"{message.worker_index}/{message.workers}", height
+                Reason.BAD_WORKER_INDEX, f"{message.worker_index}/{message.workers}", height
             )
         shard = shard_indices(len(dataset.y_train), message.worker_index, message.workers)
         try:
@@ -139,23 +129,27 @@ class BlockVerifier:
                 dataset, spec, message.task_id, shard, message.epoch, message.iteration
             )
         except IndexError:
-            raise InvalidBlock("batch_mismatch", "no such batch in the epoch", height) from None
+            raise InvalidBlock(
+                Reason.BATCH_MISMATCH, "no such batch in the epoch", height
+            ) from None
         if digest != message.batch_hash:
-            raise InvalidBlock("batch_mismatch", "batch hash is not the scheduled batch's", height)
+            raise InvalidBlock(
+                Reason.BATCH_MISMATCH, "batch hash is not the scheduled batch's", height
+            )
         if message.samples != len(y):  # it scales tolerance mode's slack on the correct count
-            raise InvalidBlock("batch_mismatch", f"{message.samples} samples claimed", height)
+            raise InvalidBlock(Reason.BATCH_MISMATCH, f"{message.samples} samples claimed", height)
         model, _ = self._model(message.task_id, spec)
         try:
             load_model_bytes(model, block.checkpoint)
         except CorruptModel as error:
-            raise InvalidBlock("corrupt_model", str(error), height) from None
+            raise InvalidBlock(Reason.CORRUPT_MODEL, str(error), height) from None
         try:
             outcome = forward_backward(model, x, y)
         except (RuntimeError, IndexError, ValueError) as error:  # a model that cannot fit its data
-            raise InvalidBlock("unrunnable_task", str(error)[:200], height) from None
+            raise InvalidBlock(Reason.UNRUNNABLE_TASK, str(error)[:200], height) from None
         if outcome.start_sample != message.start_sample:
             raise InvalidBlock(
-                "stale_start_model", "checkpoint is not the iteration's start model", height
+                Reason.STALE_START_MODEL, "checkpoint is not the iteration's start model", height
             )
         exact = block.header.device_class == EXACT_DEVICE_CLASS
         _compare(message, outcome.loss, outcome.correct, outcome.grad_sample, exact, height)
@@ -173,29 +167,31 @@ def _compare(
     height: int,
 ) -> None:
     if len(message.grad_sample) != len(grad_sample):  # before frombuffer: any length may come
-        raise InvalidBlock("update_mismatch", "gradient sample has the wrong length", height)
+        raise InvalidBlock(Reason.UPDATE_MISMATCH, "gradient sample has the wrong length", height)
     published = np.frombuffer(message.grad_sample, dtype=np.float32)
     recomputed = np.frombuffer(grad_sample, dtype=np.float32)
     if exact:
         if loss != message.loss:
-            raise InvalidBlock("loss_mismatch", f"published {message.loss}, re-run {loss}", height)
+            raise InvalidBlock(
+                Reason.LOSS_MISMATCH, f"published {message.loss}, re-run {loss}", height
+            )
         if correct != message.correct:
             raise InvalidBlock(
-                "accuracy_mismatch", f"published {message.correct}, re-run {correct}", height
+                Reason.ACCURACY_MISMATCH, f"published {message.correct}, re-run {correct}", height
             )
         if grad_sample != message.grad_sample:
-            raise InvalidBlock("update_mismatch", "gradient differs from the re-run", height)
+            raise InvalidBlock(Reason.UPDATE_MISMATCH, "gradient differs from the re-run", height)
         return
     if not math.isclose(loss, message.loss, rel_tol=TOLERANCE):
-        raise InvalidBlock("loss_mismatch", f"published {message.loss}, re-run {loss}", height)
+        raise InvalidBlock(Reason.LOSS_MISMATCH, f"published {message.loss}, re-run {loss}", height)
     if abs(correct - message.correct) > max(1, message.samples // 100):
         raise InvalidBlock(
-            "accuracy_mismatch", f"published {message.correct}, re-run {correct}", height
+            Reason.ACCURACY_MISMATCH, f"published {message.correct}, re-run {correct}", height
         )
     error = float(np.linalg.norm(published - recomputed)) / max(
         float(np.linalg.norm(recomputed)), 1e-12
     )
     if not error <= TOLERANCE:
         raise InvalidBlock(
-            "update_mismatch", f"relative error {error:.2e} above {TOLERANCE}", height
+            Reason.UPDATE_MISMATCH, f"relative error {error:.2e} above {TOLERANCE}", height
         )

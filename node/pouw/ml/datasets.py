@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pouw.blockchain.task_spec import BUILTIN_DATASETS, DatasetSpec
+from pouw.errors import PouwError
+from pouw.spec import BUILTIN_DATASETS, DatasetSpec
 
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 60
 
 
-class DatasetError(ValueError):
+class DatasetError(PouwError, ValueError):
     pass
 
 

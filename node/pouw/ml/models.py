@@ -9,7 +9,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from pouw.blockchain.task_spec import ModelSpec
+from pouw.errors import PouwError
+from pouw.spec import ModelSpec
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -21,7 +22,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 MAX_MODEL_BYTES = 64 * 1024 * 1024
 
 
-class CorruptModel(ValueError):
+class CorruptModel(PouwError, ValueError):
     """A model blob that is not a safetensors file of the expected parameters."""
 
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from msgspec import Meta
 
-from pouw.blockchain.errors import MalformedData
 from pouw.crypto import KeyPair, canonical_bytes, sha256, verify_signature
+from pouw.errors import MalformedData
 
 Hash = Annotated[bytes, Meta(min_length=32, max_length=32)]
 PublicKey = Annotated[bytes, Meta(min_length=32, max_length=32)]

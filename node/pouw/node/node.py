@@ -24,13 +24,11 @@ from cachetools import FIFOCache
 
 from pouw.blockchain.block import Block, decode_block, encode_block
 from pouw.blockchain.chain import AddStatus, Chain, ChainUpdate
-from pouw.blockchain.errors import InvalidBlock, InvalidTransaction, MalformedData
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.ml_task import MLTask
 from pouw.blockchain.params import ChainParams, bootstrap_task_id
 from pouw.blockchain.state import TaskRecord
 from pouw.blockchain.store import ChainStore
-from pouw.blockchain.task_spec import ModelSpec, TaskSpec, check_task_spec
 from pouw.blockchain.transactions import (
     COIN,
     BuyTicket,
@@ -49,12 +47,13 @@ from pouw.config import NodeConfig
 from pouw.crypto import HASH_SIZE, KeyPair, address_of, sha256
 from pouw.economics.reputation import Reputation
 from pouw.economics.selection import TaskAssignment, assign
+from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData
 from pouw.mining.checkpoint import TrainerCheckpoints
 from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.miner import Miner, MiningStats, PublishedIteration
 from pouw.mining.peers import PeerUpdates
 from pouw.mining.trainer import TaskTrainer
-from pouw.mining.verify import FAKE_WORK_REASONS, BlockVerifier
+from pouw.mining.verify import BlockVerifier
 from pouw.ml.aggregation import UNSCREENED
 from pouw.ml.compression import CompressedUpdate
 from pouw.ml.iteration import configure_determinism
@@ -87,10 +86,10 @@ from pouw.node.worker import FinishedTraining, Job, MiningWorker
 from pouw.roles import NodeRole
 from pouw.security import SenderScreen
 from pouw.security.detection import MIN_UPDATES
+from pouw.spec import DEFAULT_FEE, ModelSpec, TaskSpec, check_task_spec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FEE = 0.01
 EVALUATION_GRACE_S = 60.0
 """How long an evaluator waits for missing final models after the first one arrives."""
 RECENT_ITEMS = 4096
@@ -99,15 +98,6 @@ ITERATION_BATCH_MAX = 1024
 ITERATION_FLUSH_S = 0.5
 REBROADCAST_EVERY_S = 3
 REBROADCAST_LIMIT = 200
-NOT_THE_SENDERS_FAULT = (
-    "replay", "duplicate", "duplicate_nonce", "mempool_full", "nonce_gap", "too_many_pending",
-    "unknown_task", "task_closed", "not_an_evaluator", "unknown_ticket", "not_a_verifier",
-)  # fmt: skip
-"""Refusals of a gossiped transaction that an honest relay causes too (a race with a block, a
-relay a block ahead or behind on the tasks and tickets, a full mempool that evicted the
-transaction's predecessor): dropped, but not worth a ban score. Any other refusal (a zero
-amount, a stake below the minimum, an invalid task spec, a forged signature...) counts against
-the relay."""
 TEMPLATE_REFRESH_S = 0.25
 """Gossiped transactions refresh the block template at most this often: a refresh
 trial-applies the mempool's best transactions, too costly to repeat for each one in a flood."""
@@ -1059,7 +1049,7 @@ class PoUWNode:
             failure = await self._verify(block)
             if failure is not None:
                 result = self._reject_block(block, failure)
-                if failure.reason in FAKE_WORK_REASONS:
+                if failure.reason.fake_work:
                     return _blame_miner(block, failure.reason, peer)
                 return result
         try:
@@ -1087,7 +1077,7 @@ class PoUWNode:
                 self.key, BlockVerdict(block.hash(), self.key.public_key, False, error.reason)
             )
             self._announce(ItemKind.VERDICT, verdict.item_id(), encode_item(verdict))
-            if error.reason in FAKE_WORK_REASONS:
+            if error.reason.fake_work:
                 self._fake_work[block.hash()] = error
                 self._count_attack("fake_work")
                 self._slash(block, error.reason)
@@ -1102,7 +1092,7 @@ class PoUWNode:
         try:
             self._admit(tx, payload)
         except InvalidTransaction as error:
-            if error.reason in NOT_THE_SENDERS_FAULT:
+            if error.reason.relay_may_cause:
                 return ItemResult(Verdict.KNOWN)
             return _rejected(error.reason)
         self._note_payment(tx)

@@ -12,12 +12,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pouw.blockchain.task_spec import TaskSpec
 from pouw.mining.checkpoint import TrainerCheckpoints
 from pouw.mining.miner import Miner, MiningStats, TrainingDiverged
 from pouw.mining.peers import PeerUpdates
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.datasets import load_dataset
+from pouw.spec import TaskSpec
 
 log = logging.getLogger(__name__)
 

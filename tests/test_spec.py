@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pouw.blockchain.task_spec import (
+from pouw.ml.models import build_model, parameter_count
+from pouw.spec import (
     MAX_MODEL_PARAMETERS,
     DatasetSpec,
     ModelSpec,
@@ -11,7 +12,6 @@ from pouw.blockchain.task_spec import (
     check_task_spec,
     model_parameters,
 )
-from pouw.ml.models import build_model, parameter_count
 
 
 @pytest.mark.parametrize(

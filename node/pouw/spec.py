@@ -8,7 +8,11 @@ from typing import Annotated, Literal, get_args
 import msgspec
 from msgspec import Meta
 
+from pouw.errors import PouwError
+
 BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+DEFAULT_FEE = 0.01
+"""Coins a task's payment pays its miner when the client names no fee."""
 MAX_MODEL_PARAMETERS = 16 * 1024 * 1024
 """Every block carries the model its iteration started from: 64 MiB of float32 parameters is
 the default chain's checkpoint limit (`ChainParams.max_checkpoint_bytes`)."""
@@ -56,7 +60,7 @@ class TaskSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     aggregator: Aggregator = DEFAULT_AGGREGATOR
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(PouwError, ValueError):
     pass
 
 
