@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,12 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from pouw.api.client import ApiError, NodeClient
+from pouw.manifest import ManifestError, task_order
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_FEE = 0.01
-# MLTask fields that choose where the task goes, not what it is: the operator's business.
-_PLACEMENT = frozenset({"network", "networkSelector", "networkRef", "node", "nodeRef"})
-_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
 def make_client(url: str, token: str | None) -> NodeClient:
@@ -38,37 +34,13 @@ def _talking(url: str, token: str | None) -> Iterator[NodeClient]:
             raise click.ClickException(f"{url}: {error}") from None
 
 
-def _snake(name: str) -> str:
-    return _CAMEL.sub(r"_\1", name).lower()
-
-
-def _snake_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_snake(str(key)): _snake_keys(item) for key, item in value.items()}
-    return value
-
-
 def task_mapping(document: object, source: str = "task") -> tuple[dict[str, Any], float, float]:
-    """(spec mapping, reward, fee) from a plain task mapping or an MLTask manifest (`spec:`),
-    with Kubernetes camelCase keys (learningRate, minAccuracy, ...) as the spec's snake_case."""
-    if not isinstance(document, dict):
-        raise click.ClickException(f"{source}: expected a mapping, got {type(document).__name__}")
-    if isinstance(document.get("spec"), dict):
-        document = document["spec"]
-    assert isinstance(document, dict)
-    mapping = {key: value for key, value in document.items() if key not in _PLACEMENT}
-    hyperparameters = mapping.pop("hyperparameters", None)
-    if isinstance(hyperparameters, dict):
-        mapping = {**hyperparameters, **mapping}
-    mapping = _snake_keys(mapping)
-    reward = mapping.pop("reward", None)
-    fee = mapping.pop("fee", DEFAULT_FEE)
-    if reward is None:
-        raise click.ClickException(f"{source}: the task needs a reward (coins paid into escrow)")
+    """(spec mapping, reward, fee) from a plain task mapping or an MLTask manifest (`spec:`)."""
     try:
-        return mapping, float(reward), float(fee)
-    except (TypeError, ValueError):
-        raise click.ClickException(f"{source}: reward and fee must be numbers") from None
+        order = task_order(document)
+    except ManifestError as error:
+        raise click.ClickException(f"{source}: {error}") from None
+    return order.spec, order.reward, order.fee
 
 
 def read_task_file(source: str) -> tuple[dict[str, Any], float, float]:

@@ -1,9 +1,7 @@
 """MLTask <-> node API, pure: the spec as the body of POST /tasks, the node's task view as the
 MLTask's status, and a failed API call as a condition's reason.
 
-The spec mapping mirrors `pouw task submit` (pouw.task_commands.task_mapping, which the
-operator may not import): placement fields dropped, hyperparameters merged into the top
-level, camelCase keys as the node's snake_case.
+The spec mapping is `pouw.manifest`'s, the one `pouw task submit` uses too.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from pouw.api.client import UNREACHABLE, ApiError
+from pouw.manifest import ManifestError, task_order
 from pouw_operator.conditions import Condition, condition, set_condition
 
 Phase = Literal["Pending", "Submitted", "Training", "Evaluating", "Completed", "Failed"]
@@ -35,10 +34,6 @@ SYNCED = "Synced"
 SUCCEEDED = "Succeeded"
 """Set once the task ends: True when completed, False when it failed."""
 
-DEFAULT_FEE = 0.01
-# MLTask fields that choose where the task goes, not what it is (task_commands._PLACEMENT).
-_PLACEMENT = frozenset({"network", "networkSelector", "networkRef", "node", "nodeRef"})
-_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 _RETRY_STATUSES = frozenset({401, 403, 408, 429})
 
 
@@ -84,35 +79,13 @@ def request_id(uid: str) -> str:
     return f"mltask-{uid}"
 
 
-def _snake(name: str) -> str:
-    return _CAMEL.sub(r"_\1", name).lower()
-
-
-def _snake_keys(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {_snake(str(key)): _snake_keys(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_snake_keys(item) for item in value]
-    return value
-
-
 def submission(spec: Mapping[str, Any], uid: str) -> Submission:
     """The body of POST /tasks for an MLTask's spec (camelCase, as the CRD has it)."""
-    mapping: dict[str, Any] = {key: value for key, value in spec.items() if key not in _PLACEMENT}
-    hyperparameters = mapping.pop("hyperparameters", None)
-    if isinstance(hyperparameters, Mapping):
-        mapping = {**hyperparameters, **mapping}
-    mapping = _snake_keys(mapping)
-    reward = mapping.pop("reward", None)
-    fee = mapping.pop("fee", DEFAULT_FEE)
-    if reward is None:
-        raise SpecError("spec.reward is required: the coins paid into the task's escrow")
-    if isinstance(reward, bool) or isinstance(fee, bool):
-        raise SpecError("spec.reward and spec.fee must be numbers")
     try:
-        return Submission(mapping, float(reward), float(fee), request_id(uid))
-    except (TypeError, ValueError):
-        raise SpecError("spec.reward and spec.fee must be numbers") from None
+        order = task_order(spec)
+    except ManifestError as error:
+        raise SpecError(f"spec: {error}") from None
+    return Submission(order.spec, order.reward, order.fee, request_id(uid))
 
 
 def model_url(node_url: str, task_id: str) -> str:

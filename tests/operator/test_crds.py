@@ -5,7 +5,6 @@ paths that exist, the examples, and the CEL rules evaluated for real (no API ser
 from __future__ import annotations
 
 import copy
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pouw.api.schemas import DatasetBody, ModelBody, TaskBody
+from pouw.api.schemas import TaskBody
 from pouw.blockchain.params import DEVNET_ACCOUNT_NAMES
-from pouw.task_commands import task_mapping
+from pouw.manifest import task_order
 from pouw_operator.conditions import condition
 from tests.operator.crd_schema import (
     API_VERSION,
@@ -461,34 +460,6 @@ def test_defaults_are_the_contracts(kind: str, expected_spec: dict[str, Any]) ->
     assert defaulted(kind, MINIMAL[kind])["spec"] == expected_spec
 
 
-def _literal(model: Any, field: str) -> set[str]:
-    annotation = model.model_fields[field].annotation
-    return {arg for arg in typing.get_args(annotation) if isinstance(arg, str)}
-
-
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
-
-
-def test_mltask_spec_fields_are_the_node_apis_task_body() -> None:
-    """`pouw task submit` and the operator send the spec as TaskBody: same fields, same enums."""
-    spec = openapi_schema("MLTask")["properties"]["spec"]["properties"]
-    top = set(spec) - {"hyperparameters", "networkSelector"}
-    flattened = {_snake(name) for name in top | set(spec["hyperparameters"]["properties"])}
-    assert flattened == set(TaskBody.model_fields) - {"request_id"}
-    assert {_snake(n) for n in spec["model"]["properties"]} == set(ModelBody.model_fields)
-    assert {_snake(n) for n in spec["dataset"]["properties"]} == set(DatasetBody.model_fields)
-    assert set(spec["optimizer"]["enum"]) == _literal(TaskBody, "optimizer")
-    assert set(spec["aggregator"]["enum"]) == _literal(TaskBody, "aggregator")
-    assert set(spec["model"]["properties"]["architecture"]["enum"]) == _literal(
-        ModelBody, "architecture"
-    )
-    assert set(spec["model"]["properties"]["activation"]["enum"]) == _literal(
-        ModelBody, "activation"
-    )
-    assert set(spec["dataset"]["properties"]["format"]["enum"]) == _literal(DatasetBody, "format")
-
-
 @pytest.mark.parametrize(
     "document",
     [
@@ -503,8 +474,8 @@ def test_mltask_spec_fields_are_the_node_apis_task_body() -> None:
 )
 def test_a_valid_defaulted_mltask_is_a_valid_node_task_body(document: dict[str, Any]) -> None:
     assert schema_errors("MLTask", document, strict=True) == {}
-    mapping, reward, fee = task_mapping(defaulted("MLTask", document))
-    body = TaskBody.model_validate({**mapping, "reward": reward, "fee": fee})
+    order = task_order(defaulted("MLTask", document))
+    body = TaskBody.model_validate({**order.spec, "reward": order.reward, "fee": order.fee})
     assert body.reward == document["spec"]["reward"]
 
 

@@ -89,7 +89,7 @@ def test_a_defaulted_manifest_is_a_valid_node_body() -> None:
 @pytest.mark.parametrize(
     ("spec", "problem"),
     [
-        ({"model": {"layers": [1, 2]}, "dataset": {"name": "iris"}}, "reward is required"),
+        ({"model": {"layers": [1, 2]}, "dataset": {"name": "iris"}}, "needs a reward"),
         ({"reward": "lots"}, "must be numbers"),
         ({"reward": 1, "fee": True}, "must be numbers"),
     ],

@@ -86,11 +86,14 @@ class NodeClient:
         self,
         spec_mapping: dict[str, Any],
         reward: float,
-        fee: float = 0.01,
+        fee: float | None = None,
         request_id: str | None = None,
     ) -> str:
-        """Pay for the task; returns its id (hex). Pass a `request_id` to retry safely."""
-        body: dict[str, Any] = {**spec_mapping, "reward": reward, "fee": fee}
+        """Pay for the task; returns its id (hex). Without a `fee` the node's default is paid.
+        Pass a `request_id` to retry safely."""
+        body: dict[str, Any] = {**spec_mapping, "reward": reward}
+        if fee is not None:
+            body["fee"] = fee
         if request_id is not None:
             body["request_id"] = request_id
         response = self._call("POST", "/tasks", json=body)

@@ -1,8 +1,9 @@
 """Bodies and responses of the HTTP API (pydantic), so bad input becomes a 422 naming the field
 and /docs shows every shape.
 
-The request bodies mirror `TaskSpec` field for field (a test keeps them in step): pydantic
-names the field in its 422, and `task_spec_from_mapping` still has the last word on the spec.
+The task body mirrors `pouw.spec.TaskSpec` field for field, bounds and defaults included
+(tests/test_task_spec_contract.py keeps them in step): pydantic names the field in its 422, and
+`task_spec_from_mapping` still has the last word on the spec.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pouw.node.views import TaskPhase
 from pouw.roles import NodeRole
+from pouw.spec import DEFAULT_FEE
 
 # NaN and infinities are not amounts (json.loads would accept `Infinity`).
 _BODY = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -28,7 +30,7 @@ class ModelBody(BaseModel):
     layers: list[Size] = Field(min_length=2, max_length=16)
     architecture: Literal["mlp", "cnn"] = "mlp"
     activation: Literal["relu", "tanh", "sigmoid", "gelu"] = "relu"
-    input_shape: list[Size] = Field(default_factory=list, max_length=3)
+    input_shape: list[Size] = Field(default=[], max_length=3)
 
 
 class DatasetBody(BaseModel):
@@ -42,7 +44,7 @@ class DatasetBody(BaseModel):
 
 
 class TaskBody(BaseModel):
-    """A task spec (DESIGN.md section 1) and what the client pays for it."""
+    """A task spec (`pouw.spec.TaskSpec`) and what the client pays for it."""
 
     model_config = _BODY
     model: ModelBody
@@ -56,7 +58,7 @@ class TaskBody(BaseModel):
     miners: int = Field(default=3, ge=1, le=64)
     aggregator: Literal["screened_mean", "median", "trimmed_mean", "krum", "mean"] = "screened_mean"
     reward: float = Field(gt=0.0, le=MAX_COINS, description="coins paid into the task's escrow")
-    fee: float = Field(default=0.01, ge=0.0, le=MAX_COINS, description="coins to the miner")
+    fee: float = Field(default=DEFAULT_FEE, ge=0.0, le=MAX_COINS, description="coins to the miner")
     request_id: str | None = Field(
         default=None,
         min_length=1,
