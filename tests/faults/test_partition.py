@@ -182,7 +182,7 @@ def one_tip(nodes: Iterable[PoUWNode]) -> bool:
 
 
 async def submit(node: PoUWNode, tx: Transaction) -> None:
-    result = await node.on_item(ItemKind.TX, tx.txid(), encode_transaction(tx), "gossip")
+    result = await node.intake.on_item(ItemKind.TX, tx.txid(), encode_transaction(tx), "gossip")
     assert result.verdict == Verdict.ACCEPTED, result
 
 

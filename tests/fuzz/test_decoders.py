@@ -659,7 +659,7 @@ def test_the_node_judges_any_item_without_raising(live: LiveNode, data: st.DataO
         payload = sample if source == "sample" else mutate(data, sample)
     item_id = _item_id(kind, payload)
     started = time.perf_counter()
-    result = live.run(live.node.on_item(kind, item_id, payload, "fuzzer"))
+    result = live.run(live.node.intake.on_item(kind, item_id, payload, "fuzzer"))
     assert isinstance(result, ItemResult)
     assert time.perf_counter() - started < SLOW_S
 

@@ -297,7 +297,7 @@ class Flood:
         await node.start()
         peer = self.context.Process(
             target=flood_peer,
-            args=(node.network.port, node.chain_info(), self.total, FLOOD_S, self.theirs),
+            args=(node.network.port, node.intake.chain_info(), self.total, FLOOD_S, self.theirs),
             daemon=True,
         )
         peer.start()

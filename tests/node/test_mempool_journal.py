@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tests.support.nodes import local_node
 
+from pouw.node.ledger import MEMPOOL_JOURNAL
 from pouw.node.mempool_journal import MempoolJournal
-from pouw.node.node import MEMPOOL_JOURNAL
 from pouw.roles import NodeRole
 from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 

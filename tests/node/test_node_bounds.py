@@ -29,7 +29,7 @@ def test_iterations_for_a_task_not_on_chain_leave_nothing_behind(tmp_path: Path)
             unknown = {sha256(b"no such task %d" % number) for number in range(20)}
             for task_id in unknown:
                 batch = _batch(KeyPair.generate(), task_id)
-                result = await node.on_item(
+                result = await node.intake.on_item(
                     ItemKind.ITERATION, batch.item_id(), encode_item(batch), "peer"
                 )
                 assert result.verdict == Verdict.ACCEPTED  # relayed: the relay may be behind

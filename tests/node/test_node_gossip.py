@@ -36,7 +36,7 @@ def test_bad_blocks_are_rejected_counted_and_their_sender_banned(tmp_path: Path)
         assert node.network is not None
         mallory = Network(
             KeyPair.from_seed(b"mallory"),
-            ItemStore(node.chain_info()),
+            ItemStore(node.intake.chain_info()),
             host="127.0.0.1",
             port=0,
             bootstrap_peers=[("127.0.0.1", node.network.port)],

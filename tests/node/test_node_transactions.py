@@ -39,7 +39,9 @@ def test_a_transaction_no_block_could_hold_is_refused_and_not_relayed(tmp_path: 
 
             async def gossip(payload: Transfer | TaskResult) -> ItemResult:
                 tx = sign_transaction(SENDER, payload, nonce=0, fee=10, chain_id=chain_id)
-                return await node.on_item(ItemKind.TX, tx.txid(), encode_transaction(tx), "relay")
+                return await node.intake.on_item(
+                    ItemKind.TX, tx.txid(), encode_transaction(tx), "relay"
+                )
 
             nothing = await gossip(Transfer(recipient=node.address, amount=0))
             assert (nothing.verdict, nothing.reason) == (Verdict.REJECTED, "zero_amount")

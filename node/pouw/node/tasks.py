@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 
 from pouw.blockchain.state import TaskRecord
-from pouw.blockchain.transactions import COIN
+from pouw.blockchain.transactions import COIN, PayForTask, Transaction
 from pouw.crypto import address_of
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import MalformedData
@@ -40,6 +40,8 @@ class TaskProgress:
     final_models: dict[str, FinalModel] = field(default_factory=dict)
     failure: str = ""
     """Why the task cannot complete, when it cannot."""
+    evaluating: bool = False
+    """This node's evaluator is scoring the final models (or gave up: see `failure`)."""
 
 
 class TaskBook:
@@ -58,6 +60,11 @@ class TaskBook:
         state.iterations += 1
         state.loss = message.loss
         state.accuracy = message.correct / message.samples
+
+    def note_payment(self, tx: Transaction) -> None:
+        """A task payment waiting in the mempool shows as a pending task."""
+        if isinstance(tx.payload, PayForTask):
+            self.pending[tx.txid()] = (tx.sender_address, tx.payload.reward / COIN)
 
     def record_block(self, task_id: bytes, delta: int = 1) -> None:
         self.of(task_id).blocks += delta

@@ -1,4 +1,4 @@
-"""Screening a task's updates, round by round, for Byzantine miners (DESIGN.md section 4).
+"""Screening a task's updates, round by round, for Byzantine miners (docs/security.md).
 
 The nodes that check a task (its supervisors, verifiers and evaluator) receive every miner's
 IT_RES. One iteration's sparse update says little; what a miner pushes the model towards
@@ -12,7 +12,7 @@ The screen is `pouw.security.SenderScreen`: each sum's norm ratio and cosine aga
 round's coordinate median, judged over the sender's last rounds, so that an unlucky honest
 round is forgiven and a consistent attacker is not.
 
-A flagged miner loses reputation (the node's caller does that); a miner flagged in most of
+A flagged miner loses reputation (the node's screening role does that); a miner flagged in most of
 its screened rounds is left out of the task's ranking and payouts (`excluded`).
 """
 

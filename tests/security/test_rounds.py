@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pouw.node.screening import LAGGARD_ROUNDS, ROUNDS_PER_TASK, TaskScreen
+from pouw.security.rounds import LAGGARD_ROUNDS, ROUNDS_PER_TASK, TaskScreen
 
 SIZE = 200
 MINERS = [bytes([i]) * 32 for i in range(4)]

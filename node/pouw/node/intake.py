@@ -1,0 +1,289 @@
+"""What peers send a node: the network's handler. Each item (block, transaction, IT_RES batch,
+final model, verdict) is decoded, its id and signature checked, judged (blocks and
+transactions by the ledger, after any block check a role installed), and told as an event;
+synced blocks are imported in order. The verdict goes back to the network, which relays what
+was accepted and scores the sender of what was rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from cachetools import FIFOCache
+
+from pouw.blockchain.block import Block, decode_block
+from pouw.blockchain.chain import AddStatus
+from pouw.blockchain.transactions import decode_transaction, encode_transaction
+from pouw.crypto import address_of
+from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData, Reason
+from pouw.mining.messages import decode_iteration_message
+from pouw.monitoring.health import HealthTracker
+from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
+from pouw.node.announcer import RECENT_ITEMS, Announcer
+from pouw.node.context import NodeContext
+from pouw.node.items import (
+    BlockVerdict,
+    FinalModel,
+    IterationBatch,
+    decode_item,
+    has_valid_signature,
+)
+from pouw.node.ledger import Ledger
+from pouw.node.sync import block_locator, blocks_after
+
+
+class BlockCheck(Protocol):
+    """A check a role runs on a peer's block before the ledger takes it (a verifier re-runs
+    it): None lets the block through; an ItemResult is the answer to the network instead."""
+
+    async def __call__(self, block: Block, peer: str) -> ItemResult | None: ...
+
+
+class Intake:
+    def __init__(
+        self,
+        context: NodeContext,
+        ledger: Ledger,
+        announcer: Announcer,
+        health: HealthTracker,
+    ) -> None:
+        self.context = context
+        self.ledger = ledger
+        self.announcer = announcer
+        self.health = health
+        self.block_checks: list[BlockCheck] = []
+        self.verdicts: FIFOCache[bytes, BlockVerdict] = FIFOCache(RECENT_ITEMS)
+        """The latest verifier's verdict on each recent block (this node's own included)."""
+
+    # -- what the network asks of the node ---------------------------------------------------------
+
+    def chain_info(self) -> ChainInfo:
+        chain = self.ledger.chain
+        return ChainInfo(
+            chain_id=self.context.params.chain_id,
+            genesis_hash=chain.genesis_hash,
+            height=chain.height,
+            tip_hash=chain.tip.hash,
+            total_work=chain.tip.total_work,
+        )
+
+    def has_item(self, kind: ItemKind, item_id: bytes) -> bool:
+        if self.announcer.knows(kind, item_id):
+            return True
+        if kind == ItemKind.BLOCK:
+            return self.ledger.chain.contains(item_id)
+        if kind == ItemKind.TX:
+            return item_id in self.ledger.mempool
+        return False
+
+    def get_item(self, kind: ItemKind, item_id: bytes) -> bytes | None:
+        known = self.announcer.payload(kind, item_id)
+        if known is not None:
+            return known
+        if kind == ItemKind.BLOCK:
+            return self.ledger.chain.store.block_bytes(item_id)
+        if kind == ItemKind.TX:
+            tx = self.ledger.mempool.get(item_id)
+            return None if tx is None else encode_transaction(tx)
+        return None
+
+    def block_locator(self) -> list[bytes]:
+        return block_locator(self.ledger.chain)
+
+    def blocks_after(self, locator: list[bytes], limit: int) -> list[bytes]:
+        return blocks_after(self.ledger.chain, locator, limit)
+
+    async def on_item(
+        self, kind: ItemKind, item_id: bytes, payload: bytes, peer: str
+    ) -> ItemResult:
+        started = time.perf_counter()
+        result = await self._on_item(kind, item_id, payload, peer)
+        self.health.record(time.perf_counter() - started, result.verdict != Verdict.REJECTED)
+        return result
+
+    async def _on_item(
+        self, kind: ItemKind, item_id: bytes, payload: bytes, peer: str
+    ) -> ItemResult:
+        try:
+            if kind == ItemKind.BLOCK:
+                return await self._on_block(item_id, payload, peer)
+            if kind == ItemKind.TX:
+                return self._on_transaction(item_id, payload)
+            if kind == ItemKind.ITERATION:
+                return self._on_iteration(item_id, payload)
+            if kind == ItemKind.MODEL:
+                return self._on_final_model(item_id, payload)
+            return self._on_verdict(item_id, payload)
+        except MalformedData:
+            return rejected(Reason.MALFORMED)
+
+    # -- blocks ------------------------------------------------------------------------------------
+
+    async def _on_block(self, item_id: bytes, payload: bytes, peer: str) -> ItemResult:
+        block = decode_block(payload)
+        if block.hash() != item_id:
+            return rejected(Reason.ID_MISMATCH)
+        chain = self.ledger.chain
+        if chain.contains(item_id):
+            return ItemResult(Verdict.KNOWN)
+        if chain.entry(block.header.prev_hash) is None:
+            return ItemResult(Verdict.ORPHAN)
+        for check in self.block_checks:
+            answer = await check(block, peer)
+            if answer is not None:
+                return answer
+        try:
+            update = self.ledger.accept_block(block, payload)
+        except InvalidBlock as error:
+            return self.reject_block(block, error)
+        if update.status == AddStatus.ORPHAN:
+            return ItemResult(Verdict.ORPHAN)
+        if update.status == AddStatus.DUPLICATE:
+            return ItemResult(Verdict.KNOWN)
+        self.context.reputation.valid(address_of(block.header.miner))
+        self.context.events.block_accepted.emit(block)
+        return ItemResult(Verdict.ACCEPTED)
+
+    def reject_block(self, block: Block, error: InvalidBlock) -> ItemResult:
+        """A peer's block failed a check: counted, its miner's reputation lowered, told."""
+        self.context.counters.rejected(error.reason)
+        self.context.reputation.rejected(address_of(block.header.miner))
+        self.context.events.block_rejected.emit(block, error)
+        return rejected(error.reason)
+
+    async def on_sync_blocks(self, blocks: list[bytes], peer: str) -> ItemResult:
+        """Import a batch in order. Where a role checks blocks, each goes through those checks
+        like a gossiped one (so every block a verifier passes on has been re-run, however it
+        arrived); else the batch is stored in one transaction."""
+        if self.block_checks:
+            return await self._import_checked(blocks, peer)
+        with self.ledger.chain.batch():
+            return self._import(blocks)
+
+    async def _import_checked(self, blocks: list[bytes], peer: str) -> ItemResult:
+        for encoded in blocks:
+            try:
+                block_hash = decode_block(encoded).hash()
+            except MalformedData:
+                return rejected(Reason.MALFORMED)
+            if self.ledger.chain.contains(block_hash):
+                continue
+            result = await self._on_block(block_hash, encoded, peer)
+            if result.verdict in (Verdict.REJECTED, Verdict.ORPHAN):
+                return result
+        return ItemResult(Verdict.ACCEPTED)
+
+    def _import(self, blocks: list[bytes]) -> ItemResult:
+        for encoded in blocks:
+            try:
+                block = decode_block(encoded)
+            except MalformedData:
+                return rejected(Reason.MALFORMED)
+            if self.ledger.chain.contains(block.hash()):
+                continue
+            try:
+                update = self.ledger.accept_block(block, encoded)
+            except InvalidBlock as error:
+                self.context.counters.rejected(error.reason)
+                return rejected(error.reason)
+            if update.status == AddStatus.ORPHAN:
+                return ItemResult(Verdict.ORPHAN)
+        return ItemResult(Verdict.ACCEPTED)
+
+    # -- transactions ------------------------------------------------------------------------------
+
+    def _on_transaction(self, item_id: bytes, payload: bytes) -> ItemResult:
+        tx = decode_transaction(payload)
+        if tx.txid() != item_id:
+            return rejected(Reason.ID_MISMATCH)
+        if item_id in self.ledger.mempool:
+            return ItemResult(Verdict.KNOWN)
+        try:
+            self.ledger.admit(tx, payload)
+        except InvalidTransaction as error:
+            if error.reason.relay_may_cause:
+                return ItemResult(Verdict.KNOWN)
+            return rejected(error.reason)
+        self.announcer.remember(ItemKind.TX, item_id, payload)
+        self.ledger.refresh_template_soon()
+        return ItemResult(Verdict.ACCEPTED)
+
+    # -- what miners and verifiers publish ---------------------------------------------------------
+
+    def _on_iteration(self, item_id: bytes, payload: bytes) -> ItemResult:
+        batch = decode_item(IterationBatch, payload)
+        if batch.item_id() != item_id:
+            return rejected(Reason.ID_MISMATCH)
+        if self.announcer.knows(ItemKind.ITERATION, item_id):
+            return ItemResult(Verdict.KNOWN)
+        if not has_valid_signature(batch, batch.miner):
+            return rejected(Reason.BAD_SIGNATURE)
+        events, tasks = self.context.events, self.context.tasks
+        on_chain = self.ledger.chain.state.tasks
+        for record in batch.records:
+            message = decode_iteration_message(record.message)
+            if message.miner != batch.miner:
+                return rejected(Reason.FOREIGN_ITERATION)
+            events.iteration_record.emit(record)
+            if message.task_id not in on_chain:
+                continue  # relayed, but no progress is kept for a task not (yet) on chain
+            tasks.record_iteration(message)
+            events.peer_iteration.emit(message, record)
+        self.announcer.remember(ItemKind.ITERATION, item_id, payload)
+        return ItemResult(Verdict.ACCEPTED)
+
+    def _on_final_model(self, item_id: bytes, payload: bytes) -> ItemResult:
+        final = decode_item(FinalModel, payload)
+        if final.item_id() != item_id:
+            return rejected(Reason.ID_MISMATCH)
+        if self.announcer.knows(ItemKind.MODEL, item_id):
+            return ItemResult(Verdict.KNOWN)
+        if not has_valid_signature(final, final.miner):
+            return rejected(Reason.BAD_SIGNATURE)
+        if final.task_id not in self.ledger.chain.state.tasks:
+            return rejected(Reason.UNKNOWN_TASK)
+        self.announcer.remember(ItemKind.MODEL, item_id, payload)
+        take_final_model(self.context, final)
+        return ItemResult(Verdict.ACCEPTED)
+
+    def _on_verdict(self, item_id: bytes, payload: bytes) -> ItemResult:
+        verdict = decode_item(BlockVerdict, payload)
+        if verdict.item_id() != item_id:
+            return rejected(Reason.ID_MISMATCH)
+        if self.announcer.knows(ItemKind.VERDICT, item_id):
+            return ItemResult(Verdict.KNOWN)
+        if not has_valid_signature(verdict, verdict.verifier):
+            return rejected(Reason.BAD_SIGNATURE)
+        self.verdicts[verdict.block_hash] = verdict
+        self.announcer.remember(ItemKind.VERDICT, item_id, payload)
+        return ItemResult(Verdict.ACCEPTED)
+
+    def restore_final_models(self) -> None:
+        """Final models this node stored for tasks still open: an evaluator restarted before
+        its TASK_RESULT was mined evaluates them again instead of leaving the task open."""
+        for task_id, record in self.ledger.chain.state.tasks.items():
+            if record.status != "open":
+                continue
+            for final in self.context.tasks.stored_models(task_id):
+                if has_valid_signature(final, final.miner):
+                    take_final_model(self.context, final)
+
+
+def take_final_model(context: NodeContext, final: FinalModel) -> None:
+    """Store a final model in the task book and tell it."""
+    context.tasks.store_model(final)
+    context.events.final_model.emit(final)
+
+
+def rejected(reason: Reason) -> ItemResult:
+    return ItemResult(Verdict.REJECTED, reason)
+
+
+def blame_miner(block: Block, reason: Reason, peer: str) -> ItemResult:
+    """A block whose re-execution failed: a peer that relays it cannot have known (only
+    verifiers re-execute), so only the block's own miner is blamed by the network (and slashed
+    on chain); for a relay the block is simply known."""
+    if peer == block.header.miner.hex():
+        return rejected(reason)
+    return ItemResult(Verdict.KNOWN)

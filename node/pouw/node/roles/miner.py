@@ -1,0 +1,257 @@
+"""The miner role: train the client task this node was drawn for (else the chain's bootstrap
+task) in the mining worker's threads, so that training iterations mine blocks; publish its
+iterations (IT_RES, in signed batches) and its final model; take its peers' updates into the
+trainer.
+
+The node's loop decides the job (on every chain change); the worker's threads hand blocks,
+iterations and finished training back to the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from pouw.blockchain.block import Block, encode_block
+from pouw.blockchain.chain import AddStatus
+from pouw.blockchain.params import bootstrap_task_id
+from pouw.blockchain.state import TaskRecord
+from pouw.economics.selection import TaskAssignment
+from pouw.errors import InvalidBlock, MalformedData
+from pouw.mining.checkpoint import TrainerCheckpoints
+from pouw.mining.messages import IterationMessage, decode_iteration_message
+from pouw.mining.miner import Miner, MiningStats, PublishedIteration
+from pouw.mining.peers import PeerUpdates
+from pouw.mining.trainer import TaskTrainer
+from pouw.ml.aggregation import UNSCREENED
+from pouw.ml.models import model_hash, model_to_bytes
+from pouw.network.messages import ItemKind
+from pouw.node.announcer import Announcer
+from pouw.node.byzantine import ByzantineMiner
+from pouw.node.context import NodeContext
+from pouw.node.intake import take_final_model
+from pouw.node.items import (
+    FinalModel,
+    IterationBatch,
+    IterationRecord,
+    encode_item,
+    sign_batch,
+    sign_final_model,
+)
+from pouw.node.ledger import Ledger
+from pouw.node.worker import FinishedTraining, Job, MiningWorker
+from pouw.security import SenderScreen
+from pouw.security.detection import MIN_UPDATES
+from pouw.spec import model_parameters
+
+log = logging.getLogger("pouw.node")
+
+ITERATION_BATCH_MAX = 1024
+"""IT_RES records sent at once at most; else they go every tick (ITERATION_FLUSH_S)."""
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the miner is doing, as the node's status says it."""
+
+    mining: bool
+    job: Job | None
+
+    def describe(self) -> str:
+        if not self.mining:
+            return "not mining"
+        if self.job is None:
+            return "idle: no task to train, so nothing to mine with"
+        if self.job.client_task:
+            return f"training task {self.job.task_id.hex()[:16]}"
+        return "training the bootstrap task"
+
+
+class MinerRole:
+    def __init__(self, context: NodeContext, ledger: Ledger, announcer: Announcer) -> None:
+        self.context = context
+        self.ledger = ledger
+        self.announcer = announcer
+        self.stats = MiningStats()
+        self.job: Job | None = None
+        self._worker: MiningWorker | None = None
+        self._finished: set[bytes] = set()
+        self._inboxes: dict[bytes, PeerUpdates] = {}
+        self._unsent: list[IterationRecord] = []
+        events = context.events
+        events.chain_changed.subscribe(lambda _: self.refresh_job())
+        events.peer_iteration.subscribe(self._take_update)
+        events.tick.subscribe(lambda _: self.flush_iterations())
+
+    @property
+    def activity(self) -> Activity:
+        return Activity(self.running, self.job)
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and self._worker.running
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        context, background = self.context, self.context.background
+        miner = Miner(
+            context.key,
+            context.params,
+            lambda: self.ledger.template,
+            on_block=lambda block: background.call_soon(self._own_block, block),
+            on_iteration=lambda published: background.call_soon(self._own_iteration, published),
+            intensity=context.config.mining_intensity,
+            device_class=context.config.device,
+            tampering=self._tampering(),
+        )
+        self.stats = miner.stats
+        self._worker = MiningWorker(
+            miner,
+            context.key.public_key,
+            lambda: self.job,
+            on_finished=lambda done: background.call_soon(self._finished_training, done),
+            on_progress=self._training_progress,
+            on_failed=lambda job, why: background.call_soon(self._training_failed, job, why),
+            checkpoints=self._trainer_checkpoints(),
+        )
+        self.refresh_job()
+        self._worker.start()
+
+    async def stop(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+
+    def _tampering(self) -> ByzantineMiner | None:
+        attack = self.context.config.attack
+        if attack is None:
+            return None
+        log.warning("node %s is a Byzantine miner (%s): devnet demo", self.context.node_id, attack)
+        bootstrap = bootstrap_task_id(self.context.params)
+        return ByzantineMiner(attack, lambda task: task != bootstrap, self.context.key.public_key)
+
+    def _trainer_checkpoints(self) -> TrainerCheckpoints:
+        """This node's saved trainers, less those of tasks no longer open."""
+        checkpoints = TrainerCheckpoints(self.context.config.data_dir / "trainers")
+        tasks = self.ledger.chain.state.tasks
+        checkpoints.keep_only(t for t, record in tasks.items() if record.status == "open")
+        return checkpoints
+
+    # -- the job -----------------------------------------------------------------------------------
+
+    def refresh_job(self) -> None:
+        job = self._choose_job()
+        self.context.metrics.task_assigned.set(1 if job is not None and job.client_task else 0)
+        if job != self.job:
+            self.job = job
+            if self._worker is not None:
+                self._worker.wake()
+
+    def _choose_job(self) -> Job | None:
+        """The oldest open client task this node was drawn for, else the bootstrap task."""
+        state, tasks = self.ledger.chain.state, self.context.tasks
+        for record in sorted(state.tasks.values(), key=lambda r: r.height):
+            if record.status != "open" or record.task_id in self._finished:
+                continue
+            if tasks.of(record.task_id).failure:
+                continue
+            assignment = self.ledger.draw(record)
+            index = assignment.worker_index(self.context.address) if assignment else None
+            if assignment is not None and index is not None:
+                peers = self._inbox(record, assignment)
+                return Job(record.task_id, record.spec, index, record.spec.miners, True, peers)
+        params = self.context.params
+        bootstrap = bootstrap_task_id(params)
+        if bootstrap is None or params.bootstrap_task is None:
+            return None
+        return Job(bootstrap, params.bootstrap_task, 0, 1, False)
+
+    def _inbox(self, record: TaskRecord, assignment: TaskAssignment) -> PeerUpdates | None:
+        """Where the task's peers' updates wait for this node's trainer (None: no peers)."""
+        if len(assignment.miners) < 2:
+            return None
+        inbox = self._inboxes.get(record.task_id)
+        screened = record.spec.aggregator != UNSCREENED
+        if inbox is None:
+            inbox = self._inboxes[record.task_id] = PeerUpdates(
+                self.context.key.public_key,
+                [t.public_key for t in assignment.miners],
+                model_parameters(record.spec.model),
+                record.spec.aggregator,
+                screen=SenderScreen().screen if screened else None,
+                quorum=min(len(assignment.miners), MIN_UPDATES) if screened else 2,
+            )
+        return inbox
+
+    def _take_update(self, message: IterationMessage, record: IterationRecord) -> None:
+        """A peer's published update, for this node's trainer when it trains the task."""
+        inbox = self._inboxes.get(message.task_id)
+        if inbox is not None and message.miner != self.context.key.public_key:
+            inbox.add(message.miner, record.update)
+
+    # -- own work (on the loop, from the mining threads) -------------------------------------------
+
+    def _own_block(self, block: Block) -> None:
+        context = self.context
+        try:
+            update = self.ledger.accept_block(block)
+        except InvalidBlock as error:
+            context.counters.rejected(error.reason)
+            log.warning("own block rejected: %s", error)
+            self.ledger.refresh_template()
+            return
+        if update.status in (AddStatus.EXTENDED, AddStatus.REORGANIZED, AddStatus.SIDE_BRANCH):
+            context.metrics.blocks_mined.inc()
+            context.reputation.valid(context.address)
+            self.announcer.announce(ItemKind.BLOCK, block.hash(), encode_block(block))
+
+    def _own_iteration(self, published: PublishedIteration) -> None:
+        job = self.job
+        if job is None or not job.client_task:
+            return  # bootstrap iterations train nobody's model: not worth the bandwidth
+        record = IterationRecord(published.message, published.update, published.signature)
+        with contextlib.suppress(MalformedData):
+            self.context.tasks.record_iteration(decode_iteration_message(published.message))
+        self.context.events.iteration_record.emit(record)
+        self._unsent.append(record)
+        if len(self._unsent) >= ITERATION_BATCH_MAX:
+            self.flush_iterations()
+
+    def flush_iterations(self) -> None:
+        records, self._unsent = self._unsent, []
+        if records:
+            key = self.context.key
+            batch = sign_batch(key, IterationBatch(key.public_key, tuple(records)))
+            self.announcer.announce(ItemKind.ITERATION, batch.item_id(), encode_item(batch))
+
+    def _training_progress(self, job: Job, trainer: TaskTrainer, stats: MiningStats) -> None:
+        metrics = self.context.metrics
+        metrics.iterations.inc()
+        metrics.task_loss.set(stats.last_loss)
+        metrics.task_accuracy.set(stats.last_accuracy)
+
+    def _training_failed(self, job: Job, why: str) -> None:
+        self.context.tasks.of(job.task_id).failure = f"training diverged: {why}"
+        self.refresh_job()
+
+    def _finished_training(self, done: FinishedTraining) -> None:
+        job, trainer, key = done.job, done.trainer, self.context.key
+        self.flush_iterations()
+        self._finished.add(job.task_id)
+        self._inboxes.pop(job.task_id, None)  # nobody takes from it any more
+        final = sign_final_model(
+            key,
+            FinalModel(
+                task_id=job.task_id,
+                miner=key.public_key,
+                model_hash=model_hash(trainer.model),
+                model=model_to_bytes(trainer.model),
+                iterations=trainer.completed_iterations,
+            ),
+        )
+        take_final_model(self.context, final)
+        self.announcer.announce(ItemKind.MODEL, final.item_id(), encode_item(final))
+        self.refresh_job()
