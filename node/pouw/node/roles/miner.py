@@ -101,8 +101,8 @@ class MinerRole:
             context.key,
             context.params,
             lambda: self.ledger.template,
-            on_block=lambda block: background.call_soon(self._own_block, block),
-            on_iteration=lambda published: background.call_soon(self._own_iteration, published),
+            on_block=lambda block: background.call_soon(self.on_block, block),
+            on_iteration=lambda published: background.call_soon(self.on_iteration, published),
             intensity=context.config.mining_intensity,
             device_class=context.config.device,
             tampering=self._tampering(),
@@ -112,9 +112,9 @@ class MinerRole:
             miner,
             context.key.public_key,
             lambda: self.job,
-            on_finished=lambda done: background.call_soon(self._finished_training, done),
+            on_finished=lambda done: background.call_soon(self.on_finished, done),
             on_progress=self._training_progress,
-            on_failed=lambda job, why: background.call_soon(self._training_failed, job, why),
+            on_failed=lambda job, why: background.call_soon(self.on_failed, job, why),
             checkpoints=self._trainer_checkpoints(),
         )
         self.refresh_job()
@@ -192,9 +192,9 @@ class MinerRole:
         if inbox is not None and message.miner != self.context.key.public_key:
             inbox.add(message.miner, record.update)
 
-    # -- own work (on the loop, from the mining threads) -------------------------------------------
+    # -- what the mining threads hand back (called on the loop) -------------------------------------
 
-    def _own_block(self, block: Block) -> None:
+    def on_block(self, block: Block) -> None:
         context = self.context
         try:
             update = self.ledger.accept_block(block)
@@ -208,7 +208,7 @@ class MinerRole:
             context.reputation.valid(context.address)
             self.announcer.announce(ItemKind.BLOCK, block.hash(), encode_block(block))
 
-    def _own_iteration(self, published: PublishedIteration) -> None:
+    def on_iteration(self, published: PublishedIteration) -> None:
         job = self.job
         if job is None or not job.client_task:
             return  # bootstrap iterations train nobody's model: not worth the bandwidth
@@ -233,11 +233,11 @@ class MinerRole:
         metrics.task_loss.set(stats.last_loss)
         metrics.task_accuracy.set(stats.last_accuracy)
 
-    def _training_failed(self, job: Job, why: str) -> None:
+    def on_failed(self, job: Job, why: str) -> None:
         self.context.tasks.of(job.task_id).failure = f"training diverged: {why}"
         self.refresh_job()
 
-    def _finished_training(self, done: FinishedTraining) -> None:
+    def on_finished(self, done: FinishedTraining) -> None:
         job, trainer, key = done.job, done.trainer, self.context.key
         self.flush_iterations()
         self._finished.add(job.task_id)

@@ -1,0 +1,160 @@
+"""The miner role against fakes: which job it trains, what it publishes of its work, what it
+takes from its peers. The mining threads are not started: the test hands back what they
+would (blocks, iterations, finished training) as the loop would receive it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tests.node.fakes import (
+    IRIS,
+    PARAMS,
+    FakeAnnouncer,
+    FakeLedger,
+    assignment,
+    block,
+    context,
+    key,
+    message_of,
+    record,
+    task,
+)
+
+from pouw.blockchain.chain import AddStatus, ChainUpdate
+from pouw.blockchain.params import bootstrap_task_id
+from pouw.crypto import sha256
+from pouw.errors import InvalidBlock, Reason
+from pouw.mining.miner import PublishedIteration
+from pouw.mining.trainer import TaskTrainer
+from pouw.ml.compression import CompressedUpdate
+from pouw.ml.datasets import load_dataset
+from pouw.ml.models import model_hash
+from pouw.network.messages import ItemKind
+from pouw.node.context import NodeContext
+from pouw.node.items import FinalModel, IterationBatch, decode_item, has_valid_signature
+from pouw.node.roles.miner import ITERATION_BATCH_MAX, MinerRole
+from pouw.node.worker import FinishedTraining
+
+OLD, NEW = sha256(b"old task"), sha256(b"new task")
+PEERS = [key("m1"), key("m2")]
+
+
+def setup(tmp_path: Path) -> tuple[NodeContext, FakeLedger, FakeAnnouncer, MinerRole]:
+    node = context(tmp_path)
+    ledger = FakeLedger()
+    announcer = FakeAnnouncer()
+    role = MinerRole(node, ledger, announcer)  # type: ignore[arg-type]
+    return node, ledger, announcer, role
+
+
+def changed(node: NodeContext) -> None:
+    node.events.chain_changed.emit(ChainUpdate(AddStatus.EXTENDED, [], []))
+
+
+def test_without_a_drawn_task_it_trains_the_bootstrap_task(tmp_path: Path) -> None:
+    node, ledger, _, role = setup(tmp_path)
+    ledger.add_task(task(NEW), assignment(PEERS))  # drawn others
+    changed(node)
+    assert role.job is not None and not role.job.client_task
+    assert role.job.task_id == bootstrap_task_id(PARAMS)
+    assert role.activity.describe() == "not mining"
+
+
+def test_it_trains_the_oldest_open_task_it_was_drawn_for(tmp_path: Path) -> None:
+    node, ledger, _, role = setup(tmp_path)
+    ledger.add_task(task(NEW, height=5), assignment([PEERS[0], node.key]))
+    ledger.add_task(task(OLD, height=2), assignment([node.key, *PEERS]))
+    changed(node)
+    assert role.job is not None and (role.job.task_id, role.job.worker_index) == (OLD, 0)
+    assert role.job.client_task and role.job.peers is not None
+    assert node.metrics.registry.get_sample_value("pouw_task_assigned") == 1
+    node.tasks.of(OLD).failure = "training diverged: nan"  # a failed task is left
+    changed(node)
+    assert role.job is not None and (role.job.task_id, role.job.worker_index) == (NEW, 1)
+
+
+def test_peers_updates_reach_the_trainers_inbox_never_its_own(tmp_path: Path) -> None:
+    node, ledger, _, role = setup(tmp_path)
+    ledger.add_task(task(OLD), assignment([node.key, *PEERS]))
+    changed(node)
+    assert role.job is not None and role.job.peers is not None
+    size = role.job.peers.size
+    indices = torch.arange(size)
+    update = CompressedUpdate(size, 0.01, indices, torch.ones(size, dtype=torch.int8)).to_bytes()
+    for sender in (*PEERS, node.key):
+        node.events.peer_iteration.emit(
+            message_of(sender, OLD), record(message_of(sender, OLD), update)
+        )
+    latest = role.job.peers.latest()
+    assert len(latest) == 2
+
+
+def published(node: NodeContext, task_id: bytes, iteration: int) -> PublishedIteration:
+    message = message_of(node.key, task_id, iteration=iteration)
+    return PublishedIteration(message.encode(), b"", node.key.sign(b"the digest"))
+
+
+def test_its_iterations_go_out_in_signed_batches_for_client_tasks_only(tmp_path: Path) -> None:
+    node, ledger, announcer, role = setup(tmp_path)
+    changed(node)  # the bootstrap task
+    seen: list[bytes] = []
+    node.events.iteration_record.subscribe(lambda kept: seen.append(kept.message))
+    role.on_iteration(published(node, role.job.task_id, 1))  # type: ignore[union-attr]
+    node.events.tick.emit(1)
+    assert announcer.announced == [] and seen == []
+    ledger.add_task(task(OLD), assignment([node.key]))
+    changed(node)
+    for iteration in range(3):
+        role.on_iteration(published(node, OLD, iteration))
+    assert announcer.announced == [] and len(seen) == 3
+    assert node.tasks.of(OLD).miners[node.address].iterations == 3
+    node.events.tick.emit(2)
+    ((kind, item_id, payload),) = announcer.announced
+    batch = decode_item(IterationBatch, payload)
+    assert kind == ItemKind.ITERATION and batch.item_id() == item_id
+    assert len(batch.records) == 3 and has_valid_signature(batch, node.key.public_key)
+    for iteration in range(ITERATION_BATCH_MAX):
+        role.on_iteration(published(node, OLD, iteration))
+    assert len(announcer.announced) == 2  # a full batch does not wait for the tick
+
+
+def test_its_blocks_are_announced_once_the_ledger_takes_them(tmp_path: Path) -> None:
+    node, ledger, announcer, role = setup(tmp_path)
+    mined = block(node.key)
+    role.on_block(mined)
+    assert announcer.kinds() == [ItemKind.BLOCK] and ledger.accepted == [mined]
+    assert node.reputation.score(node.address) > node.reputation.score(key("m1").address)
+    ledger.reject = InvalidBlock(Reason.TARGET_NOT_MET, "stale template")
+    role.on_block(block(node.key, height=6))
+    assert announcer.kinds() == [ItemKind.BLOCK] and node.counters.blocks_rejected == 1
+    assert ledger.templates == 1  # the template is rebuilt on the tip
+
+
+def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> None:
+    node, ledger, announcer, role = setup(tmp_path)
+    ledger.add_task(task(OLD, height=2), assignment([node.key]))
+    ledger.add_task(task(NEW, height=5), assignment([node.key]))
+    changed(node)
+    assert role.job is not None and role.job.task_id == OLD
+    trainer = TaskTrainer(OLD, IRIS, load_dataset(IRIS.dataset), node.key.public_key)
+    stored: list[FinalModel] = []
+    node.events.final_model.subscribe(stored.append)
+    role.on_finished(FinishedTraining(role.job, trainer))
+    (final,) = stored
+    assert (final.task_id, final.miner) == (OLD, node.key.public_key)
+    assert final.model_hash == model_hash(trainer.model)
+    assert has_valid_signature(final, node.key.public_key)
+    assert node.tasks.of(OLD).final_models[node.address] == final
+    assert announcer.kinds() == [ItemKind.MODEL]
+    assert role.job is not None and role.job.task_id == NEW
+
+
+def test_a_diverged_task_is_marked_failed_and_left(tmp_path: Path) -> None:
+    node, ledger, _, role = setup(tmp_path)
+    ledger.add_task(task(OLD), assignment([node.key]))
+    changed(node)
+    assert role.job is not None
+    role.on_failed(role.job, "loss is nan")
+    assert node.tasks.of(OLD).failure == "training diverged: loss is nan"
+    assert role.job is not None and not role.job.client_task

@@ -1,0 +1,142 @@
+"""The verifier role against fakes: re-execution before the ledger, verdicts, slashing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from tests.node.fakes import (
+    FakeAnnouncer,
+    FakeLedger,
+    block,
+    context,
+    key,
+    message_of,
+    record,
+    ticket,
+)
+
+from pouw.blockchain.transactions import SlashEvidence
+from pouw.crypto import sha256
+from pouw.errors import InvalidBlock, Reason
+from pouw.monitoring.health import HealthTracker
+from pouw.network.messages import ItemKind, Verdict
+from pouw.node.context import NodeContext
+from pouw.node.intake import Intake
+from pouw.node.items import BlockVerdict, decode_item
+from pouw.node.roles.verifier import VerifierRole
+from pouw.roles import NodeRole
+
+T = TypeVar("T")
+CHEAT = key("m0")
+RELAY = key("m1")
+TASK_ID = sha256(b"a task")
+
+
+def setup(
+    tmp_path: Path, *, staked: bool = True
+) -> tuple[NodeContext, FakeLedger, FakeAnnouncer, Intake, VerifierRole]:
+    node = context(tmp_path, role=NodeRole.VERIFIER)
+    ledger = FakeLedger()
+    for owner, role in ((CHEAT, NodeRole.MINER), (node.key, NodeRole.VERIFIER)):
+        if staked or role == NodeRole.MINER:
+            drawn = ticket(owner, role)
+            ledger.state.tickets[drawn.ticket_id] = drawn
+    announcer = FakeAnnouncer()
+    intake = Intake(node, ledger, announcer, HealthTracker())  # type: ignore[arg-type]
+    role = VerifierRole(node, ledger, announcer, intake)  # type: ignore[arg-type]
+    return node, ledger, announcer, intake, role
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await awaitable
+
+    return asyncio.run(main())
+
+
+def verdicts(announcer: FakeAnnouncer) -> list[BlockVerdict]:
+    return [
+        decode_item(BlockVerdict, payload)
+        for kind, _, payload in announcer.announced
+        if kind == ItemKind.VERDICT
+    ]
+
+
+def test_a_block_that_re_executes_passes_and_gets_a_signed_verdict(tmp_path: Path) -> None:
+    node, ledger, announcer, intake, role = setup(tmp_path)
+    honest = block(CHEAT, message_of(CHEAT, TASK_ID))
+    assert run(role.check(honest, RELAY.public_key.hex())) is None
+    assert ledger.seal.reexecuted == [honest.hash()]
+    node.events.block_accepted.emit(honest)
+    (verdict,) = verdicts(announcer)
+    assert (verdict.block_hash, verdict.valid, verdict.verifier) == (
+        honest.hash(),
+        True,
+        node.key.public_key,
+    )
+    assert intake.verdicts[honest.hash()] == verdict
+    assert node.counters.blocks_verified == 1
+
+
+def test_fake_work_is_rejected_counted_and_slashed_once_its_evidence_arrives(
+    tmp_path: Path,
+) -> None:
+    node, ledger, announcer, _, role = setup(tmp_path)
+    message = message_of(CHEAT, TASK_ID)
+    fake = block(CHEAT, message)
+    ledger.seal.bad[fake.hash()] = InvalidBlock(Reason.LOSS_MISMATCH, "re-run differs")
+    answer = run(role.check(fake, CHEAT.public_key.hex()))  # from its own miner
+    assert answer is not None and (answer.verdict, answer.reason) == (
+        Verdict.REJECTED,
+        Reason.LOSS_MISMATCH,
+    )
+    (verdict,) = verdicts(announcer)
+    assert (verdict.valid, verdict.reason) == (False, "loss_mismatch")
+    counters = node.counters
+    assert (counters.blocks_rejected, counters.attacks_detected["fake_work"]) == (1, 1)
+    assert ledger.submitted == []  # the IT_RES that proves it has not arrived yet
+    evidence = record(message, b"the update")
+    node.events.iteration_record.emit(evidence)
+    (slash,) = ledger.submitted
+    assert isinstance(slash, SlashEvidence)
+    assert slash.evidence == evidence.message + sha256(evidence.update)
+    assert slash.evidence_signature == evidence.signature
+    assert slash.reason == "loss_mismatch"
+    node.events.iteration_record.emit(evidence)
+    assert len(ledger.submitted) == 1
+
+
+def test_a_relay_of_fake_work_is_not_blamed_and_the_block_is_not_re_run(tmp_path: Path) -> None:
+    node, ledger, _, _, role = setup(tmp_path)
+    fake = block(CHEAT, message_of(CHEAT, TASK_ID))
+    ledger.seal.bad[fake.hash()] = InvalidBlock(Reason.UPDATE_MISMATCH)
+    first = run(role.check(fake, RELAY.public_key.hex()))
+    assert first is not None and first.verdict == Verdict.KNOWN
+    again = run(role.check(fake, CHEAT.public_key.hex()))
+    assert again is not None and again.verdict == Verdict.REJECTED
+    assert ledger.seal.reexecuted == [fake.hash()]  # known fake work is never re-run
+    assert node.counters.blocks_rejected == 1
+
+
+def test_a_rejection_that_is_not_fake_work_is_not_slashed(tmp_path: Path) -> None:
+    node, ledger, _, _, role = setup(tmp_path)
+    message = message_of(CHEAT, TASK_ID)
+    broken = block(CHEAT, message)
+    ledger.seal.bad[broken.hash()] = InvalidBlock(Reason.DATASET_UNAVAILABLE, "offline")
+    answer = run(role.check(broken, RELAY.public_key.hex()))
+    assert answer is not None and answer.verdict == Verdict.REJECTED  # whoever relays it
+    node.events.iteration_record.emit(record(message))
+    assert ledger.submitted == [] and node.counters.attacks_detected == {}
+
+
+def test_a_verifier_without_a_ticket_does_not_slash(tmp_path: Path) -> None:
+    node, ledger, _, _, role = setup(tmp_path, staked=False)
+    message = message_of(CHEAT, TASK_ID)
+    node.events.iteration_record.emit(record(message))
+    fake = block(CHEAT, message)
+    ledger.seal.bad[fake.hash()] = InvalidBlock(Reason.BATCH_MISMATCH)
+    run(role.check(fake, CHEAT.public_key.hex()))
+    assert ledger.submitted == [] and node.counters.attacks_detected["fake_work"] == 1
