@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers unit e2e bench clean
+.PHONY: demo test quick lint typecheck layers unit e2e bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 	$(BIN)/pouw devnet
 
 test: $(STAMP) lint typecheck layers unit
+
+# The fast lane: every check and test but the multi-process devnets and the flood (-m slow).
+quick: $(STAMP) lint typecheck layers
+	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check node operator tests examples e2e

@@ -192,7 +192,7 @@ class MinerRole:
         if inbox is not None and message.miner != self.context.key.public_key:
             inbox.add(message.miner, record.update)
 
-    # -- what the mining threads hand back (called on the loop) -------------------------------------
+    # -- what the mining threads hand back (called on the loop) ----------------------------------
 
     def on_block(self, block: Block) -> None:
         context = self.context
