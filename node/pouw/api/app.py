@@ -1,5 +1,5 @@
-"""The node's HTTP API (DESIGN.md section 3): reads are open, writes need the bearer token,
-bad input gets a 4xx with a message and nothing answers 500.
+"""The node's HTTP API (README, "HTTP API"): reads are open, writes need the bearer token, bad
+input gets a 4xx with a message and nothing answers 500.
 
 Handlers are `async def` on purpose: they run on the node's event loop thread, the only thread
 that mutates the node, so a read never sees a half-applied block. The node's reads are

@@ -1,4 +1,4 @@
-"""Peers' updates for one task, applied through the task's aggregator (DESIGN.md section 4).
+"""Peers' updates for one task, applied through the task's aggregator (docs/security.md).
 
 The miners of a task publish their updates (Strom-compressed, in their IT_RES). Each miner
 collects its peers' as they arrive and, about once a second, moves its model to the

@@ -1,6 +1,6 @@
 """The node's Prometheus metrics, on a registry of its own (several nodes may share a process).
 
-Names follow DESIGN.md section 3; every label value is a short reason or kind, never an id.
+Names follow the README's metric names; every label value is a short reason or kind, never an id.
 """
 
 from __future__ import annotations
