@@ -179,7 +179,12 @@ def bench(name: str, as_json: bool) -> None:
     elif name == "operator":
         from pouw.bench import operator
 
-        result = operator.run(report)
+        try:
+            result = operator.run(report)
+        except operator.Unavailable as error:
+            # click.echo, not the rich console: one line, never wrapped.
+            click.echo(f"{error}", err=True)
+            sys.exit(2)
     if as_json:
         click.echo(json.dumps(result))
     else:

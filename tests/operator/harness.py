@@ -1,6 +1,6 @@
 """The real operator against an in-memory Kubernetes API server, in this process.
 
-- `Emulator` (pouw_operator.emulator): kmock's KubernetesEmulator with uids, generations and
+- `Emulator` (tests/support/emulator.py): kmock's KubernetesEmulator with uids, generations and
   garbage collection by ownerReferences; no controllers run (a StatefulSet makes no pods).
 - `OperatorCluster`: runs the emulator in one thread and kopf (`kopf.operator`, the handler
   modules imported by `HANDLER_MODULES`) in another, each with its own event loop; tests talk
@@ -23,15 +23,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import kmock
 import kopf
 from kubernetes import client
 
 from pouw_operator import runtime
-from pouw_operator.emulator import Emulator, EmulatorServer, Loop, merge_patch
 from pouw_operator.kube import KINDS, Body, Kind, Kube
 from pouw_operator.metrics import OperatorMetrics
 from pouw_operator.settings import OperatorSettings
+from tests.support.emulator import Emulator, EmulatorServer, Loop, merge_patch, watches
 
 T = TypeVar("T")
 
@@ -152,7 +151,7 @@ class OperatorCluster:
         seen = len(self.server.requests())
         self._operator = OperatorRun(self.namespace)
         self.wait_for(
-            lambda: any(_watches_pouwnodes(r) for r in self.server.requests()[seen:]),
+            lambda: any(watches(r, "pouwnodes") for r in self.server.requests()[seen:]),
             START_TIMEOUT_S,
             "the operator to watch PoUWNodes",
         )
@@ -246,14 +245,6 @@ class OperatorCluster:
     def _complete(self, kind: Kind, body: Mapping[str, Any]) -> Body:
         metadata = {"namespace": self.namespace, **(body.get("metadata") or {})}
         return {"apiVersion": kind.api_version, "kind": kind.kind, **body, "metadata": metadata}
-
-
-def _watches_pouwnodes(request: kmock.Request) -> bool:
-    return (
-        request.action == kmock.action.WATCH
-        and request.resource is not None
-        and request.resource.plural == "pouwnodes"
-    )
 
 
 def _kind(plural: str) -> Kind:

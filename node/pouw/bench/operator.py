@@ -2,10 +2,13 @@
 what holding them costs it.
 
 The real `pouw-operator` command runs as a child process against an in-memory Kubernetes API
-server in this process (pouw_operator.emulator; kmock, a development dependency), logging in
-through a kubeconfig file as it would from a laptop. NODES PoUWNode resources are created in
-one burst; for each, the latency runs from its create call returning to its StatefulSet (the
-last child made) appearing in the API server.
+server in this process, logging in through a kubeconfig file as it would from a laptop. That
+server is test code (tests/support/emulator.py, over kmock, a development dependency): it is
+loaded from the source checkout this module sits in, so the bench runs from an editable install
+with the dev extra (`make bench`) and says so in one line anywhere else (an image).
+
+NODES PoUWNode resources are created in one burst; for each, the latency runs from its create
+call returning to its StatefulSet (the last child made) appearing in the API server.
 
 - reconcile_p95_ms (and p50, max): over the NODES resources.
 - rss_mb: the operator process's resident memory once it holds them all; rss_idle_mb before
@@ -18,6 +21,7 @@ last child made) appearing in the API server.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -29,13 +33,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import kmock
 import psutil
 from kubernetes import client
 
-from pouw_operator.emulator import EmulatorServer
 from pouw_operator.kube import POUWNODE, SECRET, SERVICE, STATEFULSET, Body, Kube
 
 Report = Callable[[str], None]
@@ -50,6 +52,57 @@ POLL_S = 0.01
 """How often this process looks for new StatefulSets: often enough for the figures, seldom
 enough not to starve the API server's thread of the GIL."""
 TARGET_RSS_MB = 200
+
+CHECKOUT = Path(__file__).resolve().parents[3]
+"""The source checkout of an editable install (node/pouw/bench/ is three levels down)."""
+EMULATOR = CHECKOUT / "tests" / "support" / "emulator.py"
+EMULATOR_MODULE = "pouw_bench_emulator"
+NEEDS_DEV = (
+    "pouw bench operator needs the dev extra and a source checkout: "
+    "pip install -e '.[dev]' (make bench)"
+)
+_OURS = ("pouw", "pouw_operator", "tests")
+"""Packages whose absence is a bug, not a missing dev extra."""
+
+
+class Unavailable(Exception):
+    """The in-memory API server cannot be loaded here; the message says what to install."""
+
+
+class ApiServer(Protocol):
+    """What the bench uses of tests/support/emulator.py's EmulatorServer."""
+
+    url: str
+
+    def watched(self, plural: str) -> bool: ...
+
+    def names(self, kind: str) -> set[str]: ...
+
+    def close(self) -> None: ...
+
+
+def load_emulator(path: Path | None = None) -> Callable[[], ApiServer]:
+    """The EmulatorServer class of tests/support/emulator.py (default: the checkout's), loaded
+    from its file without changing sys.path. Raises Unavailable when the file or kmock is
+    missing."""
+    path = EMULATOR if path is None else path
+    spec = importlib.util.spec_from_file_location(EMULATOR_MODULE, path)
+    if not path.is_file() or spec is None or spec.loader is None:
+        raise Unavailable(NEEDS_DEV)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[EMULATOR_MODULE] = module  # as `import` does: class decorators look it up
+    try:
+        spec.loader.exec_module(module)
+    except ModuleNotFoundError as error:
+        sys.modules.pop(EMULATOR_MODULE, None)
+        if (error.name or "").split(".")[0] in _OURS:
+            raise
+        raise Unavailable(NEEDS_DEV) from None
+    except BaseException:
+        sys.modules.pop(EMULATOR_MODULE, None)
+        raise
+    server: Callable[[], ApiServer] = module.EmulatorServer
+    return server
 
 
 def _kubeconfig(url: str, directory: Path) -> Path:
@@ -106,21 +159,6 @@ def _pouwnode(index: int) -> Body:
     }
 
 
-def _statefulset_names(server: EmulatorServer) -> set[str]:
-    """Names of the StatefulSets the API server holds (read in this process, no HTTP)."""
-    while True:
-        try:
-            objects = list(server.emulator.objects.values())
-            break
-        except RuntimeError:  # the server's thread changed the dict meanwhile
-            continue
-    return {
-        obj.raw["metadata"]["name"]
-        for obj in objects
-        if not obj.deleted and obj.raw.get("kind") == STATEFULSET.kind
-    }
-
-
 def _api_children_ms(kube: Kube) -> float:
     """Median time to create one node's four children straight through the API."""
     samples = []
@@ -162,7 +200,8 @@ def _wait(
 
 
 def run(report: Report) -> dict[str, Any]:
-    server = EmulatorServer()
+    """Raises Unavailable (before starting anything) without the dev extra and a checkout."""
+    server = load_emulator()()
     workdir = Path(tempfile.mkdtemp(prefix="pouw-bench-operator-"))
     kube = Kube(client.ApiClient(client.Configuration(host=server.url)))
     env = {
@@ -180,12 +219,7 @@ def run(report: Report) -> dict[str, Any]:
         baseline_ms = _api_children_ms(kube)
         report(f"baseline: one node's four children through the API in {baseline_ms:.1f} ms")
         _wait(
-            lambda: any(
-                r.resource is not None
-                and r.resource.plural == "pouwnodes"
-                and r.action == kmock.action.WATCH
-                for r in server.requests()
-            ),
+            lambda: server.watched(POUWNODE.plural),
             READY_TIMEOUT_S,
             "the operator watching PoUWNodes",
             operator,
@@ -206,7 +240,7 @@ def run(report: Report) -> dict[str, Any]:
 
         def all_reconciled() -> bool:
             now = time.perf_counter()
-            for name in _statefulset_names(server) & (created.keys() - seen.keys()):
+            for name in server.names(STATEFULSET.kind) & (created.keys() - seen.keys()):
                 seen[name] = now
             if now > next_report[0]:
                 report(f"{len(seen)}/{NODES} StatefulSets")

@@ -4,8 +4,11 @@ kmock's KubernetesEmulator (objects over HTTP: create, merge/JSON patch, delete,
 plus what the operator relies on and kmock leaves out: uid, resourceVersion, generation (bumped
 when spec changes), creationTimestamp, and garbage collection of objects whose owners
 (ownerReferences) are gone. No controllers run: a StatefulSet makes no pods, and its status is
-whatever a test patches into it. kmock is a development dependency: import this module only
-from tests and benchmarks.
+whatever a test patches into it.
+
+Test code, not product code: kmock is a development dependency. The tests import this module
+as `tests.support.emulator`; `pouw bench operator` loads this file from the source checkout
+(node/pouw/bench/operator.py), so an image built without the dev extra has neither.
 """
 
 from __future__ import annotations
@@ -157,6 +160,15 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def watches(request: kmock.Request, plural: str) -> bool:
+    """Whether `request` is a watch of the resource `plural`."""
+    return (
+        request.action == kmock.action.WATCH
+        and request.resource is not None
+        and request.resource.plural == plural
+    )
+
+
 class Loop:
     """An event loop in a daemon thread, for coroutines started from the test's thread."""
 
@@ -205,6 +217,25 @@ class EmulatorServer:
     def requests(self) -> list[kmock.Request]:
         """Every request the server answered so far, oldest first."""
         return list(self.emulator.history)
+
+    def watched(self, plural: str) -> bool:
+        """Whether anyone has asked to watch the resource `plural` (e.g. "pouwnodes")."""
+        return any(watches(request, plural) for request in self.requests())
+
+    def names(self, kind: str) -> set[str]:
+        """Names of the objects of `kind` (e.g. "StatefulSet") the server holds, read in this
+        process without HTTP."""
+        while True:
+            try:
+                objects = list(self.emulator.objects.values())
+                break
+            except RuntimeError:  # the server's thread changed the dict meanwhile
+                continue
+        return {
+            obj.raw["metadata"]["name"]
+            for obj in objects
+            if not obj.deleted and obj.raw.get("kind") == kind
+        }
 
     def errors(self) -> list[Exception]:
         """Failures inside the emulator other than the API errors it answers with (404,
