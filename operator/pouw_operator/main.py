@@ -23,7 +23,8 @@ from pouw_operator.metrics import METRICS
 from pouw_operator.settings import OperatorSettings, SettingsError
 
 HANDLER_MODULES = ("pouw_operator.nodes", "pouw_operator.tasks", "pouw_operator.stakes")
-"""Importing a module registers its handlers with kopf's default registry."""
+"""Importing a module registers its handlers with kopf's default registry; every one must be
+there."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -48,17 +49,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def import_handlers(modules: Sequence[str] = HANDLER_MODULES) -> list[str]:
-    """Import the handler modules that exist; returns their names."""
-    imported = []
+    """Import the handler modules; returns their names. A missing one is an ImportError
+    naming it: an operator without one of its handlers must not start."""
     for name in modules:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as error:
             if error.name != name:
                 raise
-            continue
-        imported.append(name)
-    return imported
+            raise ImportError(f"no handler module {name}", name=name) from None
+    return list(modules)
 
 
 def _post_only_problems_as_events(settings: kopf.OperatorSettings, **_: object) -> None:

@@ -3,9 +3,9 @@
 - `Emulator` (tests/support/emulator.py): kmock's KubernetesEmulator with uids, generations and
   garbage collection by ownerReferences; no controllers run (a StatefulSet makes no pods).
 - `OperatorCluster`: runs the emulator in one thread and kopf (`kopf.operator`, the handler
-  modules imported by `HANDLER_MODULES`) in another, each with its own event loop; tests talk
-  to the emulator over HTTP with the same `kubernetes` client the operator uses, so they stay
-  synchronous. Start, stop and restart the operator with any OperatorSettings.
+  modules imported by `pouw_operator.main.import_handlers`) in another, each with its own event
+  loop; tests talk to the emulator over HTTP with the same `kubernetes` client the operator
+  uses, so they stay synchronous. Start, stop and restart the operator with any OperatorSettings.
 
 kopf logs in through `_login_to_the_emulator`, a login handler registered with kopf's default
 registry when this module is imported (tests only).
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import threading
 import time
@@ -28,14 +27,12 @@ from kubernetes import client
 
 from pouw_operator import runtime
 from pouw_operator.kube import KINDS, Body, Kind, Kube
+from pouw_operator.main import import_handlers
 from pouw_operator.metrics import OperatorMetrics
 from pouw_operator.settings import OperatorSettings
 from tests.support.emulator import Emulator, EmulatorServer, Loop, merge_patch, watches
 
 T = TypeVar("T")
-
-HANDLER_MODULES = ("pouw_operator.nodes", "pouw_operator.tasks", "pouw_operator.stakes")
-"""Imported (those that exist) before the operator starts, as main() does."""
 
 DEFAULT_NAMESPACE = "pouw-test"
 WAIT_TIMEOUT_S = 10.0
@@ -144,9 +141,7 @@ class OperatorCluster:
             self.metrics,
             api_client=lambda: client.ApiClient(client.Configuration(host=url)),
         )
-        for name in HANDLER_MODULES:
-            with contextlib.suppress(ModuleNotFoundError):
-                importlib.import_module(name)
+        import_handlers()  # as main() does
         _emulator_url["url"] = self.url
         seen = len(self.server.requests())
         self._operator = OperatorRun(self.namespace)
