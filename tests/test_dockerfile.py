@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pouw_operator.builders import DATA_DIR, RUN_AS
+from pouw_operator.builders.statefulset import DATA_DIR, RUN_AS
 from pouw_operator.settings import API_PORT, P2P_PORT
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,28 +26,30 @@ import kopf
 from pouw.api.client import ApiError, NodeClient
 from pouw.roles import NodeRole
 from pouw_operator import kube, runtime
-from pouw_operator.builders import (
+from pouw_operator.builders.naming import (
     GROUP,
     KIND,
     PLURAL,
     VERSION,
-    PoUWNode,
-    Supervisor,
-    build_keys_secret,
-    build_network_secret,
-    build_service,
-    build_statefulset,
-    env_value,
     keys_secret_name,
     label_selector,
     node_api_url,
+)
+from pouw_operator.builders.peers import Supervisor, supervisors_of
+from pouw_operator.builders.secrets import (
+    build_keys_secret,
+    build_network_secret,
     secret_owned_fields,
-    service_owned_fields,
+)
+from pouw_operator.builders.service import build_service, service_owned_fields
+from pouw_operator.builders.statefulset import (
+    build_statefulset,
+    env_value,
     statefulset_owned_fields,
-    supervisors_of,
 )
 from pouw_operator.conditions import condition, set_condition
 from pouw_operator.kube import KubeError
+from pouw_operator.resources import NodeResource
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 PEERS_VARIABLE = "POUW_BOOTSTRAP_PEERS"
@@ -57,12 +59,12 @@ POLLER = "pouwnode_status_poller"
 INDEX = "pouwnode_index"
 """kopf passes an index to every handler as a keyword argument of this name."""
 
-NodeIndex = kopf.Index[str, PoUWNode]
+NodeIndex = kopf.Index[str, NodeResource]
 
 
 @kopf.index(*RESOURCE, id=INDEX)
-def pouwnode_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PoUWNode]:
-    return {namespace or "": PoUWNode.from_body(body)}
+def pouwnode_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, NodeResource]:
+    return {namespace or "": NodeResource.from_body(body)}
 
 
 @kopf.on.resume(*RESOURCE)
@@ -75,7 +77,7 @@ async def reconcile_pouwnode(
     logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:
-    node = PoUWNode.from_body(body)
+    node = NodeResource.from_body(body)
     index = _index(kwargs)
     with runtime.metrics().observe(KIND):
         try:
@@ -102,7 +104,7 @@ def _is_deletion(type: str, **_: Any) -> bool:
 
 @kopf.on.event(*RESOURCE, when=_is_deletion)
 async def pouwnode_deleted(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
-    node = PoUWNode.from_body(body)
+    node = NodeResource.from_body(body)
     runtime.metrics().forget(KIND, node.uid)
     if str(node.spec.get("role", "")).lower() != NodeRole.SUPERVISOR.value.lower():
         return
@@ -116,7 +118,7 @@ async def pouwnode_deleted(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) 
         logger.info(f"Bootstrap peers rewired on {', '.join(rewired)} after {node.name} went.")
 
 
-async def apply_keys(node: PoUWNode) -> None:
+async def apply_keys(node: NodeResource) -> None:
     """A new node's keys are created at once; an existing Secret keeps its keys and gains
     those of new ordinals (scale-up): keys are never rotated."""
     name = keys_secret_name(node.name)
@@ -134,7 +136,7 @@ async def apply_keys(node: PoUWNode) -> None:
         await kube.patch(kube.SECRET, node.namespace, name, secret_owned_fields(keys))
 
 
-async def apply_children(node: PoUWNode, supervisors: Sequence[Supervisor]) -> None:
+async def apply_children(node: NodeResource, supervisors: Sequence[Supervisor]) -> None:
     """In dependency order: a pod needs its key and the network Secret before it starts."""
     await kube.ensure(kube.SECRET, build_network_secret(node.namespace))
     await apply_keys(node)
@@ -145,7 +147,7 @@ async def apply_children(node: PoUWNode, supervisors: Sequence[Supervisor]) -> N
 
 
 async def rewire(
-    nodes: Iterable[PoUWNode], supervisors: Sequence[Supervisor], skip: str | None
+    nodes: Iterable[NodeResource], supervisors: Sequence[Supervisor], skip: str | None
 ) -> list[str]:
     """Give each node's StatefulSet the bootstrap peers `supervisors` make; returns the names
     of those that changed. A node whose StatefulSet is not there yet gets them when it is."""
@@ -157,7 +159,7 @@ async def rewire(
 
 
 async def repair_peers(
-    node: PoUWNode,
+    node: NodeResource,
     supervisors: Sequence[Supervisor],
     statefulset: Mapping[str, Any] | None = None,
 ) -> bool:
@@ -213,7 +215,7 @@ def probe_node(url: str, token: str | None, timeout: float = PROBE_TIMEOUT_S) ->
 
 
 def node_status(
-    node: PoUWNode, statefulset: Mapping[str, Any] | None, probe: NodeProbe | None
+    node: NodeResource, statefulset: Mapping[str, Any] | None, probe: NodeProbe | None
 ) -> tuple[dict[str, Any], str]:
     """status for the PoUWNode (replicas, readyReplicas, selector, height, peers, the Ready
     condition) and the phase the metrics count it under."""
@@ -255,7 +257,7 @@ def node_status(
     return status, "Ready" if ok else reason
 
 
-async def refresh_status(node: PoUWNode, neighbours: Sequence[PoUWNode]) -> str | None:
+async def refresh_status(node: NodeResource, neighbours: Sequence[NodeResource]) -> str | None:
     """Mirror the node's state into its status; returns its phase (None: it is gone)."""
     settings = runtime.settings()
     statefulset = await kube.get(kube.STATEFULSET, node.namespace, node.name)
@@ -295,7 +297,7 @@ async def poll_status(index: NodeIndex, logger: kopf.Logger) -> None:
 
 
 async def _refresh_logged(
-    node: PoUWNode, neighbours: Sequence[PoUWNode], index: NodeIndex, logger: kopf.Logger
+    node: NodeResource, neighbours: Sequence[NodeResource], index: NodeIndex, logger: kopf.Logger
 ) -> None:
     metrics = runtime.metrics()
     try:
@@ -329,7 +331,7 @@ def _index(kwargs: Mapping[str, Any]) -> NodeIndex:
     return index
 
 
-def _others(index: NodeIndex, namespace: str, name: str) -> Iterable[PoUWNode]:
+def _others(index: NodeIndex, namespace: str, name: str) -> Iterable[NodeResource]:
     return (node for node in index.get(namespace, []) if node.name != name)
 
 

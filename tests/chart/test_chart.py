@@ -26,8 +26,10 @@ import yaml
 
 from pouw.blockchain.params import KUBERNETES_NODE_NAMES
 from pouw_operator import kube
-from pouw_operator.builders import PoUWNode, PoUWNodeSpec, build_service, build_statefulset
+from pouw_operator.builders.service import build_service
+from pouw_operator.builders.statefulset import build_statefulset
 from pouw_operator.main import HANDLER_MODULES, parse_args
+from pouw_operator.resources import NodeResource, PoUWNodeSpec
 from pouw_operator.settings import API_PORT, P2P_PORT, OperatorSettings
 from tests.operator.crd_schema import rule_violations, schema_errors
 
@@ -577,9 +579,9 @@ def test_rbac_grants_exactly_what_the_operator_uses(chart: helm.Chart, sets: str
 # --- networking and monitoring ------------------------------------------------------------
 
 
-def _sample_node() -> PoUWNode:
+def _sample_node() -> NodeResource:
     """A PoUWNode as the operator sees one of the chart's: its children's labels and ports."""
-    return PoUWNode("miners", NAMESPACE, "uid", PoUWNodeSpec(role="miner"))
+    return NodeResource("miners", NAMESPACE, "uid", PoUWNodeSpec(role="miner"))
 
 
 def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

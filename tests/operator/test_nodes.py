@@ -14,9 +14,10 @@ from typing import Any, cast
 import kopf
 import pytest
 
-from pouw_operator.builders import PoUWNode, PoUWNodeSpec, label_selector
+from pouw_operator.builders.naming import label_selector
 from pouw_operator.kube import KubeError, holds
 from pouw_operator.nodes import NodeProbe, node_status, probe_node, retry_or_fail
+from pouw_operator.resources import NodeResource, PoUWNodeSpec
 from tests.operator.harness import OperatorCluster, unused_local_url
 
 PEERS = "POUW_BOOTSTRAP_PEERS"
@@ -340,8 +341,8 @@ def test_deleting_a_node_leaves_no_children_and_no_polling_behind(
 # --- the pure parts ---------------------------------------------------------------------
 
 
-def node_with(spec: dict[str, Any], status: dict[str, Any] | None = None) -> PoUWNode:
-    return PoUWNode(
+def node_with(spec: dict[str, Any], status: dict[str, Any] | None = None) -> NodeResource:
+    return NodeResource(
         "miner", "net", "uid", cast(PoUWNodeSpec, {"role": "miner", **spec}), 3, status or {}
     )
 

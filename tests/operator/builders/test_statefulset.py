@@ -1,77 +1,34 @@
-"""The pure manifest builders: tables of specs in, manifests out, each manifest checked against
-the Kubernetes OpenAPI schema (kubernetes-validate, strict: an unknown field fails)."""
+"""The StatefulSet builder: a table of specs in, StatefulSets out, each checked against the
+Kubernetes OpenAPI schema (kubernetes-validate, strict: an unknown field fails)."""
 
 from __future__ import annotations
 
-import base64
-import itertools
-from collections.abc import Callable
 from typing import Any
 
-import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
-from pouw_operator.builders import (
-    GPU_RESOURCE,
+from pouw_operator.builders.naming import labels
+from pouw_operator.builders.peers import Supervisor
+from pouw_operator.builders.secrets import (
     NETWORK_SECRET,
-    NodeSpec,
-    PoUWNode,
-    PoUWNodeSpec,
-    Supervisor,
-    bootstrap_peers,
-    build_keys_secret,
-    build_network_secret,
-    build_service,
+)
+from pouw_operator.builders.statefulset import (
+    GPU_RESOURCE,
     build_statefulset,
     env_value,
-    label_selector,
-    labels,
-    node_api_url,
-    secret_owned_fields,
-    service_owned_fields,
     statefulset_owned_fields,
-    supervisors_of,
 )
-from pouw_operator.settings import OperatorSettings
-
-K8S_VERSION = kubernetes_validate.latest_version()
-SETTINGS = OperatorSettings(node_image="registry.example/pouw:1.0")
-NAMESPACE = "net"
-UID = "0b7f6c5e-0000-4000-8000-000000000001"
-GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-
-
-def node(name: str = "miner", /, **spec: Any) -> PoUWNode:
-    return PoUWNode(name, NAMESPACE, UID, PoUWNodeSpec(role="miner", **spec))  # type: ignore[typeddict-item]
-
-
-def valid(manifest: dict[str, Any]) -> dict[str, Any]:
-    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
-    return manifest
-
-
-def container(statefulset: dict[str, Any]) -> dict[str, Any]:
-    containers = statefulset["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["node"]
-    result: dict[str, Any] = containers[0]
-    return result
-
-
-def env(statefulset: dict[str, Any]) -> dict[str, Any]:
-    """name -> value, or -> valueFrom for references."""
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(statefulset)["env"]}
-
-
-def counting_entropy() -> Callable[[int], bytes]:
-    counter = itertools.count(1)
-    return lambda size: bytes([next(counter)]) * size
-
-
-def decoded(secret: dict[str, Any], key: str) -> bytes:
-    return base64.b64decode(secret["data"][key])
-
-
-# --- the StatefulSet --------------------------------------------------------------------
+from pouw_operator.resources import NodeResource, PoUWNodeSpec
+from tests.operator.builders.manifests import (
+    GPU_TOLERATION,
+    NAMESPACE,
+    SETTINGS,
+    UID,
+    container,
+    env,
+    node,
+    valid,
+)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +44,7 @@ def decoded(secret: dict[str, Any], key: str) -> bytes:
 def test_each_role_is_upper_case_in_env_and_lower_case_in_labels(
     role: str, upper: str, stake: str
 ) -> None:
-    pouw_node = PoUWNode("n", NAMESPACE, UID, PoUWNodeSpec(role=role))
+    pouw_node = NodeResource("n", NAMESPACE, UID, PoUWNodeSpec(role=role))
     statefulset = valid(build_statefulset(pouw_node, SETTINGS, []))
     assert env(statefulset)["POUW_ROLE"] == upper
     assert env(statefulset)["POUW_STAKE_AMOUNT"] == stake
@@ -313,34 +270,6 @@ def test_a_patch_leaves_the_immutable_fields_of_a_statefulset_alone() -> None:
     assert owned["metadata"]["ownerReferences"] == statefulset["metadata"]["ownerReferences"]
 
 
-# --- bootstrap peers --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("supervisors", "self_name", "peers"),
-    [
-        ([], "miner", ""),
-        ([Supervisor("sup", 1)], "miner", "sup-0.sup.net.svc:8000"),
-        (
-            [Supervisor("sup", 2)],
-            "miner",
-            "sup-0.sup.net.svc:8000,sup-1.sup.net.svc:8000",
-        ),
-        ([Supervisor("sup", 2)], "sup", ""),  # a supervisor does not list itself
-        (
-            [Supervisor("zeta", 1), Supervisor("alpha", 1), Supervisor("sup", 2)],
-            "sup",
-            "alpha-0.alpha.net.svc:8000,zeta-0.zeta.net.svc:8000",
-        ),
-        ([Supervisor("idle", 0)], "miner", ""),  # scaled to zero: no pods to dial
-    ],
-)
-def test_bootstrap_peers_are_the_other_supervisors_pods(
-    supervisors: list[Supervisor], self_name: str, peers: str
-) -> None:
-    assert bootstrap_peers(supervisors, NAMESPACE, self_name) == peers
-
-
 def test_the_statefulset_carries_the_bootstrap_peers() -> None:
     statefulset = build_statefulset(node(), SETTINGS, [Supervisor("sup", 2)])
     assert env_value(statefulset, "POUW_BOOTSTRAP_PEERS") == (
@@ -348,118 +277,3 @@ def test_the_statefulset_carries_the_bootstrap_peers() -> None:
     )
     assert env_value(statefulset, "POUW_NODE_ID") is None  # a reference, not a value
     assert env_value(None, "POUW_BOOTSTRAP_PEERS") is None
-
-
-def test_supervisors_are_picked_from_nodes_with_their_replicas() -> None:
-    nodes = [
-        PoUWNode("m", NAMESPACE, "1", PoUWNodeSpec(role="miner", replicas=4)),
-        PoUWNode("s2", NAMESPACE, "2", PoUWNodeSpec(role="supervisor", replicas=3)),
-        PoUWNode("s1", NAMESPACE, "3", PoUWNodeSpec(role="supervisor")),
-        PoUWNode("bad", NAMESPACE, "4", PoUWNodeSpec(role="supervisor", replicas=-1)),
-    ]
-    assert supervisors_of(nodes) == [Supervisor("s1", 1), Supervisor("s2", 3)]
-
-
-# --- Secrets and the Service ------------------------------------------------------------
-
-
-def test_devnet_keys_are_the_seeds_the_genesis_funds() -> None:
-    secret = valid(build_keys_secret(node(replicas=2), entropy=counting_entropy()))
-    assert secret["metadata"]["name"] == "miner-keys"
-    assert secret["metadata"]["ownerReferences"][0]["uid"] == UID
-    assert set(secret["data"]) == {"miner-0.key", "miner-1.key"}
-    assert decoded(secret, "miner-0.key") == b"pouw-devnet:miner-0"
-    assert decoded(secret, "miner-1.key") == b"pouw-devnet:miner-1"
-
-
-def test_keys_of_other_chains_are_random_32_bytes() -> None:
-    secret = valid(
-        build_keys_secret(node(replicas=2, chainId="pouw-main"), entropy=counting_entropy())
-    )
-    assert decoded(secret, "miner-0.key") == b"\x01" * 32
-    assert decoded(secret, "miner-1.key") == b"\x02" * 32
-
-
-def test_scaling_up_adds_keys_and_never_changes_existing_ones() -> None:
-    entropy = counting_entropy()
-    first = build_keys_secret(node(replicas=1, chainId="pouw-main"), entropy=entropy)
-    scaled = build_keys_secret(
-        node(replicas=3, chainId="pouw-main"), existing=first["data"], entropy=entropy
-    )
-    assert scaled["data"]["miner-0.key"] == first["data"]["miner-0.key"]
-    assert set(scaled["data"]) == {"miner-0.key", "miner-1.key", "miner-2.key"}
-    assert len({scaled["data"][key] for key in scaled["data"]}) == 3
-    down = build_keys_secret(node(replicas=1, chainId="pouw-main"), existing=scaled["data"])
-    assert down["data"] == scaled["data"]  # kept for when it scales back up
-    assert secret_owned_fields(scaled)["data"] == scaled["data"]
-
-
-def test_the_network_secret_is_random_and_owned_by_nobody() -> None:
-    secret = valid(build_network_secret(NAMESPACE, entropy=counting_entropy()))
-    assert secret["metadata"]["name"] == NETWORK_SECRET
-    assert "ownerReferences" not in secret["metadata"]
-    token, key = decoded(secret, "api-token"), decoded(secret, "network-key")
-    assert token == (b"\x01" * 32).hex().encode()
-    assert key == (b"\x02" * 32).hex().encode()
-    fresh = build_network_secret(NAMESPACE)
-    assert fresh["data"]["api-token"] != fresh["data"]["network-key"]
-
-
-def test_the_service_is_headless_and_publishes_pods_before_they_are_ready() -> None:
-    service = valid(build_service(node()))
-    assert service["spec"]["clusterIP"] == "None"
-    assert service["spec"]["publishNotReadyAddresses"] is True
-    assert service["spec"]["selector"] == {
-        "app.kubernetes.io/name": "pouw-node",
-        "app.kubernetes.io/instance": "miner",
-    }
-    assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [
-        ("p2p", 8000),
-        ("api", 8080),
-    ]
-    assert "clusterIP" not in service_owned_fields(service)["spec"]
-
-
-# --- small pieces -----------------------------------------------------------------------
-
-
-def test_labels_and_the_scale_selector() -> None:
-    assert labels("miner", "miner") == {
-        "app.kubernetes.io/name": "pouw-node",
-        "app.kubernetes.io/instance": "miner",
-        "app.kubernetes.io/managed-by": "pouw-operator",
-        "pouw.network/role": "miner",
-    }
-    assert label_selector("miner") == (
-        "app.kubernetes.io/instance=miner,app.kubernetes.io/name=pouw-node"
-    )
-
-
-def test_the_node_api_url_is_pod_zero_unless_the_settings_name_one() -> None:
-    assert node_api_url(OperatorSettings(), "net", "miner") == "http://miner-0.miner.net.svc:8080"
-    assert node_api_url(OperatorSettings(), "net", "miner", 2) == (
-        "http://miner-2.miner.net.svc:8080"
-    )
-    local = OperatorSettings(node_url="http://127.0.0.1:9999")
-    assert node_api_url(local, "net", "miner") == "http://127.0.0.1:9999"
-
-
-@pytest.mark.parametrize(
-    ("spec", "problem"),
-    [
-        ({"role": "wizard"}, "unknown role"),
-        ({"role": "miner", "replicas": -1}, "replicas"),
-        ({"role": "miner", "resources": {"gpu": -2}}, "gpu"),
-        ({"role": "miner", "miningIntensity": 2}, "miningIntensity"),
-    ],
-)
-def test_a_spec_that_cannot_be_built_names_the_problem(spec: Any, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
-        NodeSpec.parse(spec)
-
-
-def test_a_body_without_a_spec_is_a_node_with_no_role() -> None:
-    pouw_node = PoUWNode.from_body({"metadata": {"name": "x", "namespace": "y", "uid": "z"}})
-    assert (pouw_node.name, pouw_node.namespace, pouw_node.uid) == ("x", "y", "z")
-    with pytest.raises(ValueError, match="unknown role"):
-        pouw_node.resolved  # noqa: B018
