@@ -31,6 +31,12 @@ class Kind:
     kind: str
     plural: str
 
+    @property
+    def resource(self) -> tuple[str, str, str]:
+        """kopf's (group, version, plural) of the kind, what its decorators take."""
+        group, _, version = self.api_version.rpartition("/")
+        return group, version, self.plural
+
     def path(
         self, namespace: str | None, name: str | None = None, subresource: str | None = None
     ) -> str:

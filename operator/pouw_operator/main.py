@@ -22,7 +22,11 @@ from pouw_operator import runtime
 from pouw_operator.metrics import METRICS
 from pouw_operator.settings import OperatorSettings, SettingsError
 
-HANDLER_MODULES = ("pouw_operator.nodes", "pouw_operator.tasks", "pouw_operator.stakes")
+HANDLER_MODULES = (
+    "pouw_operator.handlers.pouwnode",
+    "pouw_operator.handlers.mltask",
+    "pouw_operator.handlers.stake",
+)
 """Importing a module registers its handlers with kopf's default registry; every one must be
 there."""
 

@@ -200,6 +200,12 @@ class StakeBody(TypedDict, total=False):
     status: StakeStatus
 
 
+def generation_of(meta: Mapping[str, object]) -> int:
+    """metadata.generation, 0 when absent (an object that never met an API server)."""
+    generation = meta.get("generation")
+    return generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
+
+
 # -- a PoUWNode as the operator works from it -----------------------------------------------
 
 

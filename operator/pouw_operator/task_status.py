@@ -9,15 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, cast
 
 from pouw.api.client import UNREACHABLE, ApiError
 from pouw.manifest import ManifestError, task_order
 from pouw_operator.conditions import Condition, condition, set_condition
+from pouw_operator.resources import MLTaskSpec, MLTaskStatus, PaidStatus, TaskPhase
 
-Phase = Literal["Pending", "Submitted", "Training", "Evaluating", "Completed", "Failed"]
-
-NODE_PHASES: Mapping[str, Phase] = {
+NODE_PHASES: Mapping[str, TaskPhase] = {
     "pending": "Submitted",  # paid, the payment waits in a mempool
     "training": "Training",
     "evaluating": "Evaluating",
@@ -51,19 +50,6 @@ class Submission:
     request_id: str
 
 
-class TaskStatus(TypedDict, total=False):
-    """The MLTask status fields the node's task view sets; None removes a field (merge patch)."""
-
-    phase: Phase
-    epoch: int
-    loss: float | None
-    accuracy: float | None
-    testAccuracy: float | None
-    blocks: int
-    modelUrl: str | None
-    message: str
-
-
 @dataclass(frozen=True)
 class Failure:
     """Why a call to a node failed, as a condition shows it. `permanent`: the node refused and
@@ -79,7 +65,7 @@ def request_id(uid: str) -> str:
     return f"mltask-{uid}"
 
 
-def submission(spec: Mapping[str, Any], uid: str) -> Submission:
+def submission(spec: MLTaskSpec, uid: str) -> Submission:
     """The body of POST /tasks for an MLTask's spec (camelCase, as the CRD has it)."""
     try:
         order = task_order(spec)
@@ -112,9 +98,9 @@ def _best(progress: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(progress, key=rank)
 
 
-def status_from_view(view: Mapping[str, Any], node_url: str) -> TaskStatus:
-    """The MLTask status of a node's task view (GET /tasks/{id}, TaskOut). Raises ValueError
-    when the view has no phase the operator knows."""
+def status_from_view(view: Mapping[str, Any], node_url: str) -> MLTaskStatus:
+    """The MLTask status fields of a node's task view (GET /tasks/{id}, TaskOut); None removes
+    a field (merge patch). Raises ValueError when the view has no phase the operator knows."""
     node_phase = view.get("phase")
     phase = NODE_PHASES.get(node_phase) if isinstance(node_phase, str) else None
     if phase is None:
@@ -126,7 +112,7 @@ def status_from_view(view: Mapping[str, Any], node_url: str) -> TaskStatus:
     blocks = _number(view.get("blocks"))
     task_id = str(view.get("task_id", ""))
     completed = phase == "Completed"
-    status = TaskStatus(
+    status = MLTaskStatus(
         phase=phase,
         epoch=max(epochs, default=0),
         loss=None if best is None else _number(best.get("loss")),
@@ -143,7 +129,7 @@ def status_from_view(view: Mapping[str, Any], node_url: str) -> TaskStatus:
     return status
 
 
-def _message(phase: Phase, view: Mapping[str, Any]) -> str:
+def _message(phase: TaskPhase, view: Mapping[str, Any]) -> str:
     said = str(view.get("message") or "")
     if said:
         return said
@@ -160,7 +146,7 @@ def _message(phase: Phase, view: Mapping[str, Any]) -> str:
     }.get(phase, "")
 
 
-def view_conditions(status: TaskStatus, node: str, generation: int) -> list[Condition]:
+def view_conditions(status: MLTaskStatus, node: str, generation: int) -> list[Condition]:
     """The conditions a successful poll sets: Synced, and Succeeded once the task ended."""
     phase = status.get("phase", "Submitted")
     found = [
@@ -213,27 +199,22 @@ def backoff(retry: int, base: float, cap: float = MAX_BACKOFF_S) -> float:
 
 
 def status_changes(
-    status: Mapping[str, Any],
+    status: PaidStatus,
     generation: int,
-    fields: Mapping[str, Any],
+    fields: PaidStatus,
     conditions: Sequence[Condition] = (),
-) -> dict[str, Any]:
+) -> PaidStatus:
     """The merge patch of a status that takes `fields` and `conditions`: only what differs
     (a None field removes it; the conditions list goes whole), empty when nothing changes, so
     a poll that learns nothing new writes nothing."""
-    changes = {key: value for key, value in fields.items() if status.get(key) != value}
+    before: Mapping[str, object] = status
+    changes = {key: value for key, value in fields.items() if before.get(key) != value}
     if conditions:
-        before: Sequence[object] | None = status.get("conditions")
-        merged: list[Condition] = list(before or ())  # type: ignore[arg-type]
+        merged = list(status.get("conditions") or ())
         for new in conditions:
             merged = set_condition(merged, new)
-        if merged != list(before or ()):
+        if merged != list(status.get("conditions") or ()):
             changes["conditions"] = merged
     if status.get("observedGeneration") != generation:
         changes["observedGeneration"] = generation
-    return changes
-
-
-def generation_of(meta: Mapping[str, Any]) -> int:
-    generation = meta.get("generation")
-    return generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
+    return cast(PaidStatus, changes)

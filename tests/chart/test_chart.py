@@ -446,13 +446,13 @@ def _is_kube(receiver: ast.expr) -> bool:
 @cache
 def code_grants() -> frozenset[Grant]:
     """Every (group, resource, verb) the operator's handlers call the Kubernetes API with,
-    found by reading operator/pouw_operator/*.py. A Kind passed in through a parameter (such
+    found by reading operator/pouw_operator/**/*.py. A Kind passed in through a parameter (such
     as payments.write(kind, ...)) is followed to the callers of that function, called by its
-    name in its own module or as module.function elsewhere."""
+    name (in its own module, or imported by name) or as module.function."""
     found: set[Grant] = set()
     forwarded: list[tuple[str, str, int, tuple[str, ...], str | None]] = []
     calls: list[ast.Call] = []
-    for source in sorted(OPERATOR_SOURCES.glob("*.py")):
+    for source in sorted(OPERATOR_SOURCES.rglob("*.py")):
         if source.name == "kube.py":  # the wrappers themselves; their callers count
             continue
         tree = ast.parse(source.read_text("utf-8"))

@@ -67,13 +67,14 @@ def test_one_namespace_or_all_not_both() -> None:
 
 
 def test_the_handler_modules_are_imported() -> None:
-    assert operator_main.import_handlers(("pouw_operator.nodes",)) == ["pouw_operator.nodes"]
+    pouwnode = "pouw_operator.handlers.pouwnode"
+    assert operator_main.import_handlers((pouwnode,)) == [pouwnode]
     assert operator_main.import_handlers() == list(operator_main.HANDLER_MODULES)
 
 
 def test_a_missing_handler_module_is_an_import_error_naming_it() -> None:
     with pytest.raises(ImportError, match=r"pouw_operator\.absent") as error:
-        operator_main.import_handlers(("pouw_operator.nodes", "pouw_operator.absent"))
+        operator_main.import_handlers(("pouw_operator.handlers.pouwnode", "pouw_operator.absent"))
     assert error.value.name == "pouw_operator.absent"
 
 

@@ -15,8 +15,9 @@ import kopf
 import pytest
 
 from pouw_operator.builders.naming import label_selector
+from pouw_operator.handlers.pouwnode import retry_or_fail
 from pouw_operator.kube import KubeError, holds
-from pouw_operator.nodes import NodeProbe, node_status, probe_node, retry_or_fail
+from pouw_operator.node_status import NodeProbe, node_status, probe_node
 from pouw_operator.resources import NodeResource, PoUWNodeSpec
 from tests.operator.harness import OperatorCluster, unused_local_url
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from pouw.roles import NodeRole
+from pouw_operator.handlers.stake import live_ticket, pod_of, request_id
 from pouw_operator.settings import OperatorSettings
-from pouw_operator.stakes import live_ticket, pod_of, request_id
 from tests.operator.harness import OperatorCluster
 from tests.operator.node_api import ScriptedNode
 from tests.operator.observe import (

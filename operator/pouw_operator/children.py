@@ -1,0 +1,89 @@
+"""A PoUWNode's children applied through the API, in the order its pods need them: the
+namespace's `pouw-network` Secret (created once, never overwritten), the keys Secret (keys
+never rotated), the headless Service and the StatefulSet; and the bootstrap peers of the
+namespace's StatefulSets when its supervisors change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pouw_operator import kube, runtime
+from pouw_operator.builders.naming import keys_secret_name
+from pouw_operator.builders.peers import Supervisor
+from pouw_operator.builders.secrets import (
+    build_keys_secret,
+    build_network_secret,
+    secret_owned_fields,
+)
+from pouw_operator.builders.service import build_service, service_owned_fields
+from pouw_operator.builders.statefulset import (
+    build_statefulset,
+    env_value,
+    statefulset_owned_fields,
+)
+from pouw_operator.kube import KubeError
+from pouw_operator.resources import NodeResource
+
+PEERS_VARIABLE = "POUW_BOOTSTRAP_PEERS"
+
+
+async def apply_children(node: NodeResource, supervisors: Sequence[Supervisor]) -> None:
+    """In dependency order: a pod needs its key and the network Secret before it starts."""
+    await kube.ensure(kube.SECRET, build_network_secret(node.namespace))
+    await apply_keys(node)
+    service = build_service(node)
+    await kube.create_or_patch(kube.SERVICE, service, service_owned_fields(service))
+    statefulset = build_statefulset(node, runtime.settings(), supervisors)
+    await kube.create_or_patch(kube.STATEFULSET, statefulset, statefulset_owned_fields(statefulset))
+
+
+async def apply_keys(node: NodeResource) -> None:
+    """A new node's keys are created at once; an existing Secret keeps its keys and gains
+    those of new ordinals (scale-up): keys are never rotated."""
+    name = keys_secret_name(node.name)
+    try:
+        await kube.create(kube.SECRET, build_keys_secret(node, None))
+        return
+    except KubeError as error:
+        if not error.conflict:
+            raise
+    existing = await kube.get(kube.SECRET, node.namespace, name)
+    if existing is None:
+        raise KubeError(409, "Conflict", f"Secret {name} came and went")
+    keys = build_keys_secret(node, existing.get("data"))
+    if not kube.holds(existing, secret_owned_fields(keys)):
+        await kube.patch(kube.SECRET, node.namespace, name, secret_owned_fields(keys))
+
+
+async def rewire(
+    nodes: Iterable[NodeResource], supervisors: Sequence[Supervisor], skip: str | None
+) -> list[str]:
+    """Give each node's StatefulSet the bootstrap peers `supervisors` make; returns the names
+    of those that changed. A node whose StatefulSet is not there yet gets them when it is."""
+    rewired = []
+    for node in nodes:
+        if node.name != skip and await repair_peers(node, supervisors):
+            rewired.append(node.name)
+    return rewired
+
+
+async def repair_peers(
+    node: NodeResource,
+    supervisors: Sequence[Supervisor],
+    statefulset: Mapping[str, Any] | None = None,
+) -> bool:
+    try:
+        desired = build_statefulset(node, runtime.settings(), supervisors)
+    except (TypeError, ValueError):
+        return False
+    current = statefulset or await kube.get(kube.STATEFULSET, node.namespace, node.name)
+    if current is None or env_value(current, PEERS_VARIABLE) == env_value(desired, PEERS_VARIABLE):
+        return False
+    await kube.patch(
+        kube.STATEFULSET,
+        node.namespace,
+        node.name,
+        {"spec": {"template": desired["spec"]["template"]}},
+    )
+    return True
