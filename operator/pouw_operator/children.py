@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pouw_operator import kube, runtime
 from pouw_operator.builders.naming import keys_secret_name
 from pouw_operator.builders.peers import Supervisor
 from pouw_operator.builders.secrets import (
@@ -22,66 +21,74 @@ from pouw_operator.builders.statefulset import (
     env_value,
     statefulset_owned_fields,
 )
-from pouw_operator.kube import KubeError
+from pouw_operator.kube import SECRET, SERVICE, STATEFULSET, KubeError, holds
+from pouw_operator.memo import OperatorMemo
 from pouw_operator.resources import NodeResource
 
 PEERS_VARIABLE = "POUW_BOOTSTRAP_PEERS"
 
 
-async def apply_children(node: NodeResource, supervisors: Sequence[Supervisor]) -> None:
+async def apply_children(
+    memo: OperatorMemo, node: NodeResource, supervisors: Sequence[Supervisor]
+) -> None:
     """In dependency order: a pod needs its key and the network Secret before it starts."""
-    await kube.ensure(kube.SECRET, build_network_secret(node.namespace))
-    await apply_keys(node)
+    kube = memo.kube
+    await kube.ensure(SECRET, build_network_secret(node.namespace))
+    await apply_keys(memo, node)
     service = build_service(node)
-    await kube.create_or_patch(kube.SERVICE, service, service_owned_fields(service))
-    statefulset = build_statefulset(node, runtime.settings(), supervisors)
-    await kube.create_or_patch(kube.STATEFULSET, statefulset, statefulset_owned_fields(statefulset))
+    await kube.create_or_patch(SERVICE, service, service_owned_fields(service))
+    statefulset = build_statefulset(node, memo.settings, supervisors)
+    await kube.create_or_patch(STATEFULSET, statefulset, statefulset_owned_fields(statefulset))
 
 
-async def apply_keys(node: NodeResource) -> None:
+async def apply_keys(memo: OperatorMemo, node: NodeResource) -> None:
     """A new node's keys are created at once; an existing Secret keeps its keys and gains
     those of new ordinals (scale-up): keys are never rotated."""
-    name = keys_secret_name(node.name)
+    kube, name = memo.kube, keys_secret_name(node.name)
     try:
-        await kube.create(kube.SECRET, build_keys_secret(node, None))
+        await kube.create(SECRET, build_keys_secret(node, None))
         return
     except KubeError as error:
         if not error.conflict:
             raise
-    existing = await kube.get(kube.SECRET, node.namespace, name)
+    existing = await kube.get(SECRET, node.namespace, name)
     if existing is None:
         raise KubeError(409, "Conflict", f"Secret {name} came and went")
     keys = build_keys_secret(node, existing.get("data"))
-    if not kube.holds(existing, secret_owned_fields(keys)):
-        await kube.patch(kube.SECRET, node.namespace, name, secret_owned_fields(keys))
+    if not holds(existing, secret_owned_fields(keys)):
+        await kube.patch(SECRET, node.namespace, name, secret_owned_fields(keys))
 
 
 async def rewire(
-    nodes: Iterable[NodeResource], supervisors: Sequence[Supervisor], skip: str | None
+    memo: OperatorMemo,
+    nodes: Iterable[NodeResource],
+    supervisors: Sequence[Supervisor],
+    skip: str | None,
 ) -> list[str]:
     """Give each node's StatefulSet the bootstrap peers `supervisors` make; returns the names
     of those that changed. A node whose StatefulSet is not there yet gets them when it is."""
     rewired = []
     for node in nodes:
-        if node.name != skip and await repair_peers(node, supervisors):
+        if node.name != skip and await repair_peers(memo, node, supervisors):
             rewired.append(node.name)
     return rewired
 
 
 async def repair_peers(
+    memo: OperatorMemo,
     node: NodeResource,
     supervisors: Sequence[Supervisor],
     statefulset: Mapping[str, Any] | None = None,
 ) -> bool:
     try:
-        desired = build_statefulset(node, runtime.settings(), supervisors)
+        desired = build_statefulset(node, memo.settings, supervisors)
     except (TypeError, ValueError):
         return False
-    current = statefulset or await kube.get(kube.STATEFULSET, node.namespace, node.name)
+    current = statefulset or await memo.kube.get(STATEFULSET, node.namespace, node.name)
     if current is None or env_value(current, PEERS_VARIABLE) == env_value(desired, PEERS_VARIABLE):
         return False
-    await kube.patch(
-        kube.STATEFULSET,
+    await memo.kube.patch(
+        STATEFULSET,
         node.namespace,
         node.name,
         {"spec": {"template": desired["spec"]["template"]}},

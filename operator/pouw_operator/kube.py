@@ -1,21 +1,20 @@
 """Reading and writing Kubernetes objects as plain dicts, through the `kubernetes` client.
 
-`Kube` is synchronous (the tests' harness uses it as is); the module's async functions run it
-in a worker thread with the process's client (`runtime.api_client()`), so a handler never
-blocks kopf's event loop. Every failure is a KubeError carrying the API's status and reason.
+`Kube` is synchronous (the tests' harness uses it as is); `AsyncKube`, what handlers get in
+their memo, runs it in a worker thread over one shared client, so a handler never blocks kopf's
+event loop. Every failure is a KubeError carrying the API's status and reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client
-
-from pouw_operator import runtime
+from kubernetes import client, config
 
 Body = dict[str, Any]
 """A Kubernetes object as JSON: apiVersion, kind, metadata, spec, status..."""
@@ -190,54 +189,88 @@ def _json(data: bytes | None) -> Body:
     return value if isinstance(value, dict) else {}
 
 
-def kube() -> Kube:
-    return Kube(runtime.api_client())
+ApiClientFactory = Callable[[], client.ApiClient]
 
 
-async def get(kind: Kind, namespace: str, name: str) -> Body | None:
-    return await asyncio.to_thread(kube().get, kind, namespace, name)
-
-
-async def create(kind: Kind, body: Mapping[str, Any]) -> Body:
-    return await asyncio.to_thread(kube().create, kind, body)
-
-
-async def patch(
-    kind: Kind,
-    namespace: str,
-    name: str,
-    changes: Mapping[str, Any],
-    subresource: str | None = None,
-) -> Body:
-    return await asyncio.to_thread(kube().patch, kind, namespace, name, changes, subresource)
-
-
-async def ensure(kind: Kind, body: Mapping[str, Any]) -> None:
-    """Create the object unless one of its name exists; never overwrite it."""
+def in_cluster_or_kubeconfig() -> client.ApiClient:
+    """The pod's service account in a cluster, else the current kubeconfig context (an
+    operator run from a laptop): the same order kopf logs in with."""
+    configuration = client.Configuration()
     try:
-        await create(kind, body)
-    except KubeError as error:
-        if not error.conflict:
-            raise
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
 
 
-async def create_or_patch(kind: Kind, desired: Mapping[str, Any], owned: Mapping[str, Any]) -> Body:
-    """Create `desired`, or patch the existing object with `owned` (the fields the operator
-    manages, a part of `desired`) unless it already holds them. Creating first costs one call
-    for a new object, the common case when resources arrive; an existing one costs one more."""
-    metadata = desired["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
-    try:
-        return await create(kind, desired)
-    except KubeError as error:
-        if not error.conflict:
-            raise
-    existing = await get(kind, namespace, name)
-    if existing is None:  # deleted between our two calls: the next reconcile creates it
-        raise KubeError(409, "Conflict", f"{kind.kind} {name} came and went")
-    if holds(existing, owned):
-        return existing
-    return await patch(kind, namespace, name, owned)
+class AsyncKube:
+    """Kube's calls for code on kopf's event loop, each in a worker thread, over one ApiClient
+    that `api_client` makes on first use (not before: `pouw-operator --help` needs no cluster)
+    and every thread shares."""
+
+    def __init__(self, api_client: ApiClientFactory = in_cluster_or_kubeconfig) -> None:
+        self._factory = api_client
+        self._client: client.ApiClient | None = None
+        self._lock = threading.Lock()  # handlers reach the client from worker threads
+
+    def sync(self) -> Kube:
+        """The blocking Kube over the same client, for code that runs in a worker thread."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._factory()
+            return Kube(self._client)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()  # type: ignore[no-untyped-call]
+                self._client = None
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> Body | None:
+        return await asyncio.to_thread(self.sync().get, kind, namespace, name)
+
+    async def create(self, kind: Kind, body: Mapping[str, Any]) -> Body:
+        return await asyncio.to_thread(self.sync().create, kind, body)
+
+    async def patch(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        changes: Mapping[str, Any],
+        subresource: str | None = None,
+    ) -> Body:
+        sync = self.sync()
+        return await asyncio.to_thread(sync.patch, kind, namespace, name, changes, subresource)
+
+    async def ensure(self, kind: Kind, body: Mapping[str, Any]) -> None:
+        """Create the object unless one of its name exists; never overwrite it."""
+        try:
+            await self.create(kind, body)
+        except KubeError as error:
+            if not error.conflict:
+                raise
+
+    async def create_or_patch(
+        self, kind: Kind, desired: Mapping[str, Any], owned: Mapping[str, Any]
+    ) -> Body:
+        """Create `desired`, or patch the existing object with `owned` (the fields the operator
+        manages, a part of `desired`) unless it already holds them. Creating first costs one
+        call for a new object, the common case when resources arrive; an existing one costs one
+        more."""
+        metadata = desired["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        try:
+            return await self.create(kind, desired)
+        except KubeError as error:
+            if not error.conflict:
+                raise
+        existing = await self.get(kind, namespace, name)
+        if existing is None:  # deleted between our two calls: the next reconcile creates it
+            raise KubeError(409, "Conflict", f"{kind.kind} {name} came and went")
+        if holds(existing, owned):
+            return existing
+        return await self.patch(kind, namespace, name, owned)
 
 
 def holds(actual: object, wanted: object) -> bool:

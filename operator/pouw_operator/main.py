@@ -5,7 +5,8 @@
 
 Settings come from POUW_* variables (settings.py); a bad one stops the start with one line
 and exit status 2. Metrics are served on POUW_OPERATOR_METRICS_PORT, kopf's liveness probe on
-POUW_OPERATOR_LIVENESS_PORT (/healthz).
+POUW_OPERATOR_LIVENESS_PORT (/healthz). What the handlers use (settings, metrics, the
+Kubernetes client) is built here and handed to kopf as its memo (memo.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from pouw_operator import runtime
-from pouw_operator.metrics import METRICS
+from pouw_operator.memo import OperatorMemo
 from pouw_operator.settings import OperatorSettings, SettingsError
 
 HANDLER_MODULES = (
@@ -84,11 +84,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as error:
         sys.stderr.write(f"pouw-operator: {error}\n")
         sys.exit(2)
-    runtime.configure(settings, METRICS)
+    memo = OperatorMemo.create(settings)
     import_handlers()
     kopf.configure(debug=settings.log_level == "DEBUG", quiet=settings.log_level == "ERROR")
     logging.getLogger().setLevel(settings.log_level)
-    METRICS.serve(settings.metrics_port)
+    memo.metrics.serve(settings.metrics_port)
     namespaces: list[str] = args.namespaces
     kopf.on.startup()(_post_only_problems_as_events)
     if namespaces:
@@ -100,4 +100,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         liveness_endpoint=(
             f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
         ),
+        memo=memo,
     )

@@ -25,10 +25,10 @@ from typing import Generic, TypeVar, cast
 import kopf
 
 from pouw.api.client import ApiError
-from pouw_operator import kube, runtime
 from pouw_operator.conditions import Condition, condition
 from pouw_operator.directory import KubernetesReader, NodeDirectory, NoNode
-from pouw_operator.kube import Kind, KubeError
+from pouw_operator.kube import AsyncKube, Kind, KubeError
+from pouw_operator.memo import OperatorMemo
 from pouw_operator.resources import PaidStatus, StakePhase, TaskPhase, generation_of
 from pouw_operator.task_status import backoff, failure_of, status_changes
 
@@ -42,8 +42,8 @@ Outcome = tuple[PaidStatus, Sequence[Condition]]
 """The status fields (a phase among them) and conditions of a payment the node accepted."""
 
 
-def node_directory() -> NodeDirectory:
-    return NodeDirectory(runtime.settings(), KubernetesReader(kube.kube()))
+def node_directory(memo: OperatorMemo) -> NodeDirectory:
+    return NodeDirectory(memo.settings, KubernetesReader(memo.kube.sync()))
 
 
 def stage(patch: kopf.Patch, changes: Mapping[str, object]) -> None:
@@ -52,7 +52,9 @@ def stage(patch: kopf.Patch, changes: Mapping[str, object]) -> None:
         patch.status[key] = value
 
 
-async def write(kind: Kind, item: Tracked[SpecT, StatusT], changes: Mapping[str, object]) -> None:
+async def write(
+    kube: AsyncKube, kind: Kind, item: Tracked[SpecT, StatusT], changes: Mapping[str, object]
+) -> None:
     """Patch the status subresource with `changes` (if any); a resource deleted meanwhile is
     no error."""
     if not changes:
@@ -100,7 +102,7 @@ class Tracked(Generic[SpecT, StatusT]):
     status: StatusT
 
 
-Poll = Callable[[Tracked[SpecT, StatusT]], Awaitable[None]]
+Poll = Callable[[OperatorMemo, Tracked[SpecT, StatusT]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -121,29 +123,37 @@ class PaymentFlow(Generic[SpecT, StatusT]):
     # -- paying once ------------------------------------------------------------------------
 
     async def pay_once(
-        self, payment: Payment[StatusT], pay: Callable[[], Awaitable[Outcome]], retry: int
+        self,
+        memo: OperatorMemo,
+        payment: Payment[StatusT],
+        pay: Callable[[], Awaitable[Outcome]],
+        retry: int,
     ) -> None:
         """Pay, unless status shows the payment made or refused, and write the outcome; the
         handler's run is timed and counted in the operator's metrics."""
-        metrics = runtime.metrics()
+        metrics = memo.metrics
         with metrics.observe(self.kind.kind):
             phase = payment.status.get("phase")
             if self.receipt(payment.status) or phase == "Failed":
                 metrics.set_phase(self.kind.kind, payment.uid, str(phase or self.paid_phase))
                 return
-            await self._pay(payment, pay, retry)
+            await self._pay(memo, payment, pay, retry)
 
     async def _pay(
-        self, payment: Payment[StatusT], pay: Callable[[], Awaitable[Outcome]], retry: int
+        self,
+        memo: OperatorMemo,
+        payment: Payment[StatusT],
+        pay: Callable[[], Awaitable[Outcome]],
+        retry: int,
     ) -> None:
-        interval = runtime.settings().poll_interval_s
+        interval = memo.settings.poll_interval_s
         try:
             fields, conditions = await pay()
         except Refused as error:
-            self.settle(payment, "Failed", error.reason, error.message, False)
+            self.settle(memo, payment, "Failed", error.reason, error.message, False)
             return
         except NoNode as error:
-            self.settle(payment, "Pending", error.reason, error.message, False)
+            self.settle(memo, payment, "Pending", error.reason, error.message, False)
             delay = backoff(retry, SLOW_RETRY_FACTOR * interval)
             raise kopf.TemporaryError(f"{error.reason}: {error.message}", delay=delay) from None
         except KubeError as error:
@@ -152,15 +162,16 @@ class PaymentFlow(Generic[SpecT, StatusT]):
         except ApiError as error:
             failure = failure_of(error)
             if failure.permanent:
-                self.settle(payment, "Failed", failure.reason, failure.message, False)
+                self.settle(memo, payment, "Failed", failure.reason, failure.message, False)
                 return
-            self.settle(payment, "Pending", failure.reason, failure.message, None)
+            self.settle(memo, payment, "Pending", failure.reason, failure.message, None)
             delay = backoff(retry, interval)
             raise kopf.TemporaryError(f"{failure.reason}: {failure.message}", delay=delay) from None
-        self.write(payment, fields, conditions)
+        self.write(memo, payment, fields, conditions)
 
     def settle(
         self,
+        memo: OperatorMemo,
         payment: Payment[StatusT],
         phase: TaskPhase | StakePhase,
         reason: str,
@@ -176,14 +187,18 @@ class PaymentFlow(Generic[SpecT, StatusT]):
             message,
             payment.generation,
         )
-        self.write(payment, {"phase": phase, "message": message}, [said])
+        self.write(memo, payment, {"phase": phase, "message": message}, [said])
 
     def write(
-        self, payment: Payment[StatusT], fields: PaidStatus, conditions: Sequence[Condition]
+        self,
+        memo: OperatorMemo,
+        payment: Payment[StatusT],
+        fields: PaidStatus,
+        conditions: Sequence[Condition],
     ) -> None:
         changes = status_changes(payment.status, payment.generation, fields, conditions)
         stage(payment.patch, changes)
-        runtime.metrics().set_phase(self.kind.kind, payment.uid, str(fields["phase"]))
+        memo.metrics.set_phase(self.kind.kind, payment.uid, str(fields["phase"]))
 
     # -- following --------------------------------------------------------------------------
 
@@ -212,16 +227,16 @@ class PaymentFlow(Generic[SpecT, StatusT]):
 
     def follow(
         self,
-        memo: kopf.Memo,
+        memo: OperatorMemo,
         name: str,
         index: kopf.Index[str, Tracked[SpecT, StatusT]],
         poll: Poll[SpecT, StatusT],
         logger: kopf.Logger,
     ) -> None:
-        """Start a Poller over `index` running `poll`: an asyncio task named `name`, kept in
-        kopf's memo under that name until the cleanup handler stops it."""
-        poller = Poller(self.kind, poll)
-        memo[name] = asyncio.create_task(poller.run(index, logger), name=name)
+        """Start a Poller over `index` running `poll`: a background task named `name` of the
+        memo, until the cleanup handler stops it."""
+        poller = Poller(memo, self.kind, poll)
+        memo.start_background(name, poller.run(index, logger))
 
 
 @dataclass
@@ -230,6 +245,7 @@ class Poller(Generic[SpecT, StatusT]):
     a failed poll (a kopf.TemporaryError) is retried after a growing delay, and counted as a
     retry in the operator's metrics, like a handler's."""
 
+    memo: OperatorMemo
     kind: Kind
     poll: Poll[SpecT, StatusT]
     next_at: dict[str, float] = field(default_factory=dict)
@@ -246,14 +262,14 @@ class Poller(Generic[SpecT, StatusT]):
                 self.failures.pop(gone, None)
             due = [item for uid, item in present.items() if self.next_at.get(uid, 0.0) <= now]
             await asyncio.gather(*(self._poll_one(item, logger) for item in due))
-            await asyncio.sleep(runtime.settings().poll_interval_s)
+            await asyncio.sleep(self.memo.settings.poll_interval_s)
 
     async def _poll_one(self, item: Tracked[SpecT, StatusT], logger: kopf.Logger) -> None:
         started = time.monotonic()
-        interval = runtime.settings().poll_interval_s
+        interval = self.memo.settings.poll_interval_s
         try:
-            with runtime.metrics().observe(self.kind.kind):
-                await self.poll(item)
+            with self.memo.metrics.observe(self.kind.kind):
+                await self.poll(self.memo, item)
         except Exception as error:
             failures = self.failures.get(item.uid, 0)
             self.failures[item.uid] = failures + 1

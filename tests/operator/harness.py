@@ -7,6 +7,10 @@
   loop; tests talk to the emulator over HTTP with the same `kubernetes` client the operator
   uses, so they stay synchronous. Start, stop and restart the operator with any OperatorSettings.
 
+What the handlers use reaches them as in production, through kopf's memo: each start builds an
+`OperatorMemo` (pouw_operator.memo, its `create` the seam) with the run's settings, the
+cluster's own OperatorMetrics and a Kubernetes client aimed at the emulator.
+
 kopf logs in through `_login_to_the_emulator`, a login handler registered with kopf's default
 registry when this module is imported (tests only).
 """
@@ -25,9 +29,9 @@ from typing import Any, TypeVar
 import kopf
 from kubernetes import client
 
-from pouw_operator import runtime
 from pouw_operator.kube import KINDS, Body, Kind, Kube
 from pouw_operator.main import import_handlers
+from pouw_operator.memo import OperatorMemo
 from pouw_operator.metrics import OperatorMetrics
 from pouw_operator.settings import OperatorSettings
 from tests.support.emulator import Emulator, EmulatorServer, Loop, merge_patch, watches
@@ -74,10 +78,11 @@ def fast_kopf_settings() -> kopf.OperatorSettings:
 class OperatorRun:
     """One run of kopf.operator in a thread of its own, until stop()."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, memo: OperatorMemo) -> None:
         self._loop = Loop("kopf")
         self._stop: asyncio.Event | None = None
         self.ready = threading.Event()
+        self.memo = memo
         self._running = self._loop.submit(self._run(namespace))
         if not self.ready.wait(START_TIMEOUT_S):
             self.stop()
@@ -91,7 +96,7 @@ class OperatorRun:
             settings=fast_kopf_settings(),
             stop_flag=self._stop,
             ready_flag=self.ready,
-            memo=kopf.Memo(),
+            memo=self.memo,
         )
 
     def stop(self) -> None:
@@ -101,6 +106,7 @@ class OperatorRun:
             self._running.result(timeout=START_TIMEOUT_S)
         finally:
             self._loop.close()
+            self.memo.close()
 
     @property
     def alive(self) -> bool:
@@ -136,7 +142,7 @@ class OperatorCluster:
             raise RuntimeError("the operator runs already; restart_operator() instead")
         self.settings = replace(settings or self.settings, **changes)
         url = self.url
-        runtime.configure(
+        memo = OperatorMemo.create(
             self.settings,
             self.metrics,
             api_client=lambda: client.ApiClient(client.Configuration(host=url)),
@@ -144,7 +150,7 @@ class OperatorCluster:
         import_handlers()  # as main() does
         _emulator_url["url"] = self.url
         seen = len(self.server.requests())
-        self._operator = OperatorRun(self.namespace)
+        self._operator = OperatorRun(self.namespace, memo)
         self.wait_for(
             lambda: any(watches(r, "pouwnodes") for r in self.server.requests()[seen:]),
             START_TIMEOUT_S,
@@ -169,7 +175,6 @@ class OperatorCluster:
             self.stop_operator()
         finally:
             _emulator_url.pop("url", None)
-            runtime.configure(OperatorSettings())
             self.kube.api.close()  # type: ignore[no-untyped-call]
             self.server.close()
 

@@ -1,22 +1,17 @@
-"""`pouw-operator`: arguments, settings errors, which handler modules load, how kopf is run."""
+"""`pouw-operator`: arguments, settings errors, which handler modules load, how kopf is run and
+what it is handed as the handlers' memo."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import kopf
 import pytest
 
 from pouw_operator import main as operator_main
-from pouw_operator import runtime
+from pouw_operator.memo import OperatorMemo
+from pouw_operator.metrics import METRICS
 from pouw_operator.settings import OperatorSettings
-
-
-@pytest.fixture(autouse=True)
-def _restore_runtime() -> Iterator[None]:
-    yield
-    runtime.configure(OperatorSettings())
 
 
 @pytest.fixture
@@ -52,7 +47,9 @@ def test_all_namespaces_by_default_with_the_liveness_endpoint(
     assert call["clusterwide"] is True
     assert call["namespaces"] == []
     assert call["liveness_endpoint"] == "http://0.0.0.0:9091/healthz"
-    assert runtime.settings().poll_interval_s == 2.5
+    memo = call["memo"]
+    assert isinstance(memo, OperatorMemo) and memo.metrics is METRICS
+    assert memo.settings.poll_interval_s == 2.5
 
 
 def test_namespaces_given_on_the_command_line(kopf_run: list[dict[str, Any]]) -> None:

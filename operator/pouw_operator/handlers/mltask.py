@@ -28,10 +28,10 @@ from typing import Any, cast
 import kopf
 
 from pouw.api.client import ApiError, NodeClient
-from pouw_operator import kube, runtime
 from pouw_operator.conditions import condition, set_condition
 from pouw_operator.directory import NodeEndpoint
 from pouw_operator.kube import MLTASK
+from pouw_operator.memo import OperatorMemo
 from pouw_operator.payments import (
     Outcome,
     Payment,
@@ -59,7 +59,7 @@ RESOURCE = MLTASK.resource
 KIND = MLTASK.kind
 INDEX = "mltask_index"
 POLLER = "mltask_status_poller"
-"""The poller's asyncio task, kept in kopf's memo under this name."""
+"""The poller's background task in the memo."""
 
 Task = Tracked[MLTaskSpec, MLTaskStatus]
 
@@ -92,21 +92,24 @@ async def submit_task(
     namespace: str | None,
     patch: kopf.Patch,
     retry: int,
+    memo: OperatorMemo,
     **_: Any,
 ) -> None:
-    typed = cast(MLTaskStatus, status)
-    payment = Payment(namespace or "", name, uid, generation_of(meta), patch, typed)
-    await FLOW.pay_once(payment, lambda: pay_for_task(payment, cast(MLTaskSpec, spec)), retry)
+    typed_spec, typed_status = cast(MLTaskSpec, spec), cast(MLTaskStatus, status)
+    payment = Payment(namespace or "", name, uid, generation_of(meta), patch, typed_status)
+    await FLOW.pay_once(memo, payment, lambda: pay_for_task(memo, payment, typed_spec), retry)
 
 
-async def pay_for_task(payment: Payment[MLTaskStatus], spec: MLTaskSpec) -> Outcome:
+async def pay_for_task(
+    memo: OperatorMemo, payment: Payment[MLTaskStatus], spec: MLTaskSpec
+) -> Outcome:
     """Pay for the task through a node: pin one in status (or take the one pinned), then pay."""
     namespace, status, generation = payment.namespace, payment.status, payment.generation
     try:
         body = submission(spec, payment.uid)
     except SpecError as error:
         raise Refused("InvalidSpec", str(error)) from None
-    nodes = node_directory()
+    nodes = node_directory(memo)
     selector = (spec.get("networkSelector") or {}).get("matchLabels") or {}
     pinned = status.get("submittedTo")
     if pinned:
@@ -114,7 +117,7 @@ async def pay_for_task(payment: Payment[MLTaskStatus], spec: MLTaskSpec) -> Outc
     else:
         endpoint = await asyncio.to_thread(nodes.for_task, namespace, selector)
         pinning = _submitting(status, endpoint, generation)
-        marked = await kube.patch(MLTASK, namespace, payment.name, pinning, "status")
+        marked = await memo.kube.patch(MLTASK, namespace, payment.name, pinning, "status")
         payment.status = cast(MLTaskStatus, marked.get("status") or {})
     client = await asyncio.to_thread(nodes.client, namespace, endpoint)
     task_id = await asyncio.to_thread(_pay, client, body)
@@ -151,10 +154,10 @@ def _submitting(
 
 
 @kopf.on.event(*RESOURCE)
-def forget_task(event: Mapping[str, Any], uid: str, **_: Any) -> None:
+def forget_task(event: Mapping[str, Any], uid: str, memo: OperatorMemo, **_: Any) -> None:
     """A deleted MLTask leaves the phase gauge; there is nothing to undo on chain."""
     if event.get("type") == "DELETED":
-        runtime.metrics().forget(KIND, uid)
+        memo.metrics.forget(KIND, uid)
 
 
 # -- following ------------------------------------------------------------------------------
@@ -175,14 +178,16 @@ def mltask_index(
 
 
 @kopf.on.startup(id="start_mltask_status_poller")
-async def start_mltask_status_poller(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+async def start_mltask_status_poller(
+    memo: OperatorMemo, logger: kopf.Logger, **kwargs: Any
+) -> None:
     index: kopf.Index[str, Task] = kwargs[INDEX]  # kopf passes its indexes by name
     FLOW.follow(memo, POLLER, index, poll_task, logger)
 
 
 @kopf.on.cleanup(id="stop_mltask_status_poller")
-async def stop_mltask_status_poller(memo: kopf.Memo, **_: Any) -> None:
-    await runtime.stop_background(memo, POLLER)
+async def stop_mltask_status_poller(memo: OperatorMemo, **_: Any) -> None:
+    await memo.stop_background(POLLER)
 
 
 def _task_view(url: str, task_id: str) -> dict[str, Any]:
@@ -190,11 +195,11 @@ def _task_view(url: str, task_id: str) -> dict[str, Any]:
         return client.task(task_id)
 
 
-async def poll_task(item: Task) -> None:
+async def poll_task(memo: OperatorMemo, item: Task) -> None:
     """Mirror the pinned pod's view of the task (GET /tasks/{id}) into status."""
     status, generation = item.status, item.generation
     pod = str(status.get("submittedTo", ""))
-    url = node_directory().for_pod(item.namespace, pod).url
+    url = node_directory(memo).for_pod(item.namespace, pod).url
     try:
         view = await asyncio.to_thread(_task_view, url, str(status["taskId"]))
         mirrored = status_from_view(view, url)
@@ -207,8 +212,8 @@ async def poll_task(item: Task) -> None:
             reason, message = "MalformedAnswer", str(error)
         # The phase stays what the node last said; Synced tells why it is not fresher.
         out_of_sync = condition(SYNCED, False, reason, message, generation)
-        await write(MLTASK, item, status_changes(status, generation, {}, [out_of_sync]))
+        await write(memo.kube, MLTASK, item, status_changes(status, generation, {}, [out_of_sync]))
         raise kopf.TemporaryError(f"{reason}: {message}") from None
     conditions = view_conditions(mirrored, pod, generation)
-    await write(MLTASK, item, status_changes(status, generation, mirrored, conditions))
-    runtime.metrics().set_phase(KIND, item.uid, mirrored.get("phase", "Submitted"))
+    await write(memo.kube, MLTASK, item, status_changes(status, generation, mirrored, conditions))
+    memo.metrics.set_phase(KIND, item.uid, mirrored.get("phase", "Submitted"))

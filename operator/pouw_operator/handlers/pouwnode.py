@@ -24,11 +24,11 @@ from typing import Any
 import kopf
 
 from pouw.roles import NodeRole
-from pouw_operator import kube, runtime
 from pouw_operator.builders.naming import label_selector, node_api_url
 from pouw_operator.builders.peers import supervisors_of
 from pouw_operator.children import apply_children, repair_peers, rewire
-from pouw_operator.kube import POUWNODE, STATEFULSET, KubeError
+from pouw_operator.kube import POUWNODE, STATEFULSET, KubeError, holds
+from pouw_operator.memo import OperatorMemo
 from pouw_operator.node_status import node_status, probe_node
 from pouw_operator.resources import NodeResource
 
@@ -36,7 +36,7 @@ RESOURCE = POUWNODE.resource
 KIND = POUWNODE.kind
 MAX_RETRY_DELAY_S = 30.0
 POLLER = "pouwnode_status_poller"
-"""The poller's asyncio task, kept in kopf's memo under this name."""
+"""The poller's background task in the memo."""
 INDEX = "pouwnode_index"
 """kopf passes an index to every handler as a keyword argument of this name."""
 
@@ -56,11 +56,12 @@ async def reconcile_pouwnode(
     patch: kopf.Patch,
     retry: int,
     logger: kopf.Logger,
+    memo: OperatorMemo,
     **kwargs: Any,
 ) -> None:
     node = NodeResource.from_body(body)
     index = _index(kwargs)
-    with runtime.metrics().observe(KIND):
+    with memo.metrics.observe(KIND):
         try:
             role = node.resolved.role
         except (TypeError, ValueError) as error:
@@ -68,9 +69,9 @@ async def reconcile_pouwnode(
         neighbours = [*_others(index, node.namespace, node.name), node]
         supervisors = supervisors_of(neighbours)
         try:
-            await apply_children(node, supervisors)
+            await apply_children(memo, node, supervisors)
             if role is NodeRole.SUPERVISOR:
-                rewired = await rewire(neighbours, supervisors, skip=node.name)
+                rewired = await rewire(memo, neighbours, supervisors, skip=node.name)
                 if rewired:
                     logger.info(f"Bootstrap peers rewired on {', '.join(rewired)}.")
         except KubeError as error:
@@ -84,14 +85,16 @@ def _is_deletion(type: str, **_: Any) -> bool:
 
 
 @kopf.on.event(*RESOURCE, when=_is_deletion)
-async def pouwnode_deleted(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+async def pouwnode_deleted(
+    body: kopf.Body, logger: kopf.Logger, memo: OperatorMemo, **kwargs: Any
+) -> None:
     node = NodeResource.from_body(body)
-    runtime.metrics().forget(KIND, node.uid)
+    memo.metrics.forget(KIND, node.uid)
     if str(node.spec.get("role", "")).lower() != NodeRole.SUPERVISOR.value.lower():
         return
     others = list(_others(_index(kwargs), node.namespace, node.name))
     try:
-        rewired = await rewire(others, supervisors_of(others), skip=None)
+        rewired = await rewire(memo, others, supervisors_of(others), skip=None)
     except KubeError as error:  # the status poller repairs the peers later
         logger.warning(f"Bootstrap peers not rewired after {node.name} went: {error}")
         return
@@ -111,32 +114,34 @@ def retry_or_fail(error: KubeError, retry: int) -> kopf.TemporaryError | kopf.Pe
 
 
 @kopf.on.startup()
-async def start_status_poller(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    memo[POLLER] = asyncio.create_task(poll_status(_index(kwargs), logger), name=POLLER)
+async def start_status_poller(memo: OperatorMemo, logger: kopf.Logger, **kwargs: Any) -> None:
+    memo.start_background(POLLER, poll_status(memo, _index(kwargs), logger))
 
 
 @kopf.on.cleanup()
-async def stop_status_poller(memo: kopf.Memo, **_: Any) -> None:
-    await runtime.stop_background(memo, POLLER)
+async def stop_status_poller(memo: OperatorMemo, **_: Any) -> None:
+    await memo.stop_background(POLLER)
 
 
-async def poll_status(index: NodeIndex, logger: kopf.Logger) -> None:
+async def poll_status(memo: OperatorMemo, index: NodeIndex, logger: kopf.Logger) -> None:
     """Forever: refresh every known PoUWNode's status, then wait one poll interval."""
     while True:
         namespaces = {namespace: list(nodes) for namespace, nodes in index.items()}
         await asyncio.gather(
             *(
-                _refresh_logged(node, nodes, index, logger)
+                _refresh_logged(memo, node, nodes, index, logger)
                 for nodes in namespaces.values()
                 for node in nodes
             )
         )
-        await asyncio.sleep(runtime.settings().poll_interval_s)
+        await asyncio.sleep(memo.settings.poll_interval_s)
 
 
-async def refresh_status(node: NodeResource, neighbours: Sequence[NodeResource]) -> str | None:
+async def refresh_status(
+    memo: OperatorMemo, node: NodeResource, neighbours: Sequence[NodeResource]
+) -> str | None:
     """Mirror the node's state into its status; returns its phase (None: it is gone)."""
-    settings = runtime.settings()
+    settings, kube = memo.settings, memo.kube
     statefulset = await kube.get(STATEFULSET, node.namespace, node.name)
     probe = None
     try:
@@ -144,12 +149,12 @@ async def refresh_status(node: NodeResource, neighbours: Sequence[NodeResource])
     except (TypeError, ValueError):
         replicas = 0
     if statefulset is not None:
-        await repair_peers(node, supervisors_of(neighbours), statefulset)
+        await repair_peers(memo, node, supervisors_of(neighbours), statefulset)
         if replicas > 0:
             url = node_api_url(settings, node.namespace, node.name)
             probe = await asyncio.to_thread(probe_node, url, settings.api_token)
     status, phase = node_status(node, statefulset, probe)
-    if not kube.holds(node.status, status):
+    if not holds(node.status, status):
         try:
             await kube.patch(POUWNODE, node.namespace, node.name, {"status": status}, "status")
         except KubeError as error:
@@ -160,13 +165,17 @@ async def refresh_status(node: NodeResource, neighbours: Sequence[NodeResource])
 
 
 async def _refresh_logged(
-    node: NodeResource, neighbours: Sequence[NodeResource], index: NodeIndex, logger: kopf.Logger
+    memo: OperatorMemo,
+    node: NodeResource,
+    neighbours: Sequence[NodeResource],
+    index: NodeIndex,
+    logger: kopf.Logger,
 ) -> None:
-    metrics = runtime.metrics()
+    metrics = memo.metrics
     try:
         with metrics.observe(KIND):
             try:
-                phase = await refresh_status(node, neighbours)
+                phase = await refresh_status(memo, node, neighbours)
             except KubeError as error:
                 raise retry_or_fail(error, 0) from None
     except (kopf.TemporaryError, kopf.PermanentError) as error:

@@ -26,10 +26,10 @@ from typing import Any, cast
 import kopf
 
 from pouw.api.client import ApiError, NodeClient
-from pouw_operator import runtime
 from pouw_operator.conditions import Condition, condition
 from pouw_operator.directory import NodeEndpoint
 from pouw_operator.kube import STAKE
+from pouw_operator.memo import OperatorMemo
 from pouw_operator.payments import Outcome, Payment, PaymentFlow, Tracked, node_directory, write
 from pouw_operator.resources import StakeSpec, StakeStatus, generation_of
 from pouw_operator.task_status import failure_of, status_changes
@@ -38,7 +38,7 @@ RESOURCE = STAKE.resource
 KIND = STAKE.kind
 INDEX = "stake_index"
 POLLER = "stake_ticket_poller"
-"""The poller's asyncio task, kept in kopf's memo under this name."""
+"""The poller's background task in the memo."""
 BOUGHT = "Bought"
 """True once the pod's node signed the purchase; False when it refused or there is no pod."""
 CONFIRMED = "Confirmed"
@@ -99,16 +99,19 @@ async def buy_ticket(
     namespace: str | None,
     patch: kopf.Patch,
     retry: int,
+    memo: OperatorMemo,
     **_: Any,
 ) -> None:
-    typed = cast(StakeStatus, status)
-    payment = Payment(namespace or "", name, uid, generation_of(meta), patch, typed)
-    await FLOW.pay_once(payment, lambda: pay_for_ticket(payment, cast(StakeSpec, spec)), retry)
+    typed_spec, typed_status = cast(StakeSpec, spec), cast(StakeStatus, status)
+    payment = Payment(namespace or "", name, uid, generation_of(meta), patch, typed_status)
+    await FLOW.pay_once(memo, payment, lambda: pay_for_ticket(memo, payment, typed_spec), retry)
 
 
-async def pay_for_ticket(payment: Payment[StakeStatus], spec: StakeSpec) -> Outcome:
+async def pay_for_ticket(
+    memo: OperatorMemo, payment: Payment[StakeStatus], spec: StakeSpec
+) -> Outcome:
     """Buy the ticket through pod <node>-<replica> (no such PoUWNode: NoNode)."""
-    nodes, namespace = node_directory(), payment.namespace
+    nodes, namespace = node_directory(memo), payment.namespace
     node, replica = pod_of(spec)
     endpoint = await asyncio.to_thread(nodes.for_stake, namespace, node, replica)
     client = await asyncio.to_thread(nodes.client, namespace, endpoint)
@@ -148,9 +151,9 @@ def bought(
 
 
 @kopf.on.event(*RESOURCE)
-def forget_stake(event: Mapping[str, Any], uid: str, **_: Any) -> None:
+def forget_stake(event: Mapping[str, Any], uid: str, memo: OperatorMemo, **_: Any) -> None:
     if event.get("type") == "DELETED":
-        runtime.metrics().forget(KIND, uid)
+        memo.metrics.forget(KIND, uid)
 
 
 # -- following ------------------------------------------------------------------------------
@@ -171,14 +174,14 @@ def stake_index(
 
 
 @kopf.on.startup(id="start_stake_ticket_poller")
-async def start_stake_ticket_poller(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+async def start_stake_ticket_poller(memo: OperatorMemo, logger: kopf.Logger, **kwargs: Any) -> None:
     index: kopf.Index[str, Ticket] = kwargs[INDEX]  # kopf passes its indexes by name
     FLOW.follow(memo, POLLER, index, confirm_ticket, logger)
 
 
 @kopf.on.cleanup(id="stop_stake_ticket_poller")
-async def stop_stake_ticket_poller(memo: kopf.Memo, **_: Any) -> None:
-    await runtime.stop_background(memo, POLLER)
+async def stop_stake_ticket_poller(memo: OperatorMemo, **_: Any) -> None:
+    await memo.stop_background(POLLER)
 
 
 def _economics(url: str) -> dict[str, Any]:
@@ -186,18 +189,18 @@ def _economics(url: str) -> dict[str, Any]:
         return client.economics()
 
 
-async def confirm_ticket(item: Ticket) -> None:
+async def confirm_ticket(memo: OperatorMemo, item: Ticket) -> None:
     """Active once the pod's node lists the ticket among its live ones."""
     status, generation = item.status, item.generation
     node, replica = pod_of(item.spec)
-    url = node_directory().for_pod(item.namespace, f"{node}-{replica}").url
+    url = node_directory(memo).for_pod(item.namespace, f"{node}-{replica}").url
     ticket_id = str(status["ticketId"])
     try:
         economics = await asyncio.to_thread(_economics, url)
     except ApiError as error:
         failure = failure_of(error)
         unknown = condition(CONFIRMED, "Unknown", failure.reason, failure.message, generation)
-        await write(STAKE, item, status_changes(status, generation, {}, [unknown]))
+        await write(memo.kube, STAKE, item, status_changes(status, generation, {}, [unknown]))
         raise kopf.TemporaryError(f"{failure.reason}: {failure.message}") from None
     ticket = live_ticket(economics, ticket_id)
     if ticket is None:
@@ -209,5 +212,5 @@ async def confirm_ticket(item: Ticket) -> None:
         lockedAmount=_amount(ticket.get("amount")) or status.get("lockedAmount"),
     )
     on_chain = condition(CONFIRMED, True, "OnChain", message, generation)
-    await write(STAKE, item, status_changes(status, generation, fields, [on_chain]))
-    runtime.metrics().set_phase(KIND, item.uid, "Active")
+    await write(memo.kube, STAKE, item, status_changes(status, generation, fields, [on_chain]))
+    memo.metrics.set_phase(KIND, item.uid, "Active")
