@@ -11,10 +11,11 @@ import base64
 import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, cast
 
 from pouw.api.client import NodeClient
 from pouw_operator.kube import POUWNODE, SECRET, Kube
+from pouw_operator.resources import PoUWNodeBody
 from pouw_operator.settings import API_PORT, OperatorSettings
 
 NETWORK_SECRET = "pouw-network"
@@ -45,11 +46,11 @@ class NodeEndpoint:
 class ClusterReader(Protocol):
     """What the directory reads of the cluster (blocking calls)."""
 
-    def list_nodes(self, namespace: str) -> list[Mapping[str, Any]]:
+    def list_nodes(self, namespace: str) -> list[PoUWNodeBody]:
         """The namespace's PoUWNode manifests."""
         ...
 
-    def get_node(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    def get_node(self, namespace: str, name: str) -> PoUWNodeBody | None:
         """One PoUWNode manifest, None when there is none of that name."""
         ...
 
@@ -63,21 +64,23 @@ def labels_match(labels: Mapping[str, str] | None, match_labels: Mapping[str, st
     return all(found.get(key) == value for key, value in match_labels.items())
 
 
-def _role(node: Mapping[str, Any]) -> str:
-    return str((node.get("spec") or {}).get("role", "")).lower()
+def _role(node: PoUWNodeBody) -> str:
+    spec = node.get("spec")
+    return str(spec.get("role", "") if spec else "").lower()
 
 
-def _replicas(node: Mapping[str, Any]) -> int:
-    replicas = (node.get("spec") or {}).get("replicas", 1)
+def _replicas(node: PoUWNodeBody) -> int:
+    spec = node.get("spec")
+    replicas = spec.get("replicas", 1) if spec else 1
     return replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else 1
 
 
-def _ready(node: Mapping[str, Any]) -> bool:
+def _ready(node: PoUWNodeBody) -> bool:
     ready = (node.get("status") or {}).get("readyReplicas") or 0
     return isinstance(ready, int) and ready > 0
 
 
-def _rank(node: Mapping[str, Any]) -> tuple[int, int, str]:
+def _rank(node: PoUWNodeBody) -> tuple[int, int, str]:
     role = _role(node)
     preference = ROLE_PREFERENCE.index(role) if role in ROLE_PREFERENCE else len(ROLE_PREFERENCE)
     name = str((node.get("metadata") or {}).get("name", ""))
@@ -85,8 +88,8 @@ def _rank(node: Mapping[str, Any]) -> tuple[int, int, str]:
 
 
 def choose_node(
-    nodes: Iterable[Mapping[str, Any]], match_labels: Mapping[str, str] | None = None
-) -> Mapping[str, Any] | None:
+    nodes: Iterable[PoUWNodeBody], match_labels: Mapping[str, str] | None = None
+) -> PoUWNodeBody | None:
     """The PoUWNode to submit through: among those with pods whose labels match, role peer,
     then supervisor, then any; a node with ready pods before one without; then by name."""
     candidates = [
@@ -123,7 +126,7 @@ class NodeDirectory:
         self.settings = settings
         self.cluster = cluster
 
-    def _endpoint(self, namespace: str, node: Mapping[str, Any], replica: int) -> NodeEndpoint:
+    def _endpoint(self, namespace: str, node: PoUWNodeBody, replica: int) -> NodeEndpoint:
         name = str(node["metadata"]["name"])
         pod = f"{name}-{replica}"
         return NodeEndpoint(name, pod, _role(node), pod_url(namespace, pod, self.settings))
@@ -181,11 +184,11 @@ class KubernetesReader:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
-    def list_nodes(self, namespace: str) -> list[Mapping[str, Any]]:
-        return list(self.kube.list(POUWNODE, namespace))
+    def list_nodes(self, namespace: str) -> list[PoUWNodeBody]:
+        return [cast(PoUWNodeBody, node) for node in self.kube.list(POUWNODE, namespace)]
 
-    def get_node(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self.kube.get(POUWNODE, namespace, name)
+    def get_node(self, namespace: str, name: str) -> PoUWNodeBody | None:
+        return cast(PoUWNodeBody | None, self.kube.get(POUWNODE, namespace, name))
 
     def secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
         secret = self.kube.get(SECRET, namespace, name)

@@ -22,7 +22,6 @@ chain: the payment is final, the network trains the task to its end and pays its
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
@@ -154,7 +153,7 @@ def _submitting(
 
 
 @kopf.on.event(*RESOURCE)
-def forget_task(event: Mapping[str, Any], uid: str, memo: OperatorMemo, **_: Any) -> None:
+def forget_task(event: kopf.RawEvent, uid: str, memo: OperatorMemo, **_: Any) -> None:
     """A deleted MLTask leaves the phase gauge; there is nothing to undo on chain."""
     if event.get("type") == "DELETED":
         memo.metrics.forget(KIND, uid)

@@ -151,7 +151,7 @@ def bought(
 
 
 @kopf.on.event(*RESOURCE)
-def forget_stake(event: Mapping[str, Any], uid: str, memo: OperatorMemo, **_: Any) -> None:
+def forget_stake(event: kopf.RawEvent, uid: str, memo: OperatorMemo, **_: Any) -> None:
     if event.get("type") == "DELETED":
         memo.metrics.forget(KIND, uid)
 
