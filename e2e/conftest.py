@@ -51,7 +51,7 @@ OPERATOR = "pouw-operator"
 IMAGE_REPOSITORY, IMAGE_TAG = "pouw", "dev"
 IMAGE = f"{IMAGE_REPOSITORY}:{IMAGE_TAG}"
 NODE_SELECTOR = "app.kubernetes.io/name=pouw-node"
-"""Every node pod, StatefulSet and claim the operator makes (builders.py: NAME_LABEL)."""
+"""Every node pod, StatefulSet and claim the operator makes (builders/naming.py: NAME_LABEL)."""
 OPERATOR_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
 
 T = TypeVar("T")

@@ -56,7 +56,8 @@ async def write(
     kube: AsyncKube, kind: Kind, item: Tracked[SpecT, StatusT], changes: Mapping[str, object]
 ) -> None:
     """Patch the status subresource with `changes` (if any); a resource deleted meanwhile is
-    no error."""
+    no error. The Kind is an argument, not a PaymentFlow's: tests/chart derives the operator's
+    RBAC from the Kind constants its callers pass."""
     if not changes:
         return
     try:

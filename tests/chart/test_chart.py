@@ -536,7 +536,8 @@ def granted(role: Manifest) -> set[Grant]:
 
 
 def test_the_code_scan_finds_the_calls_it_must() -> None:
-    """Guards the scanner: it must see calls in nodes.py, directory.py and payments.write."""
+    """Guards the scanner: it must see calls in children.py, the handlers, directory.py and
+    payments.write."""
     assert {
         Grant("", "secrets", "create"),
         Grant("apps", "statefulsets", "patch"),

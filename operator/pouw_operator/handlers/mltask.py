@@ -57,6 +57,7 @@ from pouw_operator.task_status import (
 RESOURCE = MLTASK.resource
 KIND = MLTASK.kind
 INDEX = "mltask_index"
+"""kopf passes the index to every handler as a keyword argument of this name."""
 POLLER = "mltask_status_poller"
 """The poller's background task in the memo."""
 
@@ -80,6 +81,7 @@ FLOW = PaymentFlow[MLTaskSpec, MLTaskStatus](
 # -- paying ---------------------------------------------------------------------------------
 
 
+# kopf records each resource's progress under this id: a new one reruns it on every resource.
 @kopf.on.resume(*RESOURCE, id="submit_task")
 @kopf.on.create(*RESOURCE, id="submit_task")
 async def submit_task(
@@ -94,6 +96,7 @@ async def submit_task(
     memo: OperatorMemo,
     **_: Any,
 ) -> None:
+    # kopf's read-only views, in the shape the API server checked them against (the CRD).
     typed_spec, typed_status = cast(MLTaskSpec, spec), cast(MLTaskStatus, status)
     payment = Payment(namespace or "", name, uid, generation_of(meta), patch, typed_status)
     await FLOW.pay_once(memo, payment, lambda: pay_for_task(memo, payment, typed_spec), retry)

@@ -48,6 +48,7 @@ def pouwnode_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str
     return {namespace or "": NodeResource.from_body(body)}
 
 
+# kopf records each resource's progress under the id, the function's name: keep it.
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE)

@@ -37,6 +37,7 @@ from pouw_operator.task_status import failure_of, status_changes
 RESOURCE = STAKE.resource
 KIND = STAKE.kind
 INDEX = "stake_index"
+"""kopf passes the index to every handler as a keyword argument of this name."""
 POLLER = "stake_ticket_poller"
 """The poller's background task in the memo."""
 BOUGHT = "Bought"
@@ -88,6 +89,7 @@ FLOW = PaymentFlow[StakeSpec, StakeStatus](
 # -- buying ---------------------------------------------------------------------------------
 
 
+# kopf records each resource's progress under this id: a new one reruns it on every resource.
 @kopf.on.resume(*RESOURCE, id="buy_ticket")
 @kopf.on.create(*RESOURCE, id="buy_ticket")
 async def buy_ticket(
@@ -102,6 +104,7 @@ async def buy_ticket(
     memo: OperatorMemo,
     **_: Any,
 ) -> None:
+    # kopf's read-only views, in the shape the API server checked them against (the CRD).
     typed_spec, typed_status = cast(StakeSpec, spec), cast(StakeStatus, status)
     payment = Payment(namespace or "", name, uid, generation_of(meta), patch, typed_status)
     await FLOW.pay_once(memo, payment, lambda: pay_for_ticket(memo, payment, typed_spec), retry)
