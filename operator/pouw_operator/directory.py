@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from pouw.api.client import NodeClient
+from pouw_operator.builders.naming import pod_api_url
+from pouw_operator.builders.secrets import API_TOKEN_KEY, NETWORK_SECRET
 from pouw_operator.kube import POUWNODE, SECRET, Kube
 from pouw_operator.resources import PoUWNodeBody
-from pouw_operator.settings import API_PORT, OperatorSettings
+from pouw_operator.settings import OperatorSettings
 
-NETWORK_SECRET = "pouw-network"
-API_TOKEN_KEY = "api-token"
 ROLE_PREFERENCE = ("peer", "supervisor")
 """Roles that submit tasks best, first to last; any other role comes after them."""
 
@@ -103,12 +103,7 @@ def choose_node(
 
 
 def pod_url(namespace: str, pod: str, settings: OperatorSettings) -> str:
-    """The API of pod <N>-<i>: http://<N>-<i>.<N>.<ns>.svc:8080 (the StatefulSet's headless
-    Service names each pod), or settings.node_url for every pod when it is set."""
-    if settings.node_url:
-        return settings.node_url
-    node = pod.rsplit("-", 1)[0]
-    return f"http://{pod}.{node}.{namespace}.svc:{API_PORT}"
+    return pod_api_url(settings, namespace, pod)
 
 
 def decode_token(data: Mapping[str, str] | None) -> str | None:

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (DESIGN.md section 3), served on :8080."""
+"""The operator's Prometheus metrics, served on :8080."""
 
 from __future__ import annotations
 

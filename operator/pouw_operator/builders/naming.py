@@ -36,9 +36,16 @@ def key_file(name: str, ordinal: int) -> str:
 def node_api_url(settings: OperatorSettings, namespace: str, name: str, ordinal: int = 0) -> str:
     """The API of pod <name>-<ordinal> through the headless Service, unless the settings name
     one URL for every node."""
+    return pod_api_url(settings, namespace, pod_name(name, ordinal))
+
+
+def pod_api_url(settings: OperatorSettings, namespace: str, pod: str) -> str:
+    """The API of pod <N>-<i> (the StatefulSet's headless Service <N> names each pod), unless
+    the settings name one URL for every node."""
     if settings.node_url:
         return settings.node_url
-    return f"http://{pod_name(name, ordinal)}.{name}.{namespace}.svc:{API_PORT}"
+    node = pod.rsplit("-", 1)[0]
+    return f"http://{pod}.{node}.{namespace}.svc:{API_PORT}"
 
 
 def selector_labels(name: str) -> dict[str, str]:
