@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from pouw.network.drops import ITEM_REJECTION_SCORE, DropReason, ban_points
 from pouw.network.messages import ItemKind
 from pouw.network.peers import (
     AddressBook,
@@ -12,7 +13,6 @@ from pouw.network.peers import (
     BoundedSet,
     Link,
     TokenBucket,
-    ban_score,
 )
 from pouw.network.relay import ItemRelay
 
@@ -36,9 +36,39 @@ def test_ban_scores_add_up_and_fade() -> None:
     assert score.add(50, now=0.0) == 50
     assert score.add(50, now=10.0) == 90
     assert score.current(now=100.0) == 0.0
-    assert ban_score("bad_signature") > ban_score("rate_limited") > 0
-    assert ban_score("overloaded") == 0  # our trouble, not the peer's
-    assert ban_score("some_rule_the_handler_names") == 25
+    assert ban_points("bad_signature") > ban_points("rate_limited") > 0
+    assert ban_points("overloaded") == 0  # our trouble, not the peer's
+    assert ban_points("some_rule_the_handler_names") == 25
+
+
+def test_drop_reasons_cost_what_they_did_as_free_strings() -> None:
+    """The ban points of every reason the network names (the metric labels), and of the
+    reasons the node gives: its own rule names cost an item rejection, unless they name one
+    of the network's reasons."""
+    assert {reason.value: reason.ban_points for reason in DropReason} == {
+        "oversized": 50,
+        "malformed": 20,
+        "bad_signature": 50,
+        "bad_version": 10,
+        "unknown_type": 10,
+        "wrong_chain": 100,
+        "impersonation": 100,
+        "rate_limited": 2,
+        "stale": 2,
+        "unsolicited": 1,
+        "no_hello": 1,
+        "rejected": 25,
+        "banned": 0,
+        "overloaded": 0,
+        "handler_error": 0,
+        "too_many_links": 0,
+        "partitioned": 0,
+        "send_failed": 0,
+        "too_large": 0,
+    }
+    assert ban_points("loss_mismatch") == ban_points("bad_item") == ITEM_REJECTION_SCORE
+    assert ban_points("malformed") == ban_points(DropReason.MALFORMED) == 20  # a node's too
+    assert f"{DropReason.UNSOLICITED}" == str(DropReason.UNSOLICITED) == "unsolicited"
 
 
 def test_bans_run_out() -> None:

@@ -21,6 +21,7 @@ import zmq.asyncio
 
 from pouw.crypto import KeyPair
 from pouw.monitoring.metrics import NodeMetrics
+from pouw.network.drops import DropReason, ban_points
 from pouw.network.faults import Partition
 from pouw.network.links import LinkTable
 from pouw.network.messages import (
@@ -37,7 +38,7 @@ from pouw.network.messages import (
     open_frame,
     seal,
 )
-from pouw.network.peers import UNSPECIFIED_HOSTS, Link, ban_score
+from pouw.network.peers import UNSPECIFIED_HOSTS, Link
 from pouw.network.relay import ItemRelay
 from pouw.network.transport import Transport, default_network_key, peer_ip
 
@@ -201,11 +202,11 @@ class NetworkCore:
         if link.closed:
             return
         if self.partition and self.partition.blocks(link):
-            self._count_drop("partitioned")
+            self._count_drop(DropReason.PARTITIONED)
             return
         frame = seal(self.key, self.chain_id, body, time.time_ns() // 1_000_000)
         if not link.send(frame):
-            self._count_drop("send_failed")  # its queue is full or it is gone
+            self._count_drop(DropReason.SEND_FAILED)  # its queue is full or it is gone
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -228,9 +229,9 @@ class NetworkCore:
         self._inv_dirty.pop(link, None)
         self._update_gauge()
 
-    def _penalise(self, link: Link, reason: str) -> None:
+    def _penalise(self, link: Link, reason: DropReason | str) -> None:
         self._count_drop(reason)
-        points = ban_score(reason)
+        points = ban_points(reason)
         if points <= 0 or link.closed:
             return
         if link.score.add(points) >= self.settings.ban_threshold:
@@ -242,7 +243,7 @@ class NetworkCore:
                 if other is link or (link.peer_key and other.peer_key == link.peer_key):
                     self._close(other, bye="banned")
 
-    def _count_drop(self, reason: str) -> None:
+    def _count_drop(self, reason: DropReason | str) -> None:
         if self.metrics is not None:
             self.metrics.messages_dropped.labels(reason).inc()
 
@@ -264,16 +265,16 @@ class NetworkCore:
                 continue
             routing_id = frames[0].bytes
             if self._links.bans.banned(routing_id):
-                self._count_drop("banned")
+                self._count_drop(DropReason.BANNED)
                 continue
             link = self._links.inbound_link(routing_id)
             if link is None:
-                self._count_drop("too_many_links")
+                self._count_drop(DropReason.TOO_MANY_LINKS)
                 continue
             if link.remote_ip is None:
                 link.remote_ip = peer_ip(frames[-1])
             if len(frames) != 2:
-                self._penalise(link, "malformed")
+                self._penalise(link, DropReason.MALFORMED)
                 continue
             self._receive(link, frames[1].bytes)
 
@@ -284,7 +285,7 @@ class NetworkCore:
             except zmq.ZMQError:
                 return
             if len(frames) != 1:
-                self._penalise(link, "malformed")
+                self._penalise(link, DropReason.MALFORMED)
                 continue
             self._receive(link, frames[0])
 
@@ -292,21 +293,21 @@ class NetworkCore:
         if link.closed:
             return
         if self.partition and self.partition.blocks(link):
-            self._count_drop("partitioned")
+            self._count_drop(DropReason.PARTITIONED)
             return
         if not link.bucket.take():
-            self._penalise(link, "rate_limited")
+            self._penalise(link, DropReason.RATE_LIMITED)
             return
         try:
             envelope, body = open_frame(frame, self.chain_id, self.settings.max_message_bytes)
             skew_ms = abs(time.time_ns() // 1_000_000 - envelope.timestamp_ms)
             if skew_ms > 1000 * self.settings.max_clock_skew_s:
-                raise DropMessage("stale", f"clock off by {skew_ms} ms")
+                raise DropMessage(DropReason.STALE, f"clock off by {skew_ms} ms")
             if self.partition and self.partition.blocks_sender(envelope.sender):
-                self._count_drop("partitioned")
+                self._count_drop(DropReason.PARTITIONED)
                 return
             if self._links.bans.banned(envelope.sender):
-                self._count_drop("banned")
+                self._count_drop(DropReason.BANNED)
                 self._close(link, bye="banned")
                 return
             self._dispatch(link, envelope.sender, body)
@@ -315,7 +316,7 @@ class NetworkCore:
             return
         except Exception:
             log.exception("handling a message from %s failed", link.label)
-            self._count_drop("handler_error")
+            self._count_drop(DropReason.HANDLER_ERROR)
             return
 
     def _dispatch(self, link: Link, sender: bytes, body: Body) -> None:
@@ -330,9 +331,9 @@ class NetworkCore:
             if time.monotonic() - link.last_bye > 1.0:  # a peer that lost us: tell it once
                 link.last_bye = time.monotonic()
                 self._send(link, Bye("hello_first"))
-            raise DropMessage("no_hello")
+            raise DropMessage(DropReason.NO_HELLO)
         elif sender != link.peer_key:
-            raise DropMessage("impersonation")
+            raise DropMessage(DropReason.IMPERSONATION)
         else:
             self._on_message(link, body)
 
@@ -346,7 +347,7 @@ class NetworkCore:
             return False
         link.listen = listen
         self.partition.learn(sender, listen)
-        self._count_drop("partitioned")
+        self._count_drop(DropReason.PARTITIONED)
         return True
 
     def _received(self, link: Link, body: Body) -> None:
@@ -360,7 +361,7 @@ class NetworkCore:
         try:
             self._imports.put_nowait((link, job))
         except asyncio.QueueFull:
-            self._count_drop("overloaded")
+            self._count_drop(DropReason.OVERLOADED)
             if isinstance(job, Data):
                 self._relay.forget((job.kind, job.item_id))
             else:
@@ -378,7 +379,7 @@ class NetworkCore:
                 self._penalise(link, drop.reason)
             except Exception:
                 log.exception("the node failed on a %s from %s", message_type(job), link.label)
-                self._count_drop("handler_error")
+                self._count_drop(DropReason.HANDLER_ERROR)
                 if isinstance(job, Blocks):
                     self._end_sync(link)
             self._imported()

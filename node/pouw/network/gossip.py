@@ -23,6 +23,7 @@ import contextlib
 import time
 
 from pouw.network.core import ENVELOPE_OVERHEAD, NetworkCore, NetworkHandler, NetworkSettings, log
+from pouw.network.drops import DropReason
 from pouw.network.messages import (
     MAX_IDS,
     Blocks,
@@ -116,7 +117,7 @@ class Network(PeeringMixin, SyncMixin, NetworkCore):
             log.warning(
                 "%s %s is too large to gossip (%d bytes)", kind, item_id.hex(), len(payload)
             )
-            self._count_drop("too_large")
+            self._count_drop(DropReason.TOO_LARGE)
             return
         key = (kind, item_id)
         self._relay.remember(key, payload)
@@ -256,7 +257,7 @@ class Network(PeeringMixin, SyncMixin, NetworkCore):
     def _on_data(self, link: Link, data: Data) -> None:
         key = (data.kind, data.item_id)
         if not self._relay.arrived(key, link):
-            raise DropMessage("unsolicited", f"{data.kind} we did not ask for")
+            raise DropMessage(DropReason.UNSOLICITED, f"{data.kind} we did not ask for")
         link.bucket.refund()  # answers to our own requests are not the peer's traffic
         self._enqueue(link, data)
 
@@ -271,7 +272,7 @@ class Network(PeeringMixin, SyncMixin, NetworkCore):
         for item_id, payload in solicited:
             self._enqueue(link, Data(items.kind, item_id, payload))
         if len(solicited) < len(items.items):
-            raise DropMessage("unsolicited", f"{items.kind} we did not ask for")
+            raise DropMessage(DropReason.UNSOLICITED, f"{items.kind} we did not ask for")
 
     async def _import_item(self, link: Link, data: Data) -> None:
         key = (data.kind, data.item_id)
@@ -289,4 +290,4 @@ class Network(PeeringMixin, SyncMixin, NetworkCore):
             if not link.closed:
                 self._start_sync(link)
         else:
-            raise DropMessage(result.reason or "rejected")
+            raise DropMessage(result.reason or DropReason.REJECTED)

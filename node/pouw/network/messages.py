@@ -5,7 +5,7 @@ type, the sender's ed25519 key, a timestamp, the encoded body and a signature ov
 domain-separated hash of all of them and the chain id, so a message signed for one chain is
 worthless on another. `open_frame` checks size, shape, version, signature and type, in that
 order, before it decodes the body into a bounded typed struct; every refusal is a
-`DropMessage` whose reason is the metric label and the ban-score key.
+`DropMessage` whose reason (drops.py) is the metric label and sets the ban points.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from pouw.crypto import KeyPair, canonical_bytes, sha256, verify_signature
+from pouw.network.drops import DropReason
 
 PROTOCOL_VERSION: Final = 1
 MAX_IDS: Final = 1024
@@ -177,9 +178,10 @@ _body_decoders = {name: msgspec.msgpack.Decoder(kind) for name, kind in BODY_TYP
 
 
 class DropMessage(Exception):
-    """A frame we refuse; `reason` is the metric label and ban-score key."""
+    """A frame we refuse; `reason` is the metric label and sets the ban points: a DropReason,
+    or the rule the node says an item broke (ItemResult.reason)."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: DropReason | str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
@@ -200,22 +202,22 @@ def seal(key: KeyPair, chain_id: str, body: Body, timestamp_ms: int) -> bytes:
 def open_frame(frame: bytes, chain_id: str, max_bytes: int) -> tuple[Envelope, Body]:
     """Size, shape, version, signature, type and body, in that order."""
     if len(frame) > max_bytes:
-        raise DropMessage("oversized", f"{len(frame)} bytes > {max_bytes}")
+        raise DropMessage(DropReason.OVERSIZED, f"{len(frame)} bytes > {max_bytes}")
     try:
         envelope = _envelope_decoder.decode(frame)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
-        raise DropMessage("malformed", str(error)) from None
+        raise DropMessage(DropReason.MALFORMED, str(error)) from None
     if envelope.version != PROTOCOL_VERSION:
-        raise DropMessage("bad_version", str(envelope.version))
+        raise DropMessage(DropReason.BAD_VERSION, str(envelope.version))
     if not verify_signature(envelope.sender, envelope.signature, envelope.signing_digest(chain_id)):
-        raise DropMessage("bad_signature")
+        raise DropMessage(DropReason.BAD_SIGNATURE)
     decoder = _body_decoders.get(envelope.type)
     if decoder is None:
-        raise DropMessage("unknown_type", envelope.type)
+        raise DropMessage(DropReason.UNKNOWN_TYPE, envelope.type)
     try:
         body: Body = decoder.decode(envelope.body)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
-        raise DropMessage("malformed", str(error)) from None
+        raise DropMessage(DropReason.MALFORMED, str(error)) from None
     return envelope, body
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable
 
 from pouw.network.core import NetworkCore, log
+from pouw.network.drops import DropReason
 from pouw.network.messages import (
     MAX_ADDRESSES,
     Address,
@@ -96,14 +97,14 @@ class PeeringMixin(NetworkCore):
         if hello.chain_id != ours.chain_id or hello.genesis_hash != ours.genesis_hash:
             self._send(link, Bye("wrong_chain"))
             self._links.bans.ban(sender)  # its next dial is refused at once
-            raise DropMessage("wrong_chain", hello.chain_id)
+            raise DropMessage(DropReason.WRONG_CHAIN, hello.chain_id)
         if sender == self.key.public_key:  # we dialled ourselves under another address
             if link.address is not None:
                 self._links.book.never(link.address)
             self._close(link)
             return
         if link.peer_key is not None and sender != link.peer_key and link.direction == "in":
-            raise DropMessage("impersonation")
+            raise DropMessage(DropReason.IMPERSONATION)
         listen = (hello.listen_host, hello.listen_port)
         if hello.listen_host in UNSPECIFIED_HOSTS:
             seen_at = link.address[0] if link.address else link.remote_ip

@@ -16,32 +16,6 @@ from pouw.network.messages import ChainInfo, ItemKind
 
 K = TypeVar("K", bound=Hashable)
 
-BAN_SCORES: dict[str, float] = {
-    "oversized": 50,
-    "malformed": 20,
-    "bad_signature": 50,
-    "bad_version": 10,
-    "unknown_type": 10,
-    "wrong_chain": 100,
-    "impersonation": 100,
-    "rate_limited": 2,
-    "stale": 2,
-    "unsolicited": 1,
-    "no_hello": 1,
-    # Not the peer's fault: counted, never scored.
-    "banned": 0,
-    "overloaded": 0,
-    "handler_error": 0,
-    "too_many_links": 0,
-}
-ITEM_REJECTION_SCORE = 25.0
-"""An item or sync batch the handler rejected (bad work, bad signature, ...): four in a row
-and the peer is gone; honest races (stale nonce, known block) come back KNOWN, not REJECTED."""
-
-
-def ban_score(reason: str) -> float:
-    return BAN_SCORES.get(reason, ITEM_REJECTION_SCORE)
-
 
 class BoundedSet(Generic[K]):
     """Insertion-ordered set that forgets its oldest members beyond `limit`."""

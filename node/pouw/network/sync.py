@@ -12,6 +12,7 @@ import msgspec
 
 from pouw.blockchain.block import BlockHeader
 from pouw.network.core import ENVELOPE_OVERHEAD, NetworkCore
+from pouw.network.drops import DropReason
 from pouw.network.messages import MAX_LOCATOR, Blocks, DropMessage, GetBlocks, Verdict
 from pouw.network.peers import Link
 
@@ -77,7 +78,7 @@ class SyncMixin(NetworkCore):
 
     def _on_blocks(self, link: Link, reply: Blocks) -> None:
         if link.sync_asked is None:
-            raise DropMessage("unsolicited", "blocks we did not ask for")
+            raise DropMessage(DropReason.UNSOLICITED, "blocks we did not ask for")
         link.sync_asked = None
         link.bucket.refund()
         if not reply.blocks:
@@ -92,7 +93,7 @@ class SyncMixin(NetworkCore):
         result = await self.handler.on_sync_blocks(reply.blocks, peer)
         if result.verdict == Verdict.REJECTED:
             self._end_sync(link)
-            raise DropMessage(result.reason or "rejected")
+            raise DropMessage(result.reason or DropReason.REJECTED)
         if result.verdict == Verdict.ORPHAN or repeated or not link.syncing or link.closed:
             self._end_sync(link)
             return
