@@ -294,8 +294,7 @@ class RawPeer:
 async def crash(network: Network) -> None:
     """Stop `network` the way kill -9 would: no goodbyes, sockets gone."""
     network._running = False
-    for task in [*network._tasks, *network._readers.values()]:
+    for task in [*network._tasks, *network._wire.readers()]:
         task.cancel()
     await asyncio.sleep(0)
-    network._links.close_all(linger_ms=0)
-    network._transport.context.destroy(linger=0)
+    network._wire.close(linger_ms=0)

@@ -29,6 +29,8 @@ MAX_BLOCKS: Final = 1000
 MAX_LOCATOR: Final = 128
 MAX_ADDRESSES: Final = 256
 SIGNING_DOMAIN: Final = b"pouw-p2p-v1\x00"
+ENVELOPE_OVERHEAD: Final = 4096
+"""Bytes kept free in a frame for the envelope around a payload."""
 
 
 class ItemKind(StrEnum):

@@ -128,8 +128,8 @@ class Transport:
         if not socket.closed:
             socket.close(linger=linger_ms)
 
-    def close(self) -> None:
-        self.context.destroy(linger=CLOSE_LINGER_MS)
+    def close(self, linger_ms: int = CLOSE_LINGER_MS) -> None:
+        self.context.destroy(linger=linger_ms)
 
 
 def _bracket(host: str) -> str:

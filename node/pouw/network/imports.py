@@ -1,0 +1,92 @@
+"""The import queue: what peers sent for the node to judge (items, sync batches), bounded,
+drained in arrival order by a single worker, so that the node sees one call at a time and the
+read loops never wait for it (pings, inv and getdata keep flowing during a slow import).
+
+Each job says what becomes of it when the queue is full (`refused`) and when the node raises
+on it (`failed`); a DropMessage it raises scores its link like any refused frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pouw.network.drops import DropReason
+from pouw.network.messages import Blocks, Data, DropMessage, message_type
+from pouw.network.peers import Link
+
+log = logging.getLogger("pouw.network")
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ImportJob:
+    link: Link
+    """The link the job came on (it pays for a DropMessage)."""
+    body: Data | Blocks
+    run: Callable[[], Awaitable[None]]
+    refused: Callable[[], None]
+    """The queue was full: the job is dropped (and counted as overloaded)."""
+    failed: Callable[[], None] = _nothing
+    """The node raised on the job."""
+
+
+class ImportQueue:
+    def __init__(
+        self,
+        size: int,
+        *,
+        penalise: Callable[[Link, DropReason | str], None],
+        count_drop: Callable[[DropReason], None],
+    ) -> None:
+        self._queue: asyncio.Queue[ImportJob] = asyncio.Queue(size)
+        self._penalise = penalise
+        self._count_drop = count_drop
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def size(self) -> int:
+        return self._queue.maxsize
+
+    def room(self) -> int:
+        """Jobs the queue can take now."""
+        return self._queue.maxsize - self._queue.qsize()
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def after_each(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever a job is done (imported or not)."""
+        self._listeners.append(listener)
+
+    def put(self, job: ImportJob) -> None:
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._count_drop(DropReason.OVERLOADED)
+            job.refused()
+
+    async def run(self) -> None:
+        """The worker: runs until cancelled."""
+        while True:
+            job = await self._queue.get()
+            try:
+                await job.run()
+            except DropMessage as drop:
+                self._penalise(job.link, drop.reason)
+            except Exception:
+                log.exception(
+                    "the node failed on a %s from %s", message_type(job.body), job.link.label
+                )
+                self._count_drop(DropReason.HANDLER_ERROR)
+                job.failed()
+            for listener in self._listeners:
+                listener()
+            # A queue that is never empty never suspends get(): without this the worker would
+            # keep the loop through a flood, and timers, pings and the miner's blocks would wait.
+            await asyncio.sleep(0)
