@@ -39,8 +39,8 @@ from pouw.blockchain.params import devnet_key, devnet_params
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import Transaction, Transfer, encode_transaction, sign_transaction
 from pouw.errors import InvalidTransaction
-from pouw.network.gossip import Network
 from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
+from pouw.network.network import Network
 
 RATE_PER_S = 1_000
 FLOOD_S = float(os.environ.get("POUW_FLOOD_SECONDS", "60"))

@@ -22,8 +22,8 @@ from pouw.blockchain.block import Block, BlockHeader, decode_block, encode_block
 from pouw.crypto import ZERO_HASH, KeyPair, sha256
 from pouw.errors import MalformedData
 from pouw.monitoring.metrics import NodeMetrics
-from pouw.network.gossip import Network, NetworkSettings
 from pouw.network.messages import Body, ChainInfo, Hello, ItemKind, ItemResult, Verdict, seal
+from pouw.network.network import Network, NetworkSettings
 from pouw.network.transport import default_network_key, network_curve_keypair
 
 CHAIN = "pouw-test"

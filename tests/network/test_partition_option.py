@@ -11,8 +11,8 @@ import zmq
 
 from pouw.blockchain.block import encode_block
 from pouw.network.faults import PARTITION_FILE_ENV, Partition, cut_from, format_sides, parse_sides
-from pouw.network.gossip import Network
 from pouw.network.messages import ItemKind, Ping
+from pouw.network.network import Network
 from pouw.network.peers import BanScore, Link, TokenBucket
 from tests.network.fakes import (
     HOST,

@@ -12,8 +12,8 @@ from pouw.crypto import KeyPair
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.drops import DropReason
 from pouw.network.faults import Partition
+from pouw.network.gossip import ItemGossip
 from pouw.network.imports import ImportJob, ImportQueue
-from pouw.network.items import ItemGossip
 from pouw.network.messages import (
     ENVELOPE_OVERHEAD,
     Blocks,

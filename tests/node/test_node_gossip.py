@@ -10,8 +10,8 @@ from pathlib import Path
 from pouw.bench.network import ItemStore
 from pouw.blockchain.block import encode_block
 from pouw.crypto import KeyPair
-from pouw.network.gossip import Network
 from pouw.network.messages import ItemKind
+from pouw.network.network import Network
 from pouw.node import NodeConfig, PoUWNode
 from pouw.roles import NodeRole
 

@@ -38,9 +38,9 @@ from pouw.blockchain.chain import AddStatus, Chain
 from pouw.blockchain.store import ChainStore
 from pouw.crypto import KeyPair, sha256
 from pouw.errors import InvalidBlock, MalformedData
-from pouw.network.gossip import Network, NetworkSettings
 from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
-from pouw.node.sync import block_locator, blocks_after
+from pouw.network.network import Network, NetworkSettings
+from pouw.node.locator import block_locator, blocks_after
 
 Report = Callable[[str], None]
 NODES = 10

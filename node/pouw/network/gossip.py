@@ -1,235 +1,258 @@
-"""The Network: a node's peer-to-peer endpoint, composed of the wire (sockets, links, checks
-on every frame), the import queue, item gossip, chain sync and peering. It builds them,
-routes each message to the part that owns it, drives their heartbeat and offers the API the
-node uses.
+"""Item gossip: blocks, transactions, iteration batches, final models and verdicts travel as
+`inv` (ids only) -> `getdata` -> `data` (or `items`, several small ones in one frame), so each
+node receives each item about once. The node (an ItemHandler) judges what arrives: what it
+accepted is announced on to the other peers, what it rejected costs the sender ban points.
 
-Items travel as `inv` -> `getdata` -> `data`, so each node receives each item about once
-(items.py). The node (a NetworkHandler) decides what an item is worth: what it accepted is
-announced on to the other peers; what it rejected raises the sender's ban score until the
-sender is disconnected and refused for a while. Every frame is rate-limited, size-checked,
-signature-checked and decoded into a bounded typed body before anything acts on it; whatever
-fails is dropped and counted in pouw_messages_dropped_total{reason} (wire.py, drops.py).
-
-Threading: every method runs on the asyncio loop that called start(); the handler's methods
-are called on that loop too.
+Owns the ItemRelay (seen, asked for, deferred, served) and the batching of announcements.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from functools import partial
+from typing import Protocol
 
-from pouw.crypto import KeyPair
-from pouw.monitoring.metrics import NodeMetrics
-from pouw.network.faults import Partition
-from pouw.network.imports import ImportQueue
-from pouw.network.items import ItemGossip, ItemHandler
+from pouw.network.drops import DropReason
+from pouw.network.imports import ImportJob, ImportQueue
 from pouw.network.messages import (
-    Address,
-    Blocks,
-    Body,
-    Bye,
-    ChainInfo,
+    ENVELOPE_OVERHEAD,
+    MAX_IDS,
     Data,
-    GetBlocks,
+    DropMessage,
     GetData,
-    Hello,
     Inv,
     ItemKind,
+    ItemResult,
     Items,
-    Peers,
-    Ping,
-    Pong,
+    Verdict,
 )
-from pouw.network.peering import Peering
-from pouw.network.peers import Link, PeerInfo
+from pouw.network.peers import Link
+from pouw.network.relay import ItemKey, ItemRelay
 from pouw.network.settings import NetworkSettings
-from pouw.network.sync import Sync, SyncHandler
-from pouw.network.transport import default_network_key
 from pouw.network.wire import Wire
-
-__all__ = ["Network", "NetworkHandler", "NetworkSettings", "PeerInfo"]
 
 log = logging.getLogger("pouw.network")
 
-
-class NetworkHandler(ItemHandler, SyncHandler, Protocol):
-    """What the network needs from the node (implemented by PoUWNode): its chain and tip,
-    and the items and sync batches it judges."""
-
-    def chain_info(self) -> ChainInfo: ...
+PACK_BYTES = 256 * 1024
+"""Items answering one getdata share a frame up to this size (one signature, not one each)."""
+FETCH_BATCH = 256
+"""Deferred announcements are fetched once this much of the import queue is free."""
 
 
-class Network:
-    """A node's peer-to-peer endpoint (see the module docstring)."""
+class ItemHandler(Protocol):
+    """What item gossip needs from the node."""
 
+    def has_item(self, kind: ItemKind, item_id: bytes) -> bool: ...
+
+    def get_item(self, kind: ItemKind, item_id: bytes) -> bytes | None: ...
+
+    async def on_item(
+        self, kind: ItemKind, item_id: bytes, payload: bytes, peer: str
+    ) -> ItemResult: ...
+
+
+class ItemGossip:
     def __init__(
         self,
-        key: KeyPair,
-        handler: NetworkHandler,
+        wire: Wire,
+        imports: ImportQueue,
+        handler: ItemHandler,
+        settings: NetworkSettings,
         *,
-        host: str,
-        port: int,
-        bootstrap_peers: Sequence[tuple[str, int]] = (),
-        max_peers: int = 50,
-        secure: bool = True,
-        network_key: bytes | None = None,
-        metrics: NodeMetrics | None = None,
-        settings: NetworkSettings | None = None,
+        start_sync: Callable[[Link], None],
     ) -> None:
-        self.key = key
-        self.handler = handler
-        self.host = host
-        self.bootstrap_peers = [(h, p) for h, p in bootstrap_peers]
-        self.max_peers = max_peers
-        self.secure = secure
-        self.metrics = metrics
-        self.settings = s = settings or NetworkSettings()
-        self.chain_id = handler.chain_info().chain_id
-        self.partition = (
-            Partition(path=s.partition_file) if s.partition_file else Partition.from_environment()
+        """`start_sync` is called with a peer that sent a block whose parent we lack."""
+        self._wire = wire
+        self._imports = imports
+        self._handler = handler
+        self._settings = s = settings
+        self._start_sync = start_sync
+        self._relay = ItemRelay(
+            cache_items=s.cache_items, cache_bytes=s.cache_bytes, seen_items=s.seen_items
         )
-        """Peers this node is cut off from (fault injection; empty unless a test cuts)."""
-        self._wire = Wire(
-            key,
-            self.chain_id,
-            self._route,
-            host=host,
-            port=port,
-            secure=secure,
-            network_key=network_key or default_network_key(self.chain_id),
-            max_peers=max_peers,
-            partition=self.partition,
-            settings=s,
-            metrics=metrics,
-        )
-        self._imports = ImportQueue(
-            s.import_queue, penalise=self._wire.penalise, count_drop=self._wire.count_drop
-        )
-        self._sync = Sync(self._wire, self._imports, handler, s)
-        self._gossip = ItemGossip(
-            self._wire, self._imports, handler, s, start_sync=self._sync.start
-        )
-        self._peering = Peering(
-            self._wire,
-            self.partition,
-            handler.chain_info,
-            s,
-            max_peers=max_peers,
-            start_sync=self._sync.start,
-        )
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._running = False
-
-    # -- public API ------------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._wire.port
-
-    def peers(self) -> list[PeerInfo]:
-        return self._peering.peers()
-
-    def peer_count(self) -> int:
-        return self._wire.links.peer_count()
-
-    async def start(self) -> None:
-        """Bind the ROUTER on host:port (port 0: a free one) and dial the bootstrap peers."""
-        if self._running:
-            return
-        self._wire.start()
-        self._running = True
-        self._spawn(self._wire.read_router())
-        self._spawn(self._imports.run())
-        self._spawn(self._heartbeat())
-        self._peering.start(self.bootstrap_peers)
-
-    async def stop(self) -> None:
-        if not self._running:
-            return
-        self._running = False
-        self._gossip.stop()
-        self._peering.stop()
-        tasks = [*self._tasks, *self._wire.readers()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._wire.close()
-        self._sync.stop()
-        self._wire.update_gauge()
+        self._inv_dirty: dict[Link, None] = {}
+        """Links with announcements waiting in their pending_inv."""
+        self._inv_soon = False
+        self._inv_timer: asyncio.TimerHandle | None = None
+        wire.on_disconnect(self._disconnected)
+        imports.after_each(self._fetch_deferred)
 
     async def publish(self, kind: ItemKind, item_id: bytes, payload: bytes) -> None:
         """Remember an item (to answer getdata) and announce it to every peer."""
-        await self._gossip.publish(kind, item_id, payload)
+        if len(payload) + ENVELOPE_OVERHEAD > self._settings.max_message_bytes:
+            log.warning(
+                "%s %s is too large to gossip (%d bytes)", kind, item_id.hex(), len(payload)
+            )
+            self._wire.count_drop(DropReason.TOO_LARGE)
+            return
+        key = (kind, item_id)
+        self._relay.remember(key, payload)
+        self._announce(key)
 
-    async def sync(self) -> None:
-        """Catch up with the peer with the most work (as last heard); return once it has
-        nothing more, at once without peers, or after settings.sync_timeout_s."""
-        await self._sync.sync()
+    def retry(self, now: float) -> None:
+        """Ask the next announcer for items whose peer went away or did not answer in time."""
+        for (kind, item_id), link in self._relay.retry(now, self._settings.request_timeout_s):
+            self._wire.send(link, GetData(kind, [item_id]))
 
-    def cut(self, addresses: Iterable[Address]) -> None:
-        """Cut this node off from the peers listening at `addresses` until heal(): their links
-        close now and nothing more passes either way. On the network's loop only."""
-        self._peering.cut(addresses)
+    def stop(self) -> None:
+        if self._inv_timer is not None:
+            self._inv_timer.cancel()
 
-    def heal(self, addresses: Iterable[Address] | None = None) -> None:
-        """Undo cut() for `addresses` (default: all) and dial them again at once."""
-        self._peering.heal(addresses)
+    def _disconnected(self, link: Link) -> None:
+        self._inv_dirty.pop(link, None)
 
-    # -- composition -----------------------------------------------------------------------------
+    # -- announcing ------------------------------------------------------------------------------
 
-    def _route(self, link: Link, sender: bytes, body: Body) -> None:
-        match body:
-            case Hello():
-                self._peering.on_hello(link, sender, body)
-            case Bye():
-                self._peering.on_bye(link, body)
-            case Ping():
-                self._peering.on_ping(link, body)
-            case Pong():
-                self._peering.on_pong(link, body)
-            case Peers():
-                self._peering.on_peers(body)
-            case Inv():
-                self._gossip.on_inv(link, body)
-            case GetData():
-                self._gossip.on_getdata(link, body)
-            case Data():
-                self._gossip.on_data(link, body)
-            case Items():
-                self._gossip.on_items(link, body)
-            case GetBlocks():
-                self._sync.on_getblocks(link, body)
-            case Blocks():
-                self._sync.on_blocks(link, body)
+    def _announce(self, key: ItemKey) -> None:
+        """Queue an inv of `key` to every peer that does not have it. Blocks go out on the
+        next loop turn; other items wait up to settings.inv_delay_s, so that a stream of
+        them shares frames (and signatures) instead of costing six frames each."""
+        for link in self._wire.links.peer_links().values():
+            if key in link.known:
+                continue
+            link.known.add(key)
+            link.pending_inv.setdefault(key[0], []).append(key[1])
+            self._inv_dirty[link] = None
+        if not self._inv_dirty:
+            return
+        loop = asyncio.get_running_loop()
+        if key[0] == ItemKind.BLOCK or self._settings.inv_delay_s <= 0:
+            if not self._inv_soon:
+                self._inv_soon = True
+                loop.call_soon(self._flush_inv)
+        elif self._inv_timer is None:
+            self._inv_timer = loop.call_later(self._settings.inv_delay_s, self._flush_inv)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _flush_inv(self) -> None:
+        if self._inv_timer is not None:
+            self._inv_timer.cancel()
+            self._inv_timer = None
+        self._inv_soon = False
+        dirty, self._inv_dirty = self._inv_dirty, {}
+        for link in dirty:
+            pending, link.pending_inv = link.pending_inv, {}
+            for kind, ids in pending.items():
+                for start in range(0, len(ids), MAX_IDS):
+                    self._wire.send(link, Inv(kind, ids[start : start + MAX_IDS]))
 
-    async def _heartbeat(self) -> None:
-        last = time.monotonic()
-        while self._running:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            now = time.monotonic()
-            # A tick that comes late means the loop was busy (a long import): frames from
-            # peers may be waiting unread, so nobody is timed out on this one.
-            late = now - last > 2 * self.settings.heartbeat_s
-            last = now
-            try:
-                self._tick(timeouts=not late)
-            except Exception:
-                log.exception("network heartbeat failed")
+    # -- fetching --------------------------------------------------------------------------------
 
-    def _tick(self, *, timeouts: bool = True) -> None:
+    def on_inv(self, link: Link, inv: Inv) -> None:
         now = time.monotonic()
-        self._peering.tick(now, timeouts=timeouts)
-        self._sync.expire(now)
-        self._gossip.retry(now)
+        room = self._fetch_room()
+        wanted: list[bytes] = []
+        for item_id in inv.ids:
+            key = (inv.kind, item_id)
+            link.known.add(key)
+            if not self._relay.unknown(key):
+                self._relay.should_fetch(key, link, now)  # remembered as a fallback source
+                continue
+            if self._handler.has_item(inv.kind, item_id):
+                self._relay.seen.add(key)
+                continue
+            if inv.kind != ItemKind.BLOCK and len(wanted) >= room:
+                self._relay.defer(key, link)
+            elif self._relay.should_fetch(key, link, now):
+                wanted.append(item_id)
+        if wanted:
+            self._wire.send(link, GetData(inv.kind, wanted))
+
+    def _fetch_room(self) -> int:
+        """Items the import queue can still take beyond those already asked for: asking for
+        more would only drop them on arrival. Blocks are always fetched."""
+        return self._imports.room() - len(self._relay.requests)
+
+    def _fetch_deferred(self) -> None:
+        """An import finished: fetch deferred announcements once a batch of room is free
+        (one getdata for many items, not one each), or the queue has run dry."""
+        if not self._relay.deferred:
+            return
+        room = self._fetch_room()
+        if room < min(FETCH_BATCH, self._imports.size) and not self._imports.empty():
+            return
+        now = time.monotonic()
+        wanted: dict[tuple[Link, ItemKind], list[bytes]] = {}
+        for key, link in self._relay.take_deferred(room):
+            if self._handler.has_item(*key):
+                self._relay.seen.add(key)
+            elif self._relay.should_fetch(key, link, now):
+                wanted.setdefault((link, key[0]), []).append(key[1])
+        for (link, kind), ids in wanted.items():
+            for start in range(0, len(ids), MAX_IDS):
+                self._wire.send(link, GetData(kind, ids[start : start + MAX_IDS]))
+
+    def on_data(self, link: Link, data: Data) -> None:
+        key = (data.kind, data.item_id)
+        if not self._relay.arrived(key, link):
+            raise DropMessage(DropReason.UNSOLICITED, f"{data.kind} we did not ask for")
+        link.bucket.refund()  # answers to our own requests are not the peer's traffic
+        self._import(link, data)
+
+    def on_items(self, link: Link, items: Items) -> None:
+        solicited = [
+            (item_id, payload)
+            for item_id, payload in items.items
+            if self._relay.arrived((items.kind, item_id), link)
+        ]
+        if solicited:
+            link.bucket.refund()
+        for item_id, payload in solicited:
+            self._import(link, Data(items.kind, item_id, payload))
+        if len(solicited) < len(items.items):
+            raise DropMessage(DropReason.UNSOLICITED, f"{items.kind} we did not ask for")
+
+    def _import(self, link: Link, data: Data) -> None:
+        refused = partial(self._relay.forget, (data.kind, data.item_id))
+        self._imports.put(ImportJob(link, data, partial(self._judge, link, data), refused))
+
+    async def _judge(self, link: Link, data: Data) -> None:
+        key = (data.kind, data.item_id)
+        peer = link.peer_key.hex() if link.peer_key else ""
+        try:
+            result = await self._handler.on_item(data.kind, data.item_id, data.payload, peer)
+        finally:
+            self._relay.imported(key)
+        if result.verdict == Verdict.ACCEPTED:
+            self._relay.remember(key, data.payload)
+            self._announce(key)
+        elif result.verdict == Verdict.KNOWN:
+            self._relay.seen.add(key)
+        elif result.verdict == Verdict.ORPHAN:
+            if not link.closed:
+                self._start_sync(link)
+        else:
+            raise DropMessage(result.reason or DropReason.REJECTED)
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def on_getdata(self, link: Link, request: GetData) -> None:
+        """Answer with what we have: small items packed together, large ones alone."""
+        budget, kind = self._settings.serve_bytes, request.kind
+        pack: list[tuple[bytes, bytes]] = []
+        packed = 0
+        for item_id in request.ids:
+            payload = self._relay.payload((kind, item_id))
+            if payload is None:
+                payload = self._handler.get_item(kind, item_id)
+            if payload is None:
+                continue
+            budget -= len(payload)
+            if budget < 0:
+                break
+            link.known.add((kind, item_id))
+            if pack and packed + len(payload) > PACK_BYTES:
+                self._send_pack(link, kind, pack)
+                pack, packed = [], 0
+            pack.append((item_id, payload))
+            packed += len(payload) + 40
+        if pack:
+            self._send_pack(link, kind, pack)
+
+    def _send_pack(self, link: Link, kind: ItemKind, pack: list[tuple[bytes, bytes]]) -> None:
+        if len(pack) == 1:
+            self._wire.send(link, Data(kind, *pack[0]))
+        else:
+            self._wire.send(link, Items(kind, pack))

@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from pouw.crypto import KeyPair, canonical_bytes, sha256, verify_signature
+from pouw.errors import PouwError
 from pouw.network.drops import DropReason
 
 PROTOCOL_VERSION: Final = 1
@@ -179,7 +180,7 @@ _envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 _body_decoders = {name: msgspec.msgpack.Decoder(kind) for name, kind in BODY_TYPES.items()}
 
 
-class DropMessage(Exception):
+class DropMessage(PouwError):
     """A frame we refuse; `reason` is the metric label and sets the ban points: a DropReason,
     or the rule the node says an item broke (ItemResult.reason)."""
 

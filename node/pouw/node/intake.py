@@ -30,7 +30,7 @@ from pouw.node.items import (
     has_valid_signature,
 )
 from pouw.node.ledger import Ledger
-from pouw.node.sync import block_locator, blocks_after
+from pouw.node.locator import block_locator, blocks_after
 
 
 class BlockCheck(Protocol):
