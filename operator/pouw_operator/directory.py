@@ -16,6 +16,7 @@ from typing import Protocol, cast
 from pouw.api.client import NodeClient
 from pouw_operator.builders.naming import pod_api_url
 from pouw_operator.builders.secrets import API_TOKEN_KEY, NETWORK_SECRET
+from pouw_operator.errors import OperatorError
 from pouw_operator.kube import POUWNODE, SECRET, Kube
 from pouw_operator.resources import PoUWNodeBody
 from pouw_operator.settings import OperatorSettings
@@ -24,7 +25,7 @@ ROLE_PREFERENCE = ("peer", "supervisor")
 """Roles that submit tasks best, first to last; any other role comes after them."""
 
 
-class NoNode(Exception):
+class NoNode(OperatorError):
     """No node to talk to: `reason` (NoNode, NodeNotFound, ...) is the condition's reason."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 from kubernetes import client, config
 
+from pouw_operator.errors import OperatorError
+
 Body = dict[str, Any]
 """A Kubernetes object as JSON: apiVersion, kind, metadata, spec, status..."""
 
@@ -66,7 +68,7 @@ KINDS: Mapping[str, Kind] = {
 """By plural name."""
 
 
-class KubeError(Exception):
+class KubeError(OperatorError):
     """`status` is the HTTP status (0: no answer); `reason` the API's word (NotFound,
     AlreadyExists, Conflict, Invalid...); `message` its sentence."""
 

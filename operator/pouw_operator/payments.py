@@ -27,6 +27,7 @@ import kopf
 from pouw.api.client import ApiError
 from pouw_operator.conditions import Condition, condition
 from pouw_operator.directory import KubernetesReader, NodeDirectory, NoNode
+from pouw_operator.errors import OperatorError
 from pouw_operator.kube import AsyncKube, Kind, KubeError
 from pouw_operator.memo import OperatorMemo
 from pouw_operator.resources import PaidStatus, StakePhase, TaskPhase, generation_of
@@ -67,7 +68,7 @@ async def write(
             raise kopf.TemporaryError(f"Kubernetes API: {error}") from None
 
 
-class Refused(Exception):
+class Refused(OperatorError):
     """A payment that asking again cannot make (a spec no node takes): the resource fails."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -6,12 +6,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pouw_operator.errors import OperatorError
+
 DEFAULT_NODE_IMAGE = "pouw:latest"
 P2P_PORT = 8000
 API_PORT = 8080
 
 
-class SettingsError(ValueError):
+class SettingsError(OperatorError, ValueError):
     """A bad POUW_OPERATOR_* value: names the variable, the value and what is allowed."""
 
 

@@ -14,6 +14,7 @@ from typing import Any, cast
 from pouw.api.client import UNREACHABLE, ApiError
 from pouw.manifest import ManifestError, task_order
 from pouw_operator.conditions import Condition, condition, set_condition
+from pouw_operator.errors import OperatorError
 from pouw_operator.resources import MLTaskSpec, MLTaskStatus, PaidStatus, TaskPhase
 
 NODE_PHASES: Mapping[str, TaskPhase] = {
@@ -36,7 +37,7 @@ SUCCEEDED = "Succeeded"
 _RETRY_STATUSES = frozenset({401, 403, 408, 429})
 
 
-class SpecError(ValueError):
+class SpecError(OperatorError, ValueError):
     """An MLTask spec the operator cannot turn into a body (the CRD schema should prevent it)."""
 
 
