@@ -58,7 +58,7 @@ log = logging.getLogger("pouw.network")
 
 
 class NetworkHandler(ItemHandler, SyncHandler, Protocol):
-    """What the network needs from the node (implemented by PoUWNode): its chain and tip,
+    """What the network needs from the node (pouw.node.intake.Intake): its chain and tip,
     and the items and sync batches it judges."""
 
     def chain_info(self) -> ChainInfo: ...
