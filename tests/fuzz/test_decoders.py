@@ -640,7 +640,7 @@ def _item_id(kind: ItemKind, payload: bytes) -> bytes:
 @fuzz_settings(250)
 @given(data=st.data())
 def test_the_node_judges_any_item_without_raising(live: LiveNode, data: st.DataObject) -> None:
-    """PoUWNode.on_item is what the network calls with a peer's bytes: for every kind, random
+    """Intake.on_item is what the network calls with a peer's bytes: for every kind, random
     and mutated payloads (re-signed where a signature guards them) get a verdict, never an
     exception (an exception there is a `handler_error`: no verdict, no ban score)."""
     from pouw.network.messages import ItemResult
@@ -680,5 +680,5 @@ def test_the_node_imports_any_sync_batch_without_raising(
         label="batch",
     )
     batch = [mutate(data, b) if b == block and data.draw(st.booleans()) else b for b in batch]
-    result = live.run(live.node.on_sync_blocks(batch, "fuzzer"))
+    result = live.run(live.node.intake.on_sync_blocks(batch, "fuzzer"))
     assert isinstance(result, ItemResult)
