@@ -278,8 +278,8 @@ class Flood:
 
         config = NodeConfig(node_id="node", role=NodeRole.MINER, port=0, data_dir=self.data_dir)
         node = PoUWNode("node", NodeRole.MINER, config=config, params=self.params)
-        node.mempool = WatchedMempool(MEMPOOL_BOUND, self.watch)
-        judge, verdicts = node.on_item, self.watch.verdicts
+        node.ledger.mempool = WatchedMempool(MEMPOOL_BOUND, self.watch)
+        judge, verdicts = node.intake.on_item, self.watch.verdicts
 
         async def on_item(kind: ItemKind, item_id: bytes, payload: bytes, peer: str) -> Any:
             result = await judge(kind, item_id, payload, peer)
@@ -289,7 +289,7 @@ class Flood:
                 )
             return result
 
-        node.on_item = on_item
+        node.intake.on_item = on_item  # type: ignore[method-assign]
         return node
 
     async def run(self) -> None:
