@@ -217,5 +217,6 @@ async def poll_task(memo: OperatorMemo, item: Task) -> None:
         await write(memo.kube, MLTASK, item, status_changes(status, generation, {}, [out_of_sync]))
         raise kopf.TemporaryError(f"{reason}: {message}") from None
     conditions = view_conditions(mirrored, pod, generation)
-    await write(memo.kube, MLTASK, item, status_changes(status, generation, mirrored, conditions))
+    # The gauge first: whoever sees the new status sees it counted too.
     memo.metrics.set_phase(KIND, item.uid, mirrored.get("phase", "Submitted"))
+    await write(memo.kube, MLTASK, item, status_changes(status, generation, mirrored, conditions))

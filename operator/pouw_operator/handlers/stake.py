@@ -215,5 +215,6 @@ async def confirm_ticket(memo: OperatorMemo, item: Ticket) -> None:
         lockedAmount=_amount(ticket.get("amount")) or status.get("lockedAmount"),
     )
     on_chain = condition(CONFIRMED, True, "OnChain", message, generation)
-    await write(memo.kube, STAKE, item, status_changes(status, generation, fields, [on_chain]))
+    # The gauge first: whoever sees the new status sees it counted too.
     memo.metrics.set_phase(KIND, item.uid, "Active")
+    await write(memo.kube, STAKE, item, status_changes(status, generation, fields, [on_chain]))
