@@ -47,55 +47,45 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
 from rich.table import Table
-from torch import nn
 
+from pouw.bench.attack_rounds import (
+    AGGREGATOR,
+    ALTERNATIVE,
+    ATTACKERS,
+    BYZANTINE,
+    MINERS,
+    PROCESSES,
+    ROUNDS,
+    SEED_BASE,
+    SEEDS,
+    SPEC,
+    Job,
+    Outcome,
+    Run,
+    run_job,
+)
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block
-from pouw.crypto import sha256
 from pouw.errors import InvalidBlock
 from pouw.mining.messages import decode_iteration_message
 from pouw.mining.trainer import TaskTrainer
-from pouw.ml.aggregation import UNSCREENED, make_aggregator
-from pouw.ml.datasets import Dataset, epoch_order, load_dataset, shard_indices
-from pouw.ml.iteration import configure_determinism, evaluate
-from pouw.ml.models import build_model
+from pouw.ml.datasets import load_dataset
+from pouw.ml.iteration import configure_determinism
 from pouw.security.attacks import ATTACKS, STALE_ROUNDS, attack_update
-from pouw.security.detection import ScreenedAggregator, SenderScreen, UpdateScreen
-from pouw.spec import DEFAULT_AGGREGATOR, DatasetSpec, ModelSpec, TaskSpec
+from pouw.security.detection import SenderScreen, UpdateScreen
+from pouw.spec import TaskSpec
 
 Report = Callable[[str], None]
 
-MINERS = 7
-BYZANTINE = 2
-ROUNDS = 300
-SEEDS = 3
-AGGREGATOR: Final = DEFAULT_AGGREGATOR
-SPEC = TaskSpec(
-    model=ModelSpec(layers=(64, 128, 64, 10)),
-    dataset=DatasetSpec(name="digits"),
-    batch_size=64,
-    learning_rate=0.2,
-    epochs=1,
-    miners=MINERS,
-    aggregator=AGGREGATOR,
-)
-SEED_BASE = 100
-"""The bench's seeds start here: the screens' thresholds were chosen on seeds 0-2."""
-ALTERNATIVE = "krum"
-"""A robust aggregator measured beside the task's default, behind the same screen."""
-ATTACKERS = tuple(range(MINERS - BYZANTINE, MINERS))
-PROCESSES = 2
 FAKE_WORK_BLOCKS = 20
 """Blocks each miner of the fake_work chain mines (difficulty 1: every iteration wins)."""
 
@@ -103,177 +93,6 @@ TARGET_DETECTION = 0.9
 TARGET_FALSE_POSITIVES = 0.05
 TARGET_ACCURACY_GAP = 0.02
 DETECTION_TARGETS = ("sign_flip", "scale", "fake_work")
-
-
-@dataclass
-class _Flags:
-    attacker_updates: int = 0
-    attacker_flagged: int = 0
-    honest_updates: int = 0
-    honest_flagged: int = 0
-
-    def count(self, flags: Sequence[bool], attacking: set[int]) -> None:
-        for worker, flagged in enumerate(flags):
-            if worker in attacking:
-                self.attacker_updates += 1
-                self.attacker_flagged += flagged
-            else:
-                self.honest_updates += 1
-                self.honest_flagged += flagged
-
-
-@dataclass
-class _Run:
-    accuracy: float = 0.0
-    per_round: _Flags = field(default_factory=_Flags)
-    per_sender: _Flags = field(default_factory=_Flags)
-
-
-class _Federation:
-    """One seed's task: a model, the digits shards, and synchronous rounds of training."""
-
-    def __init__(self, spec: TaskSpec, dataset: Dataset, seed: int) -> None:
-        self.spec = spec
-        self.dataset = dataset
-        self.task_seed = sha256(f"pouw-bench-attacks-{seed}".encode())
-        self.model = build_model(spec.model, seed=self.task_seed)
-        self.initial = nn.utils.parameters_to_vector(self.model.parameters()).detach().clone()
-        self.shapes = [(name, p.shape) for name, p in self.model.named_parameters()]
-        self.shards = [
-            shard_indices(len(dataset.y_train), index, spec.miners) for index in range(spec.miners)
-        ]
-        self.generator_seed = seed
-
-    def _batch(self, worker: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Full batches read from the worker's shard in the task's epoch order (each epoch's
-        shuffle from the task seed), running on into the next epoch instead of a short tail
-        batch, so every round's gradients average the same number of rows."""
-        shard, size = self.shards[worker], self.spec.batch_size
-        start = step * size
-        parts, taken = [], 0
-        while taken < size:
-            epoch, offset = divmod(start + taken, len(shard))
-            part = epoch_order(shard, epoch, self.task_seed)[offset : offset + size - taken]
-            parts.append(part)
-            taken += len(part)
-        rows = torch.cat(parts)
-        return self.dataset.x_train[rows], self.dataset.y_train[rows]
-
-    def _loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        parameters, offset = {}, 0
-        for name, shape in self.shapes:
-            size = shape.numel()
-            parameters[name] = flat[offset : offset + size].view(shape)
-            offset += size
-        return F.cross_entropy(torch.func.functional_call(self.model, parameters, (x,)), y)
-
-    def gradients(self, parameters: torch.Tensor, step: int) -> torch.Tensor:
-        """Row w: worker w's gradient at parameters[w] on its batch of round `step`, all
-        workers in one vectorised call."""
-        batches = [self._batch(worker, step) for worker in range(len(parameters))]
-        xs = torch.stack([x for x, _ in batches])
-        ys = torch.stack([y for _, y in batches])
-        grads: torch.Tensor = torch.func.vmap(torch.func.grad(self._loss))(parameters, xs, ys)
-        return grads
-
-    def accuracy(self, parameters: torch.Tensor) -> float:
-        nn.utils.vector_to_parameters(parameters, self.model.parameters())
-        return evaluate(self.model, self.dataset.x_test, self.dataset.y_test)
-
-    def train(
-        self,
-        rounds: int,
-        aggregation: str,
-        attack: str | None = None,
-        *,
-        watch: bool = False,
-        drop_attackers: bool = False,
-    ) -> _Run:
-        """Train for `rounds` rounds with the aggregator named `aggregation`. As a miner
-        applies its peers' updates (`pouw.mining.peers`), every aggregator but UNSCREENED
-        runs behind `SenderScreen`: flagged updates are left out, and both screens' flags are
-        counted. `watch` counts the flags of an unscreened run without acting on them.
-        `drop_attackers` leaves the attackers' updates out (their blocks were rejected)."""
-        generator = torch.Generator().manual_seed(self.generator_seed)
-        parameters = self.initial.clone()
-        history: deque[torch.Tensor] = deque(maxlen=STALE_ROUNDS + 1)
-        run = _Run()
-        screening = aggregation != UNSCREENED
-        round_screen = UpdateScreen()
-        screened = ScreenedAggregator(aggregator=make_aggregator(aggregation, BYZANTINE))
-        attacking = set(ATTACKERS) if attack is not None else set()
-        for step in range(rounds):
-            history.append(parameters)
-            starts = parameters.expand(MINERS, -1).clone()
-            if attack == "stale_model":
-                for worker in attacking:
-                    starts[worker] = history[0]
-            honest = list(self.gradients(starts, step))
-            updates = list(honest)
-            if attack not in (None, "stale_model"):
-                for worker in sorted(attacking):
-                    updates[worker] = attack_update(
-                        attack or "",
-                        honest[worker],
-                        peers=honest,
-                        generator=generator,
-                        workers=MINERS,
-                        byzantine=len(attacking),
-                    )
-            if drop_attackers:
-                updates = [u for worker, u in enumerate(updates) if worker not in attacking]
-            flags = [False] * len(updates)
-            if screening or watch:
-                scores = round_screen.scores(updates)
-                run.per_round.count([score.suspicious for score in scores], attacking)
-                flags = screened.screen.observe(range(len(updates)), scores)
-                run.per_sender.count(flags, attacking)
-            update = screened.combine(updates, flags if screening else [False] * len(updates))
-            parameters = parameters - self.spec.learning_rate * update
-        run.accuracy = self.accuracy(parameters)
-        return run
-
-
-_federations: dict[int, _Federation] = {}
-
-
-def _federation(seed: int) -> _Federation:
-    federation = _federations.get(seed)
-    if federation is None:
-        configure_determinism()
-        federation = _federations[seed] = _Federation(SPEC, load_dataset(SPEC.dataset), seed)
-    return federation
-
-
-@dataclass(frozen=True)
-class _Job:
-    kind: str | None
-    seed: int
-    rounds: int
-    aggregator: str
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    job: _Job
-    byzantine: _Run
-    unprotected: _Run | None = None
-    alternative: _Run | None = None
-
-
-def _run_job(job: _Job) -> _Outcome:
-    """One seed of one attack kind (None: the honest baseline), in a worker process."""
-    federation = _federation(job.seed)
-    if job.kind is None:
-        return _Outcome(job, federation.train(job.rounds, UNSCREENED, watch=True))
-    unprotected = federation.train(job.rounds, UNSCREENED, job.kind)
-    if job.kind == "fake_work":
-        # Re-execution rejects the forged blocks, so their updates never count.
-        dropped = federation.train(job.rounds, UNSCREENED, job.kind, drop_attackers=True)
-        return _Outcome(job, dropped, unprotected)
-    byzantine = federation.train(job.rounds, job.aggregator, job.kind)
-    alternative = federation.train(job.rounds, ALTERNATIVE, job.kind)
-    return _Outcome(job, byzantine, unprotected, alternative)
 
 
 def _grad_sample(block: Block) -> bytes:
@@ -361,7 +180,7 @@ def _rate(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def _flag_rates(runs: Sequence[_Run], view: str) -> tuple[float, float]:
+def _flag_rates(runs: Sequence[Run], view: str) -> tuple[float, float]:
     flags = [getattr(run, view) for run in runs]
     return (
         _rate(sum(f.attacker_flagged for f in flags), sum(f.attacker_updates for f in flags)),
@@ -369,16 +188,16 @@ def _flag_rates(runs: Sequence[_Run], view: str) -> tuple[float, float]:
     )
 
 
-def _mean_accuracy(runs: Sequence[_Run | None]) -> float:
+def _mean_accuracy(runs: Sequence[Run | None]) -> float:
     return round(statistics.fmean(run.accuracy for run in runs if run is not None), 4)
 
 
-def _outcomes(jobs: list[_Job], processes: int, report: Report) -> list[_Outcome]:
+def _outcomes(jobs: list[Job], processes: int, report: Report) -> list[Outcome]:
     """Run the jobs on `processes` worker processes (each with one torch thread), reporting
     each as it ends."""
-    done: list[_Outcome] = []
+    done: list[Outcome] = []
 
-    def finished(outcome: _Outcome) -> None:
+    def finished(outcome: Outcome) -> None:
         done.append(outcome)
         kind = outcome.job.kind or "honest"
         report(
@@ -393,11 +212,11 @@ def _outcomes(jobs: list[_Job], processes: int, report: Report) -> list[_Outcome
 
     if processes <= 1:
         for job in jobs:
-            finished(_run_job(job))
+            finished(run_job(job))
         return done
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
-        for future in concurrent.futures.as_completed([pool.submit(_run_job, j) for j in jobs]):
+        for future in concurrent.futures.as_completed([pool.submit(run_job, j) for j in jobs]):
             finished(future.result())
     return done
 
@@ -415,13 +234,13 @@ def run(
     started = time.perf_counter()
     seed_list = [SEED_BASE + seed for seed in range(seeds)]
     kinds: list[str | None] = [None, *ATTACKS]
-    jobs = [_Job(kind, seed, rounds, aggregator) for kind in kinds for seed in seed_list]
+    jobs = [Job(kind, seed, rounds, aggregator) for kind in kinds for seed in seed_list]
     report(
         f"{MINERS} miners ({BYZANTINE} attackers), {rounds} rounds, seeds {seed_list}, "
         f"{len(jobs)} training jobs on {processes} processes"
     )
     outcomes = _outcomes(jobs, processes, report)
-    by_kind: dict[str | None, list[_Outcome]] = {kind: [] for kind in kinds}
+    by_kind: dict[str | None, list[Outcome]] = {kind: [] for kind in kinds}
     for outcome in outcomes:
         by_kind[outcome.job.kind].append(outcome)
 
