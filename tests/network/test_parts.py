@@ -13,7 +13,7 @@ from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.drops import DropReason
 from pouw.network.faults import Partition
 from pouw.network.gossip import ItemGossip
-from pouw.network.imports import ImportJob, ImportQueue
+from pouw.network.imports import Imported, ImportQueue
 from pouw.network.messages import (
     ENVELOPE_OVERHEAD,
     Blocks,
@@ -70,7 +70,7 @@ def metrics() -> NodeMetrics:
 
 @pytest.fixture
 def wire(metrics: NodeMetrics) -> Iterator[Wire]:
-    def refuse(link: Link, sender: bytes, body: Body) -> None:
+    def refuse(link: Link, sender: bytes, body: Imported) -> None:
         raise AssertionError("nothing arrives on a wire that never started")
 
     wire = Wire(
@@ -114,20 +114,38 @@ class Scores:
 # -- the import queue ------------------------------------------------------------------------
 
 
+class Recorder:
+    """An importer that records what the queue did with its jobs (by the name of the link's
+    peer); `outcome` says what judging a job from that peer raises."""
+
+    def __init__(self, outcome: dict[str, BaseException | None] | None = None) -> None:
+        self.outcome = outcome or {}
+        self.events: list[str] = []
+
+    async def judge(self, link: Link, body: Imported) -> None:
+        self.events.append(f"judged {_name(link)}")
+        error = self.outcome.get(_name(link))
+        if error is not None:
+            raise error
+
+    def refused(self, link: Link, body: Imported) -> None:
+        self.events.append(f"refused {_name(link)}")
+
+    def failed(self, link: Link, body: Imported) -> None:
+        self.events.append(f"failed {_name(link)}")
+
+
+def _name(link: Link) -> str:
+    return (link.routing_id or b"").decode()
+
+
 def test_a_full_import_queue_refuses_the_job_and_counts_it_overloaded() -> None:
     scores = Scores()
     queue = scores.queue()
-    link = peer_link("a")
-    refused: list[str] = []
-
-    async def nothing() -> None:
-        pass
-
+    importer = Recorder()
     for name in ("first", "second", "third"):
-        queue.put(
-            ImportJob(link, Blocks([]), nothing, refused=lambda name=name: refused.append(name))
-        )
-    assert refused == ["third"] and queue.room() == 0
+        queue.put(peer_link(name), Blocks([]), importer)
+    assert importer.events == ["refused third"] and queue.room() == 0
     assert scores.counted == [DropReason.OVERLOADED] and scores.penalised == []
 
 
@@ -135,41 +153,28 @@ def test_the_import_worker_scores_refusals_survives_bugs_and_calls_back_after_ea
     scores = Scores()
     queue = scores.queue()
     honest, liar = peer_link("honest"), peer_link("liar")
-    events: list[str] = []
-    queue.after_each(lambda: events.append("done"))
-
-    async def rejected() -> None:
-        events.append("rejected")
-        raise DropMessage("loss_mismatch")  # the node's reason, used as it is
-
-    async def buggy() -> None:
-        events.append("buggy")
-        raise RuntimeError("a bug in the node")
+    importer = Recorder(
+        {
+            "liar": DropMessage("loss_mismatch"),  # the node's reason, used as it is
+            "honest": RuntimeError("a bug in the node"),
+        }
+    )
+    queue.after_each(lambda: importer.events.append("done"))
 
     async def scenario() -> None:
         worker = asyncio.ensure_future(queue.run())
-        queue.put(ImportJob(liar, Data(ItemKind.TX, bytes(32), b""), rejected, _never))
-        queue.put(
-            ImportJob(
-                honest,
-                Blocks([]),
-                buggy,
-                _never,
-                failed=lambda: events.append("failed"),
-            )
-        )
-        while len(events) < 5:
+        queue.put(liar, Data(ItemKind.TX, bytes(32), b""), importer)
+        queue.put(honest, Blocks([]), importer)
+        while len(importer.events) < 5:
             await asyncio.sleep(0)
         worker.cancel()
 
     asyncio.run(asyncio.wait_for(scenario(), 5))
-    assert events == ["rejected", "done", "buggy", "failed", "done"]
+    assert importer.events == [
+        "judged liar", "done", "judged honest", "failed honest", "done",
+    ]  # fmt: skip
     assert scores.penalised == [(liar, "loss_mismatch")]
     assert scores.counted == [DropReason.HANDLER_ERROR]
-
-
-def _never() -> None:
-    raise AssertionError("the queue had room")
 
 
 # -- sync --------------------------------------------------------------------------------------

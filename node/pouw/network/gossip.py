@@ -12,11 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Protocol
 
 from pouw.network.drops import DropReason
-from pouw.network.imports import ImportJob, ImportQueue
+from pouw.network.imports import Imported, ImportQueue
 from pouw.network.messages import (
     ENVELOPE_OVERHEAD,
     MAX_IDS,
@@ -205,10 +204,19 @@ class ItemGossip:
             raise DropMessage(DropReason.UNSOLICITED, f"{items.kind} we did not ask for")
 
     def _import(self, link: Link, data: Data) -> None:
-        refused = partial(self._relay.forget, (data.kind, data.item_id))
-        self._imports.put(ImportJob(link, data, partial(self._judge, link, data), refused))
+        self._imports.put(link, data, self)
 
-    async def _judge(self, link: Link, data: Data) -> None:
+    def refused(self, link: Link, body: Imported) -> None:
+        """No room to import it: a later inv may fetch it again."""
+        assert isinstance(body, Data)
+        self._relay.forget((body.kind, body.item_id))
+
+    def failed(self, link: Link, body: Imported) -> None:
+        pass
+
+    async def judge(self, link: Link, body: Imported) -> None:
+        assert isinstance(body, Data)
+        data = body
         key = (data.kind, data.item_id)
         peer = link.peer_key.hex() if link.peer_key else ""
         try:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from functools import partial
 from typing import Protocol
 
 import msgspec
 
 from pouw.blockchain.block import BlockHeader
 from pouw.network.drops import DropReason
-from pouw.network.imports import ImportJob, ImportQueue
+from pouw.network.imports import Imported, ImportQueue
 from pouw.network.messages import (
     ENVELOPE_OVERHEAD,
     MAX_LOCATOR,
@@ -134,9 +133,7 @@ class Sync:
         if not reply.blocks:
             self.end(link)
             return
-        ending = partial(self.end, link)
-        job = partial(self._import_blocks, link, reply)
-        self._imports.put(ImportJob(link, reply, job, refused=ending, failed=ending))
+        self._imports.put(link, reply, self)
 
     def _ask_blocks(self, link: Link, after: list[bytes]) -> None:
         locator = after + self._handler.block_locator()
@@ -145,7 +142,16 @@ class Sync:
         link.sync_asked = time.monotonic()
         self._wire.send(link, GetBlocks(locator, self._settings.sync_batch))
 
-    async def _import_blocks(self, link: Link, reply: Blocks) -> None:
+    def refused(self, link: Link, body: Imported) -> None:
+        self.end(link)
+
+    def failed(self, link: Link, body: Imported) -> None:
+        self.end(link)
+
+    async def judge(self, link: Link, body: Imported) -> None:
+        """Import a batch, then ask for the next one (or end the sync)."""
+        assert isinstance(body, Blocks)
+        reply = body
         last = _block_hash(reply.blocks[-1])
         repeated = last is None or last == link.sync_last  # garbage, or the same answer again
         peer = link.peer_key.hex() if link.peer_key else ""
