@@ -77,6 +77,21 @@ def run(scenario: Callable[[], object]) -> None:
     asyncio.run(asyncio.wait_for(main(), timeout=60))
 
 
+def assert_never_evaluated(node: NodeContext, ledger: FakeLedger, clock: Clock) -> None:
+    """Every model arrives and the grace passes twice over, yet nothing is evaluated."""
+
+    async def scenario() -> None:
+        node.background.loop = asyncio.get_running_loop()
+        for miner in MINERS:
+            arrive(node, final(miner))
+        clock.now += 2 * EVALUATION_GRACE_S
+        node.events.tick.emit(2)
+        await asyncio.sleep(0.05)
+
+    run(scenario)
+    assert ledger.submitted == [] and not node.tasks.of(TASK_ID).evaluating
+
+
 def test_it_waits_for_every_drawn_miners_final_model(tmp_path: Path) -> None:
     node, ledger, _, _ = setup(tmp_path)
 
@@ -119,17 +134,7 @@ def test_after_the_grace_it_ranks_the_models_at_hand(tmp_path: Path) -> None:
 
 def test_a_node_not_drawn_as_evaluator_never_evaluates(tmp_path: Path) -> None:
     node, ledger, _, clock = setup(tmp_path, evaluator="m3")
-
-    async def scenario() -> None:
-        node.background.loop = asyncio.get_running_loop()
-        for miner in MINERS:
-            arrive(node, final(miner))
-        clock.now += 2 * EVALUATION_GRACE_S
-        node.events.tick.emit(2)
-        await asyncio.sleep(0.05)
-
-    run(scenario)
-    assert ledger.submitted == [] and not node.tasks.of(TASK_ID).evaluating
+    assert_never_evaluated(node, ledger, clock)
 
 
 def test_slashed_and_screened_out_miners_are_left_out_of_the_ranking(tmp_path: Path) -> None:
@@ -189,14 +194,4 @@ def test_a_closed_task_is_not_evaluated(tmp_path: Path) -> None:
     node, ledger, _, clock = setup(tmp_path)
     record = ledger.state.tasks[TASK_ID]
     ledger.state.tasks[TASK_ID] = msgspec.structs.replace(record, status="completed")
-
-    async def scenario() -> None:
-        node.background.loop = asyncio.get_running_loop()
-        for miner in MINERS:
-            arrive(node, final(miner))
-        clock.now += 2 * EVALUATION_GRACE_S
-        node.events.tick.emit(2)
-        await asyncio.sleep(0.05)
-
-    run(scenario)
-    assert ledger.submitted == [] and not node.tasks.of(TASK_ID).evaluating
+    assert_never_evaluated(node, ledger, clock)
