@@ -7,6 +7,7 @@ was accepted and scores the sender of what was rejected.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Protocol
 
@@ -16,7 +17,7 @@ from pouw.blockchain.block import Block, decode_block
 from pouw.blockchain.chain import AddStatus
 from pouw.blockchain.transactions import decode_transaction, encode_transaction
 from pouw.crypto import address_of
-from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData, Reason
+from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData, Reason, ReorgTooDeep
 from pouw.mining.messages import decode_iteration_message
 from pouw.monitoring.health import HealthTracker
 from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
@@ -31,6 +32,8 @@ from pouw.node.items import (
 )
 from pouw.node.ledger import Ledger
 from pouw.node.locator import block_locator, blocks_after
+
+log = logging.getLogger("pouw.node")
 
 
 class BlockCheck(Protocol):
@@ -137,6 +140,8 @@ class Intake:
             update = self.ledger.accept_block(block, payload)
         except InvalidBlock as error:
             return self.reject_block(block, error)
+        except ReorgTooDeep as refused:
+            return self.refuse_reorg(refused)
         if update.status == AddStatus.ORPHAN:
             return ItemResult(Verdict.ORPHAN)
         if update.status == AddStatus.DUPLICATE:
@@ -151,6 +156,13 @@ class Intake:
         self.context.reputation.rejected(address_of(block.header.miner))
         self.context.events.block_rejected.emit(block, error)
         return rejected(error.reason)
+
+    def refuse_reorg(self, refused: ReorgTooDeep) -> ItemResult:
+        """A valid block whose branch would reorganise past the limit: stored as a side branch
+        and counted, but not the sender's fault, so it is a known item, not a rejected one."""
+        self.context.counters.rejected(refused.reason)
+        log.warning("%s", refused)
+        return ItemResult(Verdict.KNOWN, refused.reason)
 
     async def on_sync_blocks(self, blocks: list[bytes], peer: str) -> ItemResult:
         """Import a batch in order. Where a role checks blocks, each goes through those checks
@@ -187,6 +199,8 @@ class Intake:
             except InvalidBlock as error:
                 self.context.counters.rejected(error.reason)
                 return rejected(error.reason)
+            except ReorgTooDeep as refused:
+                return self.refuse_reorg(refused)
             if update.status == AddStatus.ORPHAN:
                 return ItemResult(Verdict.ORPHAN)
         return ItemResult(Verdict.ACCEPTED)
