@@ -58,7 +58,13 @@ class Reason(StrEnum):
     NOT_A_VERIFIER = "not_a_verifier", Trait.RELAY_MAY_CAUSE
     BAD_EVIDENCE_SIGNATURE = "bad_evidence_signature"
     EVIDENCE_NOT_PROVEN = "evidence_not_proven"
-    REPLAYED_ITERATION = "replayed_iteration"
+    # -- blocks: the work claim against the branch's state (pouw.mining.claims) -----------------
+    NOT_DRAWN = "not_drawn", Trait.FAKE_WORK
+    """The block's miner holds no live MINER ticket drawn for the iteration's task and slot."""
+    STALE_POSITION = "stale_position", Trait.FAKE_WORK
+    """The ticket already sealed this position, or a later one, on the branch."""
+    SEGMENT_FORK = "segment_fork", Trait.FAKE_WORK
+    """Another checkpoint than the one the ticket's segment already committed to."""
     # -- the mempool's own ------------------------------------------------------------------------
     DUPLICATE = "duplicate", Trait.RELAY_MAY_CAUSE
     DUPLICATE_NONCE = "duplicate_nonce", Trait.RELAY_MAY_CAUSE
@@ -90,11 +96,20 @@ class Reason(StrEnum):
     PRECURSOR_MISMATCH = "precursor_mismatch"
     NONCE_OVER_BUDGET = "nonce_over_budget"
     NONCE_NOT_DERIVED = "nonce_not_derived"
-    # -- blocks: re-execution by verifiers -----------------------------------------------------
+    INEXACT_DEVICE = "inexact_device"
+    """A device class whose results cannot be re-executed bit for bit (only `cpu` is exact)."""
+    # -- blocks: re-execution, by every node ------------------------------------------------
     DATASET_UNAVAILABLE = "dataset_unavailable"
     UNRUNNABLE_TASK = "unrunnable_task"
     BAD_WORKER_INDEX = "bad_worker_index", Trait.FAKE_WORK
+    BAD_POSITION = "bad_position", Trait.FAKE_WORK
+    """An (epoch, iteration) outside the task's schedule."""
     BATCH_MISMATCH = "batch_mismatch", Trait.FAKE_WORK
+    CHECKPOINT_MISMATCH = "checkpoint_mismatch", Trait.FAKE_WORK
+    """Segment 0 of the IT_RES does not start from the task's initial model."""
+    CHECKPOINT_BYTES = "checkpoint_bytes"
+    """The bytes the block came with do not hash to its IT_RES's checkpoint_hash. The block
+    hash does not cover them, so this is the sender's fault, not proof against the miner."""
     CORRUPT_MODEL = "corrupt_model", Trait.FAKE_WORK
     STALE_START_MODEL = "stale_start_model", Trait.FAKE_WORK
     LOSS_MISMATCH = "loss_mismatch", Trait.FAKE_WORK

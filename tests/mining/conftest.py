@@ -9,6 +9,7 @@ import pytest
 
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block
+from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.ml.iteration import configure_determinism
 from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 
@@ -30,13 +31,17 @@ def mined(tmp_path_factory: pytest.TempPathFactory) -> tuple[MiningRig, list[Blo
     rig = MiningRig(TINY, tmp_path_factory.mktemp("rig"), difficulty=4)
     trainer = rig.trainer(TINY)
     rig.mine_blocks(trainer, 3)
+    while not any(message_of(b).iteration >= 16 for b in rig.blocks) and not trainer.finished:
+        rig.mine_blocks(trainer, len(rig.blocks) + 1)  # a block past the first segment too
     assert len(rig.blocks) >= 3, f"expected blocks, rejected: {rig.rejected}"
     return rig, rig.blocks
 
 
-def with_message(block: Block, **changes: object) -> Block:
-    from pouw.mining.messages import decode_iteration_message
+def message_of(block: Block) -> IterationMessage:
+    return decode_iteration_message(block.iteration_message)
 
+
+def with_message(block: Block, **changes: object) -> Block:
     message = msgspec.structs.replace(decode_iteration_message(block.iteration_message), **changes)
     return msgspec.structs.replace(block, iteration_message=message.encode())
 

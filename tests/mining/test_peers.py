@@ -10,9 +10,9 @@ from tests.mining.conftest import TINY
 
 from pouw.bench.mining import MiningRig
 from pouw.crypto import hash_concat
-from pouw.mining.messages import NO_UPDATES_HASH, decode_iteration_message
+from pouw.mining.messages import decode_iteration_message
 from pouw.mining.miner import MiningStats
-from pouw.mining.peers import PeerUpdates, aggregate_updates, apply_correction
+from pouw.mining.peers import AppliedUpdates, PeerUpdates, aggregate_updates, apply_correction
 from pouw.ml.compression import CompressedUpdate, StromCompressor
 
 SIZE = 50
@@ -137,14 +137,22 @@ def test_blocks_mined_while_applying_peers_updates_still_reexecute(tmp_path: Pat
         noise = 0.01 * torch.randn(trainer.model_size, generator=generator)
         assert peers.add(peer, compressor.compress(noise).to_bytes())
 
+    taken: list[AppliedUpdates] = []
+    take = peers.take
+
+    def spy() -> AppliedUpdates | None:
+        applied = take()
+        taken.extend([applied] if applied is not None else [])
+        return applied
+
+    peers.take = spy  # type: ignore[method-assign]
     peer_publishes(MiningStats())
-    rig.miner().train(trainer, max_iterations=15, progress=peer_publishes)
-    assert len(rig.blocks) >= 2 and not rig.rejected
-    applied = [
-        decode_iteration_message(b.iteration_message).applied_updates_hash != NO_UPDATES_HASH
-        for b in rig.blocks
-    ]
-    assert any(applied) or pytest.fail("no block recorded an applied update")
+    rig.miner().train(trainer, max_iterations=40, progress=peer_publishes)
+    # 23 batches an epoch: segments start at (0, 16), (1, 0) and (1, 16), not at (0, 0)
+    assert len(taken) == 3, "corrections are applied at segment starts only"
+    assert not rig.rejected
+    after = [b for b in rig.blocks if decode_iteration_message(b.iteration_message).iteration >= 16]
+    assert after or pytest.fail("no block mined after a correction")
     for block in rig.blocks:
         rig.verifier.reexecute(block)
 

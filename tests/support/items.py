@@ -14,10 +14,12 @@ def iteration_message(task_id: bytes, miner: bytes, **changes: Any) -> Iteration
     message = IterationMessage(
         task_id=task_id,
         miner=miner,
+        ticket_id=sha256(b"ticket"),
         worker_index=0,
         workers=1,
         epoch=2,
         iteration=7,
+        checkpoint_hash=sha256(b"checkpoint"),
         batch_hash=sha256(b"batch"),
         loss=0.6931,
         correct=40,

@@ -16,7 +16,7 @@ def seal_with_plain_hash(block: Block, key: KeyPair, chain_id: str) -> Block:
     header = block.header
     nonce = 0
     while not meets_difficulty(
-        msgspec.structs.replace(header, nonce=nonce).hash(), header.difficulty
+        msgspec.structs.replace(header, nonce=nonce).seal_hash(), header.difficulty
     ):
         nonce += 1
     sealed = msgspec.structs.replace(block, header=msgspec.structs.replace(header, nonce=nonce))
@@ -27,7 +27,9 @@ def unsealable(block: Block, key: KeyPair, chain_id: str) -> Block:
     """A signed block whose hash does NOT meet its difficulty (for 'target not met' tests)."""
     header = block.header
     nonce = 0
-    while meets_difficulty(msgspec.structs.replace(header, nonce=nonce).hash(), header.difficulty):
+    while meets_difficulty(
+        msgspec.structs.replace(header, nonce=nonce).seal_hash(), header.difficulty
+    ):
         nonce += 1
     sealed = msgspec.structs.replace(block, header=msgspec.structs.replace(header, nonce=nonce))
     return sign_block(sealed, key, chain_id)

@@ -28,6 +28,7 @@ from pouw.blockchain.store import ChainStore
 from pouw.crypto import sha256
 from pouw.errors import InvalidBlock
 from pouw.mining.budget import derive_nonce, nonce_budget
+from pouw.mining.claims import ClaimRule
 from pouw.mining.messages import IterationMessage
 from pouw.mining.miner import Miner
 from pouw.mining.trainer import TaskTrainer
@@ -73,6 +74,7 @@ class MiningRig:
         self.task_id = task_id
         self.verifier = BlockVerifier(self.params, self.task_spec)
         self.chain.seal_rules = (self.verifier,)
+        self.chain.claim_rule = ClaimRule(self.params)
         self.blocks: list[Block] = []
         self.rejected: list[str] = []
         self._template = self._next_template()
@@ -135,7 +137,11 @@ class MiningRig:
 
     def trainer(self, spec: TaskSpec) -> TaskTrainer:
         return TaskTrainer(
-            self.task_id, spec, load_dataset(spec.dataset), self.miner_key.public_key
+            self.task_id,
+            spec,
+            load_dataset(spec.dataset),
+            self.miner_key.public_key,
+            checkpoint_interval=self.params.checkpoint_interval,
         )
 
 

@@ -50,6 +50,14 @@ class BlockHeader(msgspec.Struct, frozen=True, array_like=True):
     def hash(self) -> bytes:
         return sha256(canonical_bytes(self))
 
+    def seal_hash(self) -> bytes:
+        """What must meet the difficulty: the parent, the precursor and the nonce only. Every
+        other header field (time, transactions, reward recipient) is free to its miner, so
+        none of them may buy another lottery draw."""
+        return sha256(
+            b"pouw-seal" + self.prev_hash + self.precursor + self.nonce.to_bytes(8, "big")
+        )
+
 
 class Block(msgspec.Struct, frozen=True, array_like=True):
     header: BlockHeader

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pouw.blockchain.block import BLOCK_VERSION, Block, BlockHeader, encode_block, merkle_root
 from pouw.blockchain.difficulty import next_difficulty
 from pouw.blockchain.params import ChainParams, genesis_block
-from pouw.blockchain.state import EvidenceCheck, LedgerState, StateChanges
+from pouw.blockchain.state import ClaimRule, EvidenceCheck, LedgerState, StateChanges
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.transactions import Transaction, reward_transaction
 from pouw.blockchain.validation import SealRule, check_block_alone, check_header_in_context
@@ -67,11 +67,15 @@ class Chain:
         params: ChainParams | None = None,
         *,
         seal_rules: Sequence[SealRule] = (),
+        claim_rule: ClaimRule | None = None,
         evidence_check: EvidenceCheck | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.store = store
         self.seal_rules = tuple(seal_rules)
+        self.claim_rule = claim_rule
+        """Checks what a block's iteration claims against the branch's state when the block
+        is applied (`pouw.mining.claims`); None: blocks claim nothing (ledger-only tests)."""
         self.clock_ms = clock_ms
         stored_params = store.params()
         if stored_params is None:
@@ -255,7 +259,8 @@ class Chain:
         return self._reorganize(block, entry, encoded)
 
     def _apply(self, block: Block, txids: list[bytes]) -> StateChanges:
-        return self.state.apply_block(block, txids)
+        claim = self.claim_rule(block, self.state) if self.claim_rule is not None else None
+        return self.state.apply_block(block, txids, claim)
 
     def _write_state(self, *all_changes: StateChanges) -> None:
         self.store.write_state_rows(self.state.tables(), all_changes)

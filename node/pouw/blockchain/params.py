@@ -35,6 +35,12 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Nonces allowed per training sample of an iteration."""
     omega_m: Annotated[float, Meta(ge=0.0)] = 1e-5
     """Nonces allowed per model parameter of an iteration."""
+    checkpoint_interval: Annotated[int, Meta(ge=1, le=1024)] = 16
+    """K: iterations per training segment. A block is re-executed from its segment's start,
+    at most K iterations (docs/protocol.md, 6.5)."""
+    draw_delay: Annotated[int, Meta(ge=1, le=1000)] = 2
+    """A task confirmed at height h is drawn when block h + draw_delay is applied, seeded by
+    that block's hash, among the tickets confirmed at or below h."""
     allocations: tuple[Payout, ...] = ()
     bootstrap_task: TaskSpec | None = None
     """A perpetual task open from genesis, so that blocks (and the first PAY_FOR_TASK) can be

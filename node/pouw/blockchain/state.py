@@ -15,6 +15,7 @@ from typing import Literal, TypeVar
 import msgspec
 
 from pouw.blockchain.block import Block
+from pouw.blockchain.draw import DrawnTicket, TaskDraw, draw_task
 from pouw.blockchain.params import ChainParams, bootstrap_task_id
 from pouw.blockchain.transactions import (
     BuyTicket,
@@ -58,6 +59,32 @@ class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
     height: int
     status: TaskStatus = "open"
     result: TaskResult | None = None
+    drawn: TaskDraw | None = None
+    """Its workers, once block `height + draw_delay` is applied (`pouw.blockchain.draw`)."""
+
+
+class Position(msgspec.Struct, frozen=True, array_like=True):
+    """How far one ticket's work on one task went on this branch."""
+
+    last: int
+    """The last position (`epoch << 32 | iteration`) that sealed a block."""
+    segment: int
+    """The position its segment starts at."""
+    checkpoint_hash: bytes
+    """The checkpoint that segment committed to with its first block."""
+
+
+@dataclass(frozen=True)
+class WorkClaim:
+    """What a block's iteration claims, once the claim rule (`pouw.mining.claims`) checked it
+    against this state: the ticket's work on the task reached `position`."""
+
+    key: bytes
+    """task id + ticket id"""
+    position: Position
+
+
+ClaimRule = Callable[[Block, "LedgerState"], "WorkClaim | None"]
 
 
 class StateChanges(msgspec.Struct):
@@ -66,7 +93,7 @@ class StateChanges(msgspec.Struct):
     accounts: dict[str, Account | None] = {}
     tickets: dict[bytes, Ticket | None] = {}
     tasks: dict[bytes, TaskRecord | None] = {}
-    iterations: dict[bytes, int | None] = {}
+    positions: dict[bytes, Position | None] = {}
 
 
 @dataclass(frozen=True)
@@ -74,7 +101,7 @@ class StateTables:
     accounts: dict[str, Account]
     tickets: dict[bytes, Ticket]
     tasks: dict[bytes, TaskRecord]
-    iterations: dict[bytes, int]
+    positions: dict[bytes, Position]
 
 
 EvidenceCheck = Callable[[SlashEvidence, Ticket], str | None]
@@ -92,8 +119,8 @@ class LedgerState:
         self.accounts: dict[str, Account] = {}
         self.tickets: dict[bytes, Ticket] = {}
         self.tasks: dict[bytes, TaskRecord] = {}
-        self.iterations: dict[bytes, int] = {}
-        """Hash of every iteration message that mined a main-chain block -> its height."""
+        self.positions: dict[bytes, Position] = {}
+        """(task id + ticket id) -> how far that ticket's work on the task went."""
         self.evidence_check = evidence_check or _signature_only_evidence_check
         self._changes: StateChanges | None = None
 
@@ -131,7 +158,7 @@ class LedgerState:
         """Record every write made inside the block; nested use is an error."""
         if self._changes is not None:
             raise RuntimeError("state changes are already being tracked")
-        self._changes = StateChanges(accounts={}, tickets={}, tasks={}, iterations={})
+        self._changes = StateChanges(accounts={}, tickets={}, tasks={}, positions={})
         try:
             yield self._changes
         finally:
@@ -144,8 +171,8 @@ class LedgerState:
             _restore(self.tickets, ticket_id, ticket)
         for task_id, task in changes.tasks.items():
             _restore(self.tasks, task_id, task)
-        for iteration_hash, height in changes.iterations.items():
-            _restore(self.iterations, iteration_hash, height)
+        for key, position in changes.positions.items():
+            _restore(self.positions, key, position)
 
     def _put_account(self, address: str, account: Account) -> None:
         assert self._changes is not None, "state writes happen inside tracking()"
@@ -173,31 +200,50 @@ class LedgerState:
 
     # -- transitions -----------------------------------------------------------------------
 
-    def apply_block(self, block: Block, txids: Sequence[bytes]) -> StateChanges:
-        """Apply a block's transactions, or leave the state as it was and raise InvalidBlock."""
+    def apply_block(
+        self, block: Block, txids: Sequence[bytes], claim: WorkClaim | None = None
+    ) -> StateChanges:
+        """Apply a block's work claim, its transactions and the draws it seeds, or leave the
+        state as it was and raise InvalidBlock."""
         height = block.header.height
         with self.tracking() as changes:
             try:
-                if block.iteration_message:
-                    self._record_iteration(block.header.iteration_hash, height)
+                if claim is not None:
+                    self._put_position(claim.key, claim.position)
                 fees = sum(tx.fee for tx in block.transactions[1:])
                 self.apply_reward(block.transactions[0], self.params.block_reward + fees)
                 for tx, txid in zip(block.transactions[1:], txids[1:], strict=True):
                     self.apply_transaction(tx, txid, height)
+                self._draw_tasks(height, block.hash())
             except InvalidTransaction as error:
                 self.revert(changes)
                 raise InvalidBlock(error.reason, error.detail, height) from None
         return changes
 
-    def _record_iteration(self, iteration_hash: bytes, height: int) -> None:
-        if iteration_hash in self.iterations:
-            mined_at = self.iterations[iteration_hash]
-            raise InvalidTransaction(
-                Reason.REPLAYED_ITERATION, f"iteration already mined at {mined_at}"
+    def _put_position(self, key: bytes, position: Position) -> None:
+        assert self._changes is not None, "state writes happen inside tracking()"
+        if key not in self._changes.positions:
+            self._changes.positions[key] = self.positions.get(key)
+        self.positions[key] = position
+
+    def _draw_tasks(self, height: int, block_hash: bytes) -> None:
+        confirmed_at = height - self.params.draw_delay
+        due = [
+            task
+            for task in self.tasks.values()
+            if task.height == confirmed_at and task.drawn is None and task.client
+        ]
+        if not due:
+            return
+        tickets = [
+            DrawnTicket(t.ticket_id, t.owner, t.public_key, t.role, t.amount, t.height)
+            for t in self.tickets.values()
+        ]
+        for task in due:
+            drawn = draw_task(
+                tickets, task.task_id, task.spec.miners, confirmed_at, block_hash, height
             )
-        assert self._changes is not None
-        self._changes.iterations[iteration_hash] = None
-        self.iterations[iteration_hash] = height
+            self._put_task(task.task_id, msgspec.structs.replace(task, drawn=drawn))
 
     def apply_reward(self, tx: Transaction, expected_amount: int) -> None:
         payload = tx.payload
@@ -325,20 +371,20 @@ class LedgerState:
 
     def tables(self) -> StateTables:
         """The live tables, not a copy."""
-        return StateTables(self.accounts, self.tickets, self.tasks, self.iterations)
+        return StateTables(self.accounts, self.tickets, self.tasks, self.positions)
 
     def snapshot(self) -> StateTables:
         """A copy of the tables, for comparisons."""
         return StateTables(
-            dict(self.accounts), dict(self.tickets), dict(self.tasks), dict(self.iterations)
+            dict(self.accounts), dict(self.tickets), dict(self.tasks), dict(self.positions)
         )
 
     def load(self, tables: StateTables) -> None:
-        self.accounts, self.tickets, self.tasks, self.iterations = (
+        self.accounts, self.tickets, self.tasks, self.positions = (
             tables.accounts,
             tables.tickets,
             tables.tasks,
-            tables.iterations,
+            tables.positions,
         )
 
 

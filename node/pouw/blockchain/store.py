@@ -16,11 +16,18 @@ import msgspec
 
 from pouw.blockchain.block import Block, BlockHeader, decode_block
 from pouw.blockchain.params import ChainParams
-from pouw.blockchain.state import Account, StateChanges, StateTables, TaskRecord, Ticket
+from pouw.blockchain.state import (
+    Account,
+    Position,
+    StateChanges,
+    StateTables,
+    TaskRecord,
+    Ticket,
+)
 from pouw.crypto import canonical_bytes
 
 STORE_FILE: Final = "chain.sqlite"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -37,7 +44,7 @@ CREATE TABLE IF NOT EXISTS undo (hash BLOB PRIMARY KEY, changes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts (address TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tickets (id BLOB PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (id BLOB PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS iterations (hash BLOB PRIMARY KEY, height INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (id BLOB PRIMARY KEY, data BLOB NOT NULL);
 """
 
 _undo_encoder = msgspec.msgpack.Encoder()
@@ -48,6 +55,7 @@ _changes_decoder = msgspec.msgpack.Decoder(StateChanges)
 _account_decoder = msgspec.msgpack.Decoder(Account)
 _ticket_decoder = msgspec.msgpack.Decoder(Ticket)
 _task_decoder = msgspec.msgpack.Decoder(TaskRecord)
+_position_decoder = msgspec.msgpack.Decoder(Position)
 
 
 class StoredBlock(msgspec.Struct, frozen=True):
@@ -200,14 +208,8 @@ class ChainStore:
         )
         self._write_rows("tickets", "id", state.tickets, {k for c in changed for k in c.tickets})
         self._write_rows("tasks", "id", state.tasks, {k for c in changed for k in c.tasks})
-        iteration_keys = {k for c in changed for k in c.iterations}
-        self._db.executemany(
-            "INSERT OR REPLACE INTO iterations (hash, height) VALUES (?, ?)",
-            [(k, state.iterations[k]) for k in iteration_keys if k in state.iterations],
-        )
-        self._db.executemany(
-            "DELETE FROM iterations WHERE hash = ?",
-            [(k,) for k in iteration_keys if k not in state.iterations],
+        self._write_rows(
+            "positions", "id", state.positions, {k for c in changed for k in c.positions}
         )
 
     def _write_rows(
@@ -233,8 +235,8 @@ class ChainStore:
             bytes(key): _task_decoder.decode(data)
             for key, data in self._db.execute("SELECT id, data FROM tasks")
         }
-        iterations = {
-            bytes(key): height
-            for key, height in self._db.execute("SELECT hash, height FROM iterations")
+        positions = {
+            bytes(key): _position_decoder.decode(data)
+            for key, data in self._db.execute("SELECT id, data FROM positions")
         }
-        return StateTables(accounts, tickets, tasks, iterations)
+        return StateTables(accounts, tickets, tasks, positions)

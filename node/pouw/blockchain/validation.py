@@ -50,9 +50,9 @@ def check_block_alone(
         raise reject(Reason.BAD_MERKLE_ROOT, "merkle root does not match the transactions")
     if sha256(block.iteration_message) != header.iteration_hash:
         raise reject(Reason.BAD_ITERATION_HASH, "header does not commit to the iteration message")
-    if not meets_difficulty(block_hash, header.difficulty):
+    if not meets_difficulty(header.seal_hash(), header.difficulty):
         raise reject(
-            Reason.TARGET_NOT_MET, f"hash above the target of difficulty {header.difficulty}"
+            Reason.TARGET_NOT_MET, f"seal hash above the target of difficulty {header.difficulty}"
         )
     if not has_valid_block_signature(block, block_hash, params.chain_id):
         raise reject(Reason.BAD_BLOCK_SIGNATURE, "not signed by the miner in the header")

@@ -1,15 +1,20 @@
-"""The iteration message (IT_RES) a miner publishes after each iteration, and the commitments
-derived from it.
+"""The iteration message (IT_RES) a miner publishes after each iteration, and the precursor
+its nonces are derived from.
 
-    commitment_t = H(commitment_t-1 || H(grad_sample) || applied_updates_hash || batch_hash)
-    precursor_t  = H(commitment_t || H(grad_sample || applied_updates_hash))
+    precursor = H("pouw-precursor" || canonical(task, miner, ticket, worker slot, position,
+                  checkpoint_hash, batch_hash, loss, correct, samples,
+                  H(start_sample), H(grad_sample)))
 
-The commitment chains the miner's iterations together cheaply (no full model hash per
-iteration); the precursor is what the iteration's nonces are derived from.
+Every input of the precursor is either fixed by the chain (the task, the miner's drawn ticket
+and slot, a position that only moves forward, the segment's checkpoint) or recomputed when the
+iteration is re-executed (the batch and every output). `previous_commitment`,
+`applied_updates_hash` and `peer_message_ids` describe the miner's history for its peers; no
+node can check them at bounded cost, so they do not feed the nonces.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Annotated
 
 import msgspec
@@ -26,10 +31,15 @@ Count = Annotated[int, Meta(ge=0, le=2**31)]
 class IterationMessage(msgspec.Struct, frozen=True, array_like=True):
     task_id: Hash
     miner: PublicKey
+    ticket_id: Hash
+    """The miner's MINER ticket that was drawn for the task (any live one: bootstrap task)."""
     worker_index: Count
     workers: Annotated[int, Meta(ge=1, le=64)]
     epoch: Count
     iteration: Count
+    checkpoint_hash: Hash
+    """H(checkpoint bytes) of the model and optimizer at the start of this iteration's
+    segment (`pouw.mining.segments`): re-execution starts there."""
     batch_hash: Hash
     loss: float
     correct: Count
@@ -39,7 +49,7 @@ class IterationMessage(msgspec.Struct, frozen=True, array_like=True):
     applied_updates_hash: Hash
     previous_commitment: Hash
     peer_message_ids: Annotated[tuple[Hash, ...], Meta(max_length=64)] = ()
-    version: int = 1
+    version: int = 2
 
     def encode(self) -> bytes:
         return canonical_bytes(self)
@@ -53,7 +63,23 @@ class IterationMessage(msgspec.Struct, frozen=True, array_like=True):
         )
 
     def precursor(self) -> bytes:
-        return hash_concat(self.commitment(), sha256(self.grad_sample + self.applied_updates_hash))
+        bound = (
+            self.task_id,
+            self.miner,
+            self.ticket_id,
+            self.worker_index,
+            self.workers,
+            self.epoch,
+            self.iteration,
+            self.checkpoint_hash,
+            self.batch_hash,
+            struct.pack("<d", self.loss),
+            self.correct,
+            self.samples,
+            sha256(self.start_sample),
+            sha256(self.grad_sample),
+        )
+        return sha256(b"pouw-precursor" + canonical_bytes(bound))
 
 
 _decoder = msgspec.msgpack.Decoder(IterationMessage)

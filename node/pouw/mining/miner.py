@@ -1,11 +1,11 @@
 """The miner loop: every training iteration is also a bounded round of nonce trials.
 
-The training thread runs forward/backward, derives the precursor from the iteration's
-commitments, tries its nonce budget against the current block template and takes the
-optimizer step; only when a nonce wins does it copy the start model (the parameters are
-untouched until the step). Between iterations it applies its peers' updates through the
-task's aggregator (`pouw.mining.peers`). A pipeline thread does the rest off the training
-thread: Strom compression of the update for peers, signing, and sealing found blocks.
+The training thread runs forward/backward, derives the precursor from the iteration
+(`pouw.mining.messages`), tries its nonce budget against the current block template and takes
+the optimizer step. At each segment start (`pouw.mining.segments`) it first applies its peers'
+updates through the task's aggregator (`pouw.mining.peers`), then takes the checkpoint that
+every block of the segment carries. A pipeline thread does the rest off the training thread:
+Strom compression of the update for peers, signing, and sealing found blocks.
 """
 
 from __future__ import annotations
@@ -24,18 +24,29 @@ import torch
 
 from pouw.blockchain.block import Block, BlockHeader, meets_difficulty, sign_block
 from pouw.blockchain.params import ChainParams
-from pouw.crypto import KeyPair, sha256
+from pouw.crypto import ZERO_HASH, KeyPair, sha256
 from pouw.errors import PouwError
 from pouw.mining.budget import derive_nonce, node_budget, nonce_budget
 from pouw.mining.messages import NO_UPDATES_HASH, IterationMessage
 from pouw.mining.peers import apply_correction
+from pouw.mining.segments import checkpoint_bytes
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.compression import CompressedUpdate, StromCompressor
 from pouw.ml.iteration import forward_backward
-from pouw.ml.models import state_snapshot, state_to_bytes
 
 TemplateSource = Callable[[], Block | None]
 """The current unsealed block to mine on (None: nothing to mine on right now)."""
+
+Entitlement = Callable[["TaskTrainer"], bytes | None]
+"""The ticket id the trainer's next iteration may claim a block with (`pouw.mining.claims`),
+or None when it may not seal one (not drawn, position already sealed on the chain, import
+backlog): its nonces are then not tried."""
+
+
+def bootstrap_phase(trainer: TaskTrainer) -> bytes | None:
+    """No tickets yet: the zero ticket id of the bootstrap phase."""
+    del trainer
+    return ZERO_HASH
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,7 @@ class _Handoff:
     grads: list[torch.Tensor]
     sealed: BlockHeader | None
     template: Block | None
-    start_state: dict[str, torch.Tensor] | None
+    checkpoint: dict[str, torch.Tensor] | None
 
 
 _STOP = object()
@@ -111,6 +122,7 @@ class Miner:
         device_class: str = "cpu",
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         tampering: Tampering | None = None,
+        entitlement: Entitlement = bootstrap_phase,
     ) -> None:
         self.key = key
         self.params = params
@@ -121,6 +133,7 @@ class Miner:
         self.device_class = device_class
         self.clock_ms = clock_ms
         self.tampering = tampering
+        self.entitlement = entitlement
         self.stats = MiningStats()
         self._sealed_on: bytes | None = None
 
@@ -174,18 +187,28 @@ class Miner:
     def _iterate(
         self, trainer: TaskTrainer, parameters: list[torch.nn.Parameter], budget: int
     ) -> _Handoff:
+        applied = None
+        if trainer.at_segment_start:
+            if trainer.peers is not None and (trainer.epoch, trainer.iteration) != (0, 0):
+                applied = trainer.peers.take()  # never before the first: it is the initial model
+            if applied is not None:
+                apply_correction(parameters, applied.correction)
+            trainer.start_segment()
         x, y, batch_digest = trainer.batch()
         outcome = forward_backward(trainer.model, x, y, trainer.fingerprint)
         if not math.isfinite(outcome.loss):
             raise TrainingDiverged(f"loss is {outcome.loss} at epoch {trainer.epoch}")
-        applied = trainer.peers.take() if trainer.peers is not None else None
+        ticket_id = self.entitlement(trainer)
+        segment = trainer.segment
         message = IterationMessage(
             task_id=trainer.task_id,
             miner=self.key.public_key,
+            ticket_id=ticket_id or ZERO_HASH,
             worker_index=trainer.worker_index,
             workers=trainer.workers,
             epoch=trainer.epoch,
             iteration=trainer.iteration,
+            checkpoint_hash=segment[1] if segment is not None else ZERO_HASH,
             batch_hash=batch_digest,
             loss=outcome.loss,
             correct=outcome.correct,
@@ -201,16 +224,18 @@ class Miner:
         commitment = message.commitment()
         template = self.templates()
         sealed = None
-        if template is not None and template.header.prev_hash != self._sealed_on:
+        if (
+            ticket_id is not None
+            and segment is not None
+            and template is not None
+            and template.header.prev_hash != self._sealed_on
+        ):
             sealed = self._try_nonces(
                 template.header, sha256(encoded), commitment, message.precursor(), budget
             )
             if sealed is not None:
                 self._sealed_on = sealed.prev_hash
-        start_state = state_snapshot(trainer.model) if sealed is not None else None
         trainer.optimizer.step()
-        if applied is not None:
-            apply_correction(parameters, applied.correction)
         trainer.advance(commitment)
         stats = self.stats
         stats.iterations += 1
@@ -220,7 +245,8 @@ class Miner:
         grads = [p.grad for p in parameters if p.grad is not None]
         if self.tampering is not None:
             grads = self.tampering.gradients(trainer, x, y, grads)
-        return _Handoff(message, encoded, grads, sealed, template, start_state)
+        checkpoint = segment[0] if sealed is not None and segment is not None else None
+        return _Handoff(message, encoded, grads, sealed, template, checkpoint)
 
     def _try_nonces(
         self,
@@ -241,7 +267,7 @@ class Miner:
         for index in range(budget):
             candidate = msgspec.structs.replace(base, nonce=derive_nonce(precursor, index))
             self.stats.nonces_tried += 1
-            if meets_difficulty(candidate.hash(), candidate.difficulty):
+            if meets_difficulty(candidate.seal_hash(), candidate.difficulty):
                 return candidate
         return None
 
@@ -283,13 +309,13 @@ class Miner:
             if (
                 item.sealed is not None
                 and item.template is not None
-                and item.start_state is not None
+                and item.checkpoint is not None
             ):
                 block = msgspec.structs.replace(
                     item.template,
                     header=item.sealed,
                     iteration_message=item.encoded,
-                    checkpoint=state_to_bytes(item.start_state),
+                    checkpoint=checkpoint_bytes(item.checkpoint),
                 )
                 self.stats.blocks_found += 1
                 self.on_block(sign_block(block, self.key, self.params.chain_id))

@@ -8,6 +8,7 @@ import torch
 
 from pouw.mining.messages import initial_commitment
 from pouw.mining.peers import PeerUpdates
+from pouw.mining.segments import checkpoint_hash, checkpoint_state
 from pouw.ml.datasets import (
     Dataset,
     batch_hash,
@@ -52,6 +53,8 @@ class TaskTrainer:
         worker_index: int = 0,
         workers: int = 1,
         peers: PeerUpdates | None = None,
+        *,
+        checkpoint_interval: int = 16,
     ) -> None:
         self.task_id = task_id
         self.spec = spec
@@ -69,7 +72,20 @@ class TaskTrainer:
         self.iteration = 0
         self.commitment = initial_commitment(task_id, miner)
         self.fingerprint = ModelFingerprint(self.model)
+        self.checkpoint_interval = checkpoint_interval
+        self.segment: tuple[dict[str, torch.Tensor], bytes] | None = None
+        """The current segment's checkpoint and its hash (`pouw.mining.segments`); None after
+        resuming inside a segment, whose start is gone: such a segment seals nothing."""
         self._epoch_data: _EpochData | None = None
+
+    @property
+    def at_segment_start(self) -> bool:
+        return self.iteration % self.checkpoint_interval == 0
+
+    def start_segment(self) -> None:
+        """Take the checkpoint this segment's iterations re-execute from."""
+        state = checkpoint_state(self.model, self.optimizer)
+        self.segment = (state, checkpoint_hash(state))
 
     @property
     def finished(self) -> bool:
@@ -103,6 +119,7 @@ class TaskTrainer:
     def resume(self, epoch: int, iteration: int, commitment: bytes) -> None:
         """Continue from a saved position (`pouw.mining.checkpoint`)."""
         self.epoch, self.iteration, self.commitment = epoch, iteration, commitment
+        self.segment = None
 
     def advance(self, commitment: bytes) -> None:
         self.commitment = commitment

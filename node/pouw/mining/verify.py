@@ -1,40 +1,52 @@
-"""Checking a mined block.
+"""Checking a mined block: every node re-executes it before storing it.
 
-`check_seal` is what every node runs: the iteration message decodes, belongs to a known task
-and to the block's miner, the header commits to its commitment and precursor, and the nonce is
-derived from the precursor within the budget. `BlockVerifier.reexecute` is what verifiers add:
-rebuild the batch, load the start model, re-run the iteration and compare.
+`check_seal` is the cheap part: the iteration message decodes, belongs to an open task and to
+the block's miner, the header carries its precursor, and the nonce is derived from the precursor
+within the budget. `reexecute` adds the rest: the block's checkpoint is the one the IT_RES
+names (segment 0: the task's initial model), and re-running the iteration from it (at most
+`checkpoint_interval` iterations, `pouw.mining.segments`) gives the published batch, start
+sample, loss, correct count and gradient sample, bit for bit. Only the `cpu` device class is
+exact; any other is refused (a GPU's kernels may differ in the last bits, and a tolerance would
+let a miner vary its outputs, and so its precursor, for free).
 
-Exact mode (a block mined on CPU): loss, correct count and gradient sample must match bit for
-bit. Tolerance mode (a block whose header names another device class): the float results may
-differ by kernel choice, so the loss may differ by TOLERANCE relative, the correct count by 1%
-of the batch, and the gradient sample by TOLERANCE in relative L2 norm; the commitment and
-precursor are still computed from the published sample.
+What the IT_RES claims against the branch (a drawn ticket, a fresh position, the segment's
+checkpoint) is checked when the block is applied: `pouw.mining.claims`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
+import torch
+from cachetools import LRUCache
 from torch import nn
 
 from pouw.blockchain.block import Block
 from pouw.blockchain.params import ChainParams
+from pouw.crypto import sha256
 from pouw.errors import InvalidBlock, MalformedData, Reason
 from pouw.mining.budget import OVER_BUDGET_SEARCH, nonce_budget, nonce_index
 from pouw.mining.messages import IterationMessage, decode_iteration_message
+from pouw.mining.segments import (
+    checkpoint_hash,
+    initial_checkpoint,
+    load_checkpoint,
+    position,
+    read_checkpoint,
+    segment_start,
+)
 from pouw.mining.trainer import task_batch
-from pouw.ml.datasets import Dataset, DatasetError, load_dataset, shard_indices
-from pouw.ml.iteration import forward_backward
-from pouw.ml.models import CorruptModel, build_model, load_model_bytes, parameter_count
+from pouw.ml.datasets import Dataset, DatasetError, batches_per_epoch, load_dataset, shard_indices
+from pouw.ml.iteration import IterationOutcome, ModelFingerprint, forward_backward
+from pouw.ml.models import CorruptModel, build_model, parameter_count
 from pouw.spec import TaskSpec
 
-TOLERANCE = 1e-3
 EXACT_DEVICE_CLASS = "cpu"
+VERIFIED_KEPT = 4096
+"""Hashes of blocks that passed re-execution, so that a block checked by a verifier's role
+before it reaches the chain's seal rule is not re-run twice."""
 
 TaskLookup = Callable[[bytes], TaskSpec | None]
 
@@ -45,6 +57,16 @@ class Verification:
     seconds: float
     loss: float
     accuracy: float
+    iterations: int
+    """Iterations re-run: from the segment's start to the block's position."""
+    checkpoint_bytes_hash: bytes
+    """Of the bytes it was re-run from: the block hash does not cover them."""
+
+
+@dataclass(frozen=True)
+class _TaskFacts:
+    model_size: int
+    initial_checkpoint_hash: bytes
 
 
 class BlockVerifier:
@@ -58,17 +80,22 @@ class BlockVerifier:
         self.params = params
         self.tasks = tasks
         self.datasets = datasets
-        self._models: dict[bytes, tuple[nn.Module, int]] = {}
+        self._facts: dict[bytes, _TaskFacts] = {}
+        self._verified: LRUCache[bytes, Verification] = LRUCache(VERIFIED_KEPT)
+        self._fake: LRUCache[bytes, InvalidBlock] = LRUCache(VERIFIED_KEPT)
+        """Blocks whose signed IT_RES re-executes to something else: fake whatever bytes
+        come with them next, so never re-run."""
 
-    def _model(self, task_id: bytes, spec: TaskSpec) -> tuple[nn.Module, int]:
-        cached = self._models.get(task_id)
-        if cached is None:
-            model = build_model(spec.model, seed=task_id)
-            cached = self._models[task_id] = (model, parameter_count(model))
-        return cached
+    def _task_facts(self, task_id: bytes, spec: TaskSpec) -> _TaskFacts:
+        facts = self._facts.get(task_id)
+        if facts is None:
+            size = parameter_count(build_model(spec.model, seed=task_id))
+            initial = checkpoint_hash(initial_checkpoint(task_id, spec))
+            facts = self._facts[task_id] = _TaskFacts(size, initial)
+        return facts
 
-    def check_seal(self, block: Block) -> IterationMessage:
-        """The checks every node runs: cheap, no training."""
+    def check_seal(self, block: Block) -> tuple[IterationMessage, TaskSpec]:
+        """The checks that need no training."""
         height = block.header.height
         header = block.header
         try:
@@ -82,8 +109,9 @@ class BlockVerifier:
             raise InvalidBlock(
                 Reason.MINER_MISMATCH, "iteration message is from another miner", height
             )
-        commitment = message.commitment()
-        if header.history_commitment != commitment:
+        if header.device_class != EXACT_DEVICE_CLASS:
+            raise InvalidBlock(Reason.INEXACT_DEVICE, repr(header.device_class), height)
+        if header.history_commitment != message.commitment():
             raise InvalidBlock(
                 Reason.COMMITMENT_MISMATCH, "header does not carry the commitment", height
             )
@@ -92,7 +120,7 @@ class BlockVerifier:
             raise InvalidBlock(
                 Reason.PRECURSOR_MISMATCH, "header does not carry the precursor", height
             )
-        _, model_size = self._model(message.task_id, spec)
+        model_size = self._task_facts(message.task_id, spec).model_size
         budget = nonce_budget(self.params.omega_b, self.params.omega_m, spec.batch_size, model_size)
         if nonce_index(precursor, header.nonce, budget) is None:
             beyond = nonce_index(precursor, header.nonce, budget + OVER_BUDGET_SEARCH)
@@ -103,18 +131,35 @@ class BlockVerifier:
             raise InvalidBlock(
                 Reason.NONCE_NOT_DERIVED, "nonce is not derived from the precursor", height
             )
-        return message
+        return message, spec
 
     def __call__(self, block: Block) -> None:
-        self.check_seal(block)
+        """The seal rule every node's chain runs: the whole re-execution."""
+        self.reexecute(block)
 
     def reexecute(self, block: Block) -> Verification:
-        """Re-run the block's iteration; raise InvalidBlock naming the first mismatch."""
+        """Re-run the block's segment up to its iteration; raise InvalidBlock naming the first
+        mismatch."""
+        block_hash = block.hash()
+        known = self._verified.get(block_hash)
+        if known is not None and known.checkpoint_bytes_hash == sha256(block.checkpoint):
+            return known
+        fake = self._fake.get(block_hash)
+        if fake is not None:
+            raise fake
+        try:
+            verification = self._reexecute(block, block_hash)
+        except InvalidBlock as error:
+            if error.reason.fake_work:
+                self._fake[block_hash] = error
+            raise
+        self._verified[block_hash] = verification
+        return verification
+
+    def _reexecute(self, block: Block, block_hash: bytes) -> Verification:
         started = time.perf_counter()
-        message = self.check_seal(block)
+        message, spec = self.check_seal(block)
         height = block.header.height
-        spec = self.tasks(message.task_id)
-        assert spec is not None
         try:
             dataset = self.datasets(spec)
         except DatasetError as error:
@@ -124,74 +169,93 @@ class BlockVerifier:
                 Reason.BAD_WORKER_INDEX, f"{message.worker_index}/{message.workers}", height
             )
         shard = shard_indices(len(dataset.y_train), message.worker_index, message.workers)
-        try:
-            x, y, digest = task_batch(
-                dataset, spec, message.task_id, shard, message.epoch, message.iteration
-            )
-        except IndexError:
+        per_epoch = batches_per_epoch(len(shard), spec.batch_size)
+        if message.epoch >= spec.epochs or message.iteration >= per_epoch:
             raise InvalidBlock(
-                Reason.BATCH_MISMATCH, "no such batch in the epoch", height
-            ) from None
-        if digest != message.batch_hash:
-            raise InvalidBlock(
-                Reason.BATCH_MISMATCH, "batch hash is not the scheduled batch's", height
+                Reason.BAD_POSITION, f"epoch {message.epoch} iteration {message.iteration}", height
             )
-        if message.samples != len(y):  # it scales tolerance mode's slack on the correct count
-            raise InvalidBlock(Reason.BATCH_MISMATCH, f"{message.samples} samples claimed", height)
-        model, _ = self._model(message.task_id, spec)
+        at = message.iteration
+        start = segment_start(at, self.params.checkpoint_interval)
+        segment = position(message.epoch, start)
+        model, optimizer = self._start_from(block, message, spec, segment)
+        outcome = _replay(model, optimizer, block, message, spec, dataset, shard, start)
+        _compare(message, outcome, height)
+        seconds = time.perf_counter() - started
+        return Verification(
+            block_hash,
+            seconds,
+            outcome.loss,
+            outcome.accuracy,
+            at - start + 1,
+            sha256(block.checkpoint),
+        )
+
+    def _start_from(
+        self, block: Block, message: IterationMessage, spec: TaskSpec, segment: int
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """The model and optimizer at the segment's start, from the block's checkpoint."""
+        height = block.header.height
         try:
-            load_model_bytes(model, block.checkpoint)
+            tensors = read_checkpoint(block.checkpoint)
+        except CorruptModel as error:
+            raise InvalidBlock(Reason.CHECKPOINT_BYTES, str(error), height) from None
+        if checkpoint_hash(tensors) != message.checkpoint_hash:
+            raise InvalidBlock(
+                Reason.CHECKPOINT_BYTES, "the checkpoint is not the one the IT_RES names", height
+            )
+        try:
+            loaded = load_checkpoint(spec, message.task_id, tensors)
         except CorruptModel as error:
             raise InvalidBlock(Reason.CORRUPT_MODEL, str(error), height) from None
-        try:
-            outcome = forward_backward(model, x, y)
-        except (RuntimeError, IndexError, ValueError) as error:  # a model that cannot fit its data
-            raise InvalidBlock(Reason.UNRUNNABLE_TASK, str(error)[:200], height) from None
-        if outcome.start_sample != message.start_sample:
+        facts = self._task_facts(message.task_id, spec)
+        if segment == 0 and message.checkpoint_hash != facts.initial_checkpoint_hash:
             raise InvalidBlock(
-                Reason.STALE_START_MODEL, "checkpoint is not the iteration's start model", height
+                Reason.CHECKPOINT_MISMATCH, "segment 0 must start from the initial model", height
             )
-        exact = block.header.device_class == EXACT_DEVICE_CLASS
-        _compare(message, outcome.loss, outcome.correct, outcome.grad_sample, exact, height)
-        return Verification(
-            block.hash(), time.perf_counter() - started, outcome.loss, outcome.accuracy
-        )
+        return loaded
 
 
-def _compare(
+def _replay(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    block: Block,
     message: IterationMessage,
-    loss: float,
-    correct: int,
-    grad_sample: bytes,
-    exact: bool,
-    height: int,
-) -> None:
-    if len(message.grad_sample) != len(grad_sample):  # before frombuffer: any length may come
-        raise InvalidBlock(Reason.UPDATE_MISMATCH, "gradient sample has the wrong length", height)
-    published = np.frombuffer(message.grad_sample, dtype=np.float32)
-    recomputed = np.frombuffer(grad_sample, dtype=np.float32)
-    if exact:
-        if loss != message.loss:
-            raise InvalidBlock(
-                Reason.LOSS_MISMATCH, f"published {message.loss}, re-run {loss}", height
-            )
-        if correct != message.correct:
-            raise InvalidBlock(
-                Reason.ACCURACY_MISMATCH, f"published {message.correct}, re-run {correct}", height
-            )
-        if grad_sample != message.grad_sample:
-            raise InvalidBlock(Reason.UPDATE_MISMATCH, "gradient differs from the re-run", height)
-        return
-    if not math.isclose(loss, message.loss, rel_tol=TOLERANCE):
-        raise InvalidBlock(Reason.LOSS_MISMATCH, f"published {message.loss}, re-run {loss}", height)
-    if abs(correct - message.correct) > max(1, message.samples // 100):
+    spec: TaskSpec,
+    dataset: Dataset,
+    shard: torch.Tensor,
+    start: int,
+) -> IterationOutcome:
+    """Train from the segment's start up to the block's iteration, which is run but not
+    stepped: its outcome is what the IT_RES published."""
+    height = block.header.height
+    fingerprint = ModelFingerprint(model)
+    try:
+        for step in range(start, message.iteration + 1):
+            x, y, digest = task_batch(dataset, spec, message.task_id, shard, message.epoch, step)
+            outcome = forward_backward(model, x, y, fingerprint)
+            if step < message.iteration:
+                optimizer.step()
+    except (RuntimeError, IndexError, ValueError) as error:  # a model that cannot fit its data
+        raise InvalidBlock(Reason.UNRUNNABLE_TASK, str(error)[:200], height) from None
+    if digest != message.batch_hash or message.samples != len(y):
+        raise InvalidBlock(Reason.BATCH_MISMATCH, "batch hash is not the scheduled batch's", height)
+    return outcome
+
+
+def _compare(message: IterationMessage, outcome: IterationOutcome, height: int) -> None:
+    if outcome.start_sample != message.start_sample:
         raise InvalidBlock(
-            Reason.ACCURACY_MISMATCH, f"published {message.correct}, re-run {correct}", height
+            Reason.STALE_START_MODEL, "the segment does not lead to the start model", height
         )
-    error = float(np.linalg.norm(published - recomputed)) / max(
-        float(np.linalg.norm(recomputed)), 1e-12
-    )
-    if not error <= TOLERANCE:
+    if outcome.loss != message.loss:
         raise InvalidBlock(
-            Reason.UPDATE_MISMATCH, f"relative error {error:.2e} above {TOLERANCE}", height
+            Reason.LOSS_MISMATCH, f"published {message.loss}, re-run {outcome.loss}", height
         )
+    if outcome.correct != message.correct:
+        raise InvalidBlock(
+            Reason.ACCURACY_MISMATCH,
+            f"published {message.correct}, re-run {outcome.correct}",
+            height,
+        )
+    if outcome.grad_sample != message.grad_sample:
+        raise InvalidBlock(Reason.UPDATE_MISMATCH, "gradient differs from the re-run", height)

@@ -76,12 +76,20 @@ def state_to_bytes(state: dict[str, torch.Tensor]) -> bytes:
 
 def load_model_bytes(model: nn.Module, data: bytes) -> None:
     """Load a safetensors blob into `model`, refusing anything but its exact parameters."""
+    load_model_state(model, read_safetensors(data))
+
+
+def read_safetensors(data: bytes) -> dict[str, torch.Tensor]:
     if len(data) > MAX_MODEL_BYTES:
         raise CorruptModel(f"model blob of {len(data)} bytes exceeds {MAX_MODEL_BYTES}")
     try:
-        loaded = safetensors.torch.load(data)
+        return safetensors.torch.load(data)
     except Exception as error:  # safetensors raises its own error types for bad headers
         raise CorruptModel(f"not a safetensors blob: {error}") from None
+
+
+def load_model_state(model: nn.Module, loaded: dict[str, torch.Tensor]) -> None:
+    """Make `loaded` the parameters of `model`, refusing anything but its exact parameters."""
     expected = model.state_dict()
     if loaded.keys() != expected.keys():
         raise CorruptModel("model blob holds other parameters than the task's model")

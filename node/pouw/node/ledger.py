@@ -24,8 +24,9 @@ from pouw.blockchain.transactions import (
     encode_transaction,
     sign_transaction,
 )
-from pouw.economics.selection import TaskAssignment, assign
+from pouw.economics.selection import TaskAssignment, assignment_of
 from pouw.errors import InvalidTransaction, MalformedData, PouwError
+from pouw.mining.claims import ClaimRule
 from pouw.mining.verify import BlockVerifier
 from pouw.network.messages import ItemKind
 from pouw.node.announcer import Announcer
@@ -57,12 +58,11 @@ class Ledger:
             context.config.data_dir / MEMPOOL_JOURNAL, 2 * self.mempool.max_transactions
         )
         self.seal = BlockVerifier(context.params, self.open_task_spec)
-        """The PoUW seal every block must pass; verifiers also re-execute with it."""
+        """The PoUW seal every block must pass: its iteration re-executed."""
         self.template: Block | None = None
         """The block a miner seals next: the tip's child with the mempool's best."""
         self._chain: Chain | None = None
         self._template_timer: asyncio.TimerHandle | None = None
-        self._draws: dict[tuple[bytes, bytes], TaskAssignment] = {}
         context.events.tick.subscribe(self._on_tick)
 
     @property
@@ -80,6 +80,7 @@ class Ledger:
         """The stored chain, and the journaled transactions that still apply."""
         self._chain = Chain(ChainStore(self.context.config.data_dir), self.context.params)
         self._chain.seal_rules = (self.seal,)
+        self._chain.claim_rule = ClaimRule(self.context.params)
         self.context.metrics.chain_height.set(self._chain.height)
 
     def close(self) -> None:
@@ -191,12 +192,6 @@ class Ledger:
         return None if record is None or record.status != "open" else record.spec
 
     def draw(self, record: TaskRecord) -> TaskAssignment | None:
-        """The task's workers, drawn from the tickets by the hash of the block that holds the
-        task (None while that block is not on the main chain)."""
-        seed = self.chain.hash_at(record.height)
-        if seed is None:
-            return None
-        key = (record.task_id, seed)
-        if key not in self._draws:
-            self._draws[key] = assign(self.chain.state, record, seed)
-        return self._draws[key]
+        """The task's workers as the main chain drew them (None until block
+        `height + draw_delay`, `pouw.blockchain.draw`)."""
+        return assignment_of(record)

@@ -130,6 +130,7 @@ class MiningWorker:
                 worker_index=job.worker_index,
                 workers=job.workers,
                 peers=job.peers,
+                checkpoint_interval=self.miner.params.checkpoint_interval,
             )
             if (
                 self.checkpoints is not None

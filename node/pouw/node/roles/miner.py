@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pouw.blockchain.block import Block, encode_block
 from pouw.blockchain.chain import AddStatus
 from pouw.blockchain.params import bootstrap_task_id
-from pouw.blockchain.state import TaskRecord
+from pouw.blockchain.state import Position, TaskRecord
+from pouw.crypto import ZERO_HASH
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, MalformedData
 from pouw.mining.checkpoint import TrainerCheckpoints
 from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.miner import Miner, MiningStats, PublishedIteration
 from pouw.mining.peers import PeerUpdates
+from pouw.mining.segments import position, segment_start
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.aggregation import UNSCREENED
 from pouw.ml.models import model_hash, model_to_bytes
@@ -42,6 +44,7 @@ from pouw.node.items import (
 )
 from pouw.node.ledger import Ledger
 from pouw.node.worker import FinishedTraining, Job, MiningWorker
+from pouw.roles import NodeRole
 from pouw.security import SenderScreen
 from pouw.security.detection import MIN_UPDATES
 from pouw.spec import model_parameters
@@ -50,6 +53,31 @@ log = logging.getLogger("pouw.node")
 
 ITERATION_BATCH_MAX = 1024
 """IT_RES records sent at once at most; else they go every tick (ITERATION_FLUSH_S)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the current job's iterations may claim on the main chain (`pouw.mining.claims`),
+    taken on the loop at each chain change and read by the training thread."""
+
+    task_id: bytes
+    ticket_id: bytes
+    last: Position | None
+
+    def ticket_for(self, trainer: TaskTrainer) -> bytes | None:
+        if trainer.task_id != self.task_id or trainer.segment is None:
+            return None
+        last = self.last
+        if last is None:
+            return self.ticket_id
+        if position(trainer.epoch, trainer.iteration) <= last.last:
+            return None  # sealed already: a restarted miner catching up with itself
+        segment = position(
+            trainer.epoch, segment_start(trainer.iteration, trainer.checkpoint_interval)
+        )
+        if segment == last.segment and trainer.segment[1] != last.checkpoint_hash:
+            return None  # this segment committed to another checkpoint before a restart
+        return self.ticket_id
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,7 @@ class MinerRole:
         self._finished: set[bytes] = set()
         self._inboxes: dict[bytes, PeerUpdates] = {}
         self._unsent: list[IterationRecord] = []
+        self._claim: Claim | None = None
         events = context.events
         events.chain_changed.subscribe(lambda _: self.refresh_job())
         events.peer_iteration.subscribe(self._take_update)
@@ -106,6 +135,7 @@ class MinerRole:
             intensity=context.config.mining_intensity,
             device_class=context.config.device,
             tampering=self._tampering(),
+            entitlement=self._entitlement,
         )
         self.stats = miner.stats
         self._worker = MiningWorker(
@@ -142,8 +172,37 @@ class MinerRole:
 
     # -- the job -----------------------------------------------------------------------------------
 
+    def _entitlement(self, trainer: TaskTrainer) -> bytes | None:
+        claim = self._claim
+        return None if claim is None else claim.ticket_for(trainer)
+
+    def _claim_for(self, job: Job | None) -> Claim | None:
+        if job is None:
+            return None
+        state, me = self.ledger.chain.state, self.context.key.public_key
+        ticket_id: bytes | None = None
+        if job.client_task:
+            record = state.tasks.get(job.task_id)
+            seats = record.drawn.miners if record is not None and record.drawn else ()
+            if job.worker_index < len(seats) and seats[job.worker_index].public_key == me:
+                ticket_id = seats[job.worker_index].ticket_id
+            if ticket_id is None or ticket_id not in state.tickets:
+                return None
+        else:
+            miners = [t for t in list(state.tickets.values()) if t.role == NodeRole.MINER]
+            mine = sorted(t.ticket_id for t in miners if t.public_key == me)
+            if mine:
+                ticket_id = mine[0]
+            elif not miners:
+                ticket_id = ZERO_HASH
+            else:
+                return None
+        key = job.task_id + (me if ticket_id == ZERO_HASH else ticket_id)
+        return Claim(job.task_id, ticket_id, state.positions.get(key))
+
     def refresh_job(self) -> None:
         job = self._choose_job()
+        self._claim = self._claim_for(job)
         self.context.metrics.task_assigned.set(1 if job is not None and job.client_task else 0)
         if job != self.job:
             self.job = job

@@ -1,6 +1,6 @@
-"""The verifier role: re-execute every peer's block before the ledger takes it (gossiped or
-synced), gossip a signed verdict on each, and report the miner of a block whose re-execution
-shows fake work with its signed IT_RES as slashing evidence.
+"""The verifier role: every node re-executes each peer's block before taking it (the
+intake's first check); a verifier also gossips a signed verdict on each, and reports the miner
+of a block whose re-execution shows fake work with its signed IT_RES as slashing evidence.
 
 A miner announces its block before the batch carrying the block's IT_RES, so a report waits
 (bounded) for that evidence to arrive.
@@ -9,7 +9,6 @@ A miner announces its block before the batch carrying the block's IT_RES, so a r
 from __future__ import annotations
 
 import logging
-import time
 
 from cachetools import FIFOCache
 
@@ -17,10 +16,10 @@ from pouw.blockchain.block import Block
 from pouw.blockchain.transactions import SlashEvidence
 from pouw.crypto import address_of, sha256
 from pouw.errors import InvalidBlock, InvalidTransaction
-from pouw.network.messages import ItemKind, ItemResult
+from pouw.network.messages import ItemKind
 from pouw.node.announcer import RECENT_ITEMS, Announcer
 from pouw.node.context import NodeContext
-from pouw.node.intake import Intake, blame_miner
+from pouw.node.intake import Intake
 from pouw.node.items import BlockVerdict, IterationRecord, encode_item, sign_verdict
 from pouw.node.ledger import Ledger
 from pouw.roles import NodeRole
@@ -39,38 +38,14 @@ class VerifierRole:
         self.ledger = ledger
         self.announcer = announcer
         self.intake = intake
-        self._fake_work: FIFOCache[bytes, InvalidBlock] = FIFOCache(RECENT_ITEMS)
-        """Blocks whose re-execution failed: always invalid, never re-run."""
         self._records: FIFOCache[bytes, IterationRecord] = FIFOCache(RECENT_ITEMS)
         """Recent IT_RES by message hash: the evidence a report attaches."""
         self._awaiting: FIFOCache[bytes, tuple[Block, InvalidBlock]] = FIFOCache(AWAITED_EVIDENCE)
         self._reported: set[bytes] = set()
-        intake.block_checks.append(self.check)
         events = context.events
         events.block_accepted.subscribe(self._passed)
         events.block_rejected.subscribe(self._failed)
         events.iteration_record.subscribe(self._keep_record)
-
-    async def check(self, block: Block, peer: str) -> ItemResult | None:
-        """Re-run the block's iteration; None when it holds."""
-        known = self._fake_work.get(block.hash())
-        if known is not None:
-            return blame_miner(block, known.reason, peer)
-        failure = await self._reexecute(block)
-        if failure is None:
-            return None
-        result = self.intake.reject_block(block, failure)
-        return blame_miner(block, failure.reason, peer) if failure.reason.fake_work else result
-
-    async def _reexecute(self, block: Block) -> InvalidBlock | None:
-        started = time.perf_counter()
-        try:
-            await self.context.background.check(self.ledger.seal.reexecute, block)
-        except InvalidBlock as error:
-            return error
-        finally:
-            self.context.metrics.verification_seconds.observe(time.perf_counter() - started)
-        return None
 
     def _passed(self, block: Block) -> None:
         self.context.counters.verified()
@@ -79,7 +54,6 @@ class VerifierRole:
     def _failed(self, block: Block, error: InvalidBlock) -> None:
         self._tell(block, valid=False, reason=error.reason)
         if error.reason.fake_work:
-            self._fake_work[block.hash()] = error
             self.context.counters.attack("fake_work")
             self._report(block, error)
 
