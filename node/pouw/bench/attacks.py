@@ -123,6 +123,9 @@ def _fake_work_blocks(
     with tempfile.TemporaryDirectory(prefix="pouw-bench-attacks-") as tmp:
         # A 1 ms target block time keeps the retargeted difficulty at 1: every iteration wins.
         rig = MiningRig(chain_spec, Path(tmp), difficulty=1, block_time_ms=1)
+        # One key plays every worker here, which the claim rule would refuse (one position
+        # per ticket); this bench measures what re-execution tells apart.
+        rig.chain.claim_rule = None
         dataset = load_dataset(chain_spec.dataset)
         mined: dict[int, list[Block]] = {}
         for worker in range(MINERS):

@@ -66,9 +66,9 @@ def verdicts(announcer: FakeAnnouncer) -> list[BlockVerdict]:
 
 
 def test_a_block_that_re_executes_passes_and_gets_a_signed_verdict(tmp_path: Path) -> None:
-    node, ledger, announcer, intake, role = setup(tmp_path)
+    node, ledger, announcer, intake, _ = setup(tmp_path)
     honest = block(CHEAT, message_of(CHEAT, TASK_ID))
-    assert run(role.check(honest, RELAY.public_key.hex())) is None
+    assert run(intake.reexecute(honest, RELAY.public_key.hex())) is None
     assert ledger.seal.reexecuted == [honest.hash()]
     node.events.block_accepted.emit(honest)
     (verdict,) = verdicts(announcer)
@@ -84,11 +84,11 @@ def test_a_block_that_re_executes_passes_and_gets_a_signed_verdict(tmp_path: Pat
 def test_fake_work_is_rejected_counted_and_slashed_once_its_evidence_arrives(
     tmp_path: Path,
 ) -> None:
-    node, ledger, announcer, _, role = setup(tmp_path)
+    node, ledger, announcer, intake, _ = setup(tmp_path)
     message = message_of(CHEAT, TASK_ID)
     fake = block(CHEAT, message)
     ledger.seal.bad[fake.hash()] = InvalidBlock(Reason.LOSS_MISMATCH, "re-run differs")
-    answer = run(role.check(fake, CHEAT.public_key.hex()))  # from its own miner
+    answer = run(intake.reexecute(fake, CHEAT.public_key.hex()))  # from its own miner
     assert answer is not None and (answer.verdict, answer.reason) == (
         Verdict.REJECTED,
         Reason.LOSS_MISMATCH,
@@ -109,34 +109,33 @@ def test_fake_work_is_rejected_counted_and_slashed_once_its_evidence_arrives(
     assert len(ledger.submitted) == 1
 
 
-def test_a_relay_of_fake_work_is_not_blamed_and_the_block_is_not_re_run(tmp_path: Path) -> None:
-    node, ledger, _, _, role = setup(tmp_path)
+def test_a_relay_of_fake_work_is_blamed_like_its_miner(tmp_path: Path) -> None:
+    """Every node re-executes before it relays: fake work reaches us only from a peer that
+    did not, or a peer that lies."""
+    node, ledger, _, intake, _ = setup(tmp_path)
     fake = block(CHEAT, message_of(CHEAT, TASK_ID))
     ledger.seal.bad[fake.hash()] = InvalidBlock(Reason.UPDATE_MISMATCH)
-    first = run(role.check(fake, RELAY.public_key.hex()))
-    assert first is not None and first.verdict == Verdict.KNOWN
-    again = run(role.check(fake, CHEAT.public_key.hex()))
-    assert again is not None and again.verdict == Verdict.REJECTED
-    assert ledger.seal.reexecuted == [fake.hash()]  # known fake work is never re-run
+    first = run(intake.reexecute(fake, RELAY.public_key.hex()))
+    assert first is not None and first.verdict == Verdict.REJECTED
     assert node.counters.blocks_rejected == 1
 
 
 def test_a_rejection_that_is_not_fake_work_is_not_slashed(tmp_path: Path) -> None:
-    node, ledger, _, _, role = setup(tmp_path)
+    node, ledger, _, intake, _ = setup(tmp_path)
     message = message_of(CHEAT, TASK_ID)
     broken = block(CHEAT, message)
     ledger.seal.bad[broken.hash()] = InvalidBlock(Reason.DATASET_UNAVAILABLE, "offline")
-    answer = run(role.check(broken, RELAY.public_key.hex()))
+    answer = run(intake.reexecute(broken, RELAY.public_key.hex()))
     assert answer is not None and answer.verdict == Verdict.REJECTED  # whoever relays it
     node.events.iteration_record.emit(record(message))
     assert ledger.submitted == [] and node.counters.attacks_detected == {}
 
 
 def test_a_verifier_without_a_ticket_does_not_slash(tmp_path: Path) -> None:
-    node, ledger, _, _, role = setup(tmp_path, staked=False)
+    node, ledger, _, intake, _ = setup(tmp_path, staked=False)
     message = message_of(CHEAT, TASK_ID)
     node.events.iteration_record.emit(record(message))
     fake = block(CHEAT, message)
     ledger.seal.bad[fake.hash()] = InvalidBlock(Reason.BATCH_MISMATCH)
-    run(role.check(fake, CHEAT.public_key.hex()))
+    run(intake.reexecute(fake, CHEAT.public_key.hex()))
     assert ledger.submitted == [] and node.counters.attacks_detected["fake_work"] == 1
