@@ -259,3 +259,36 @@ def test_the_precursor_binds_every_checked_field(changes: dict[str, object]) -> 
 )
 def test_history_nobody_can_check_buys_no_fresh_nonces(changes: dict[str, object]) -> None:
     assert msgspec.structs.replace(BASE, **changes).precursor() == BASE.precursor()
+
+
+def test_grinding_one_real_iteration_gets_nothing_past_its_budget(
+    mined: tuple[MiningRig, list[Block]],
+) -> None:
+    """Everything a miner may vary for free (its history for peers, the time, the reward's
+    recipient, the transactions) leaves the lottery draws of one iteration where they were:
+    its nonce budget, on one parent."""
+    rig, blocks = mined
+    block = blocks[0]
+    message = message_of(block)
+    budget = nonce_budget(
+        rig.params.omega_b, rig.params.omega_m, TINY.batch_size, 64 * 32 + 32 + 32 * 10 + 10
+    )
+    draws = set()
+    for variant in range(50):
+        salt = variant.to_bytes(4, "big")
+        ground = msgspec.structs.replace(
+            message,
+            previous_commitment=sha256(b"history" + salt),
+            applied_updates_hash=sha256(b"updates" + salt),
+            peer_message_ids=(sha256(salt),),
+        )
+        for index in range(budget):
+            header = msgspec.structs.replace(
+                block.header,
+                timestamp_ms=block.header.timestamp_ms + variant,
+                merkle_root=sha256(b"other transactions" + salt),
+                precursor=ground.precursor(),
+                nonce=derive_nonce(ground.precursor(), index),
+            )
+            draws.add(header.seal_hash())
+    assert len(draws) == budget
