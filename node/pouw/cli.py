@@ -41,9 +41,10 @@ def chain() -> None:
 def chain_verify(data_dir: Path) -> None:
     """Re-validate a stored chain from genesis; exit 1 naming the first bad block."""
     from pouw.blockchain.audit import audit_store
+    from pouw.mining.claims import ClaimRule
 
     try:
-        report = audit_store(data_dir)
+        report = audit_store(data_dir, claim_rule=ClaimRule())
     except FileNotFoundError as error:
         raise click.ClickException(str(error)) from None
     click.echo(report.describe())

@@ -416,10 +416,11 @@ def _spec_mapping(spec: TaskSpec) -> dict[str, Any]:
 def verify_data_dirs(root: Path, node_ids: Mapping[str, object]) -> dict[str, str]:
     """`pouw chain verify` on every node's data dir: node id -> the verdict line."""
     from pouw.blockchain.audit import audit_store
+    from pouw.mining.claims import ClaimRule
 
     verdicts = {}
     for node_id in node_ids:
-        report = audit_store(root / node_id, seal_rules=())
+        report = audit_store(root / node_id, seal_rules=(), claim_rule=ClaimRule())
         verdicts[node_id] = ("ok: " if report.ok else "BAD: ") + report.describe()
     return verdicts
 

@@ -33,6 +33,7 @@ import pytest
 from pouw.api.client import ApiError
 from pouw.blockchain.audit import audit_store
 from pouw.devnet import BUILTIN_TASKS, TASK_REWARD, Devnet, verify_data_dirs, with_epochs
+from pouw.mining.claims import ClaimRule
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +114,9 @@ def kill_and_restart(network: Devnet, victim: str, started: float) -> Kill:
     os.kill(node.process.pid, signal.SIGKILL)
     node.process.wait()
     node.client.close()
-    report = audit_store(node.data_dir)  # the store exactly as the kill left it
+    report = audit_store(
+        node.data_dir, claim_rule=ClaimRule()
+    )  # the store exactly as the kill left it
     network.spawn(node.plan)
     return Kill(victim, round(time.monotonic() - started, 1), report.height, report.describe())
 

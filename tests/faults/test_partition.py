@@ -35,6 +35,7 @@ from pouw.blockchain.transactions import (
     encode_transaction,
     sign_transaction,
 )
+from pouw.mining.claims import ClaimRule
 from pouw.network.messages import ItemKind, Verdict
 from pouw.node import NodeConfig, PoUWNode
 from pouw.roles import NodeRole
@@ -263,7 +264,7 @@ def test_a_partitioned_network_heals_onto_the_heavier_branch_and_loses_no_transa
             for node in reversed(list(nodes.values())):
                 await node.stop()
         for node_id in nodes:
-            report = audit_store(tmp_path / node_id)
+            report = audit_store(tmp_path / node_id, claim_rule=ClaimRule())
             assert report.ok, (node_id, report.describe())
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=240))

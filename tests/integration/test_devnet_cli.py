@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from pouw.blockchain.audit import audit_store
+from pouw.mining.claims import ClaimRule
 
 pytestmark = pytest.mark.slow
 DEVNET = [sys.executable, "-m", "pouw.cli", "devnet"]
@@ -43,7 +44,7 @@ def _heights(root: Path, names: list[str]) -> list[int]:
     heights = []
     for name in names:
         try:
-            report = audit_store(root / name, seal_rules=())
+            report = audit_store(root / name, seal_rules=(), claim_rule=ClaimRule())
         except (OSError, sqlite3.Error):  # not created yet, or its schema is being written
             return []
         heights.append(report.height if report.ok else -1)

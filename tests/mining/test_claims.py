@@ -22,7 +22,7 @@ from pouw.roles import NodeRole
 
 TASK = sha256(b"a client task")
 DRAWN, UNDRAWN, VERIFIER = key("m0"), key("m1"), key("m2")
-RULE = ClaimRule(PARAMS)
+RULE = ClaimRule()
 
 
 def seat(held: Ticket) -> DrawnTicket:

@@ -74,7 +74,7 @@ class MiningRig:
         self.task_id = task_id
         self.verifier = BlockVerifier(self.params, self.task_spec)
         self.chain.seal_rules = (self.verifier,)
-        self.chain.claim_rule = ClaimRule(self.params)
+        self.chain.claim_rule = ClaimRule()
         self.blocks: list[Block] = []
         self.rejected: list[str] = []
         self._template = self._next_template()

@@ -13,7 +13,7 @@ from pathlib import Path
 from pouw.blockchain.block import decode_block
 from pouw.blockchain.chain import wall_clock_ms
 from pouw.blockchain.params import genesis_block
-from pouw.blockchain.state import EvidenceCheck, LedgerState
+from pouw.blockchain.state import ClaimRule, EvidenceCheck, LedgerState
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.validation import SealRule, check_block_alone, check_header_in_context
 from pouw.errors import InvalidBlock, MalformedData, Reason
@@ -38,16 +38,22 @@ def audit_store(
     data_dir: Path,
     seal_rules: Sequence[SealRule] = (),
     evidence_check: EvidenceCheck | None = None,
+    claim_rule: ClaimRule | None = None,
 ) -> AuditReport:
+    """Replay the stored main chain; `claim_rule` as the node applied blocks with it
+    (`pouw.mining.claims.ClaimRule`), else the positions it recorded will not match."""
     store = ChainStore(data_dir, read_only=True)
     try:
-        return _audit(store, seal_rules, evidence_check)
+        return _audit(store, seal_rules, evidence_check, claim_rule)
     finally:
         store.close()
 
 
 def _audit(
-    store: ChainStore, seal_rules: Sequence[SealRule], evidence_check: EvidenceCheck | None
+    store: ChainStore,
+    seal_rules: Sequence[SealRule],
+    evidence_check: EvidenceCheck | None,
+    claim_rule: ClaimRule | None,
 ) -> AuditReport:
     params = store.params()
     if params is None:
@@ -78,7 +84,8 @@ def _audit(
             for rule in seal_rules:
                 rule(block)
             check_header_in_context(block.header, headers[-context:], params, now_ms)
-            state.apply_block(block, txids)
+            claim = claim_rule(block, state) if claim_rule is not None else None
+            state.apply_block(block, txids, claim)
         except (InvalidBlock, MalformedData) as error:
             reason = error.reason if isinstance(error, InvalidBlock) else str(error)
             detail = (

@@ -16,7 +16,7 @@ its miner was entitled to seal it, and only once:
 from __future__ import annotations
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.params import ChainParams, bootstrap_task_id
+from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.state import LedgerState, Position, TaskRecord, WorkClaim
 from pouw.crypto import ZERO_HASH
 from pouw.errors import InvalidBlock, MalformedData, Reason
@@ -26,9 +26,7 @@ from pouw.roles import NodeRole
 
 
 class ClaimRule:
-    def __init__(self, params: ChainParams) -> None:
-        self.params = params
-        self.bootstrap_id = bootstrap_task_id(params)
+    """Reads the consensus parameters from the state it checks against."""
 
     def __call__(self, block: Block, state: LedgerState) -> WorkClaim | None:
         height = block.header.height
@@ -41,7 +39,8 @@ class ClaimRule:
         task = state.tasks.get(message.task_id)
         if task is None or task.status != "open":
             raise InvalidBlock(Reason.UNKNOWN_TASK, "no such open task on this branch", height)
-        why_not = self._entitlement(message, task, state)
+        params = state.params
+        why_not = self._entitlement(message, task, state, bootstrap_task_id(params))
         if why_not is not None:
             raise InvalidBlock(Reason.NOT_DRAWN, why_not, height)
         key = message.task_id + message.ticket_id
@@ -49,7 +48,7 @@ class ClaimRule:
             key = message.task_id + message.miner
         at = position(message.epoch, message.iteration)
         segment = position(
-            message.epoch, segment_start(message.iteration, self.params.checkpoint_interval)
+            message.epoch, segment_start(message.iteration, params.checkpoint_interval)
         )
         prior = state.positions.get(key)
         if prior is not None and at <= prior.last:
@@ -70,10 +69,14 @@ class ClaimRule:
         return WorkClaim(key, Position(at, segment, message.checkpoint_hash))
 
     def _entitlement(
-        self, message: IterationMessage, task: TaskRecord, state: LedgerState
+        self,
+        message: IterationMessage,
+        task: TaskRecord,
+        state: LedgerState,
+        bootstrap_id: bytes | None,
     ) -> str | None:
         """None when the miner may seal this iteration, else why not."""
-        if task.task_id == self.bootstrap_id:
+        if task.task_id == bootstrap_id:
             if message.ticket_id == ZERO_HASH:
                 if state.live_tickets(NodeRole.MINER):
                     return "the bootstrap phase is over: a MINER ticket is required"

@@ -80,7 +80,7 @@ class Ledger:
         """The stored chain, and the journaled transactions that still apply."""
         self._chain = Chain(ChainStore(self.context.config.data_dir), self.context.params)
         self._chain.seal_rules = (self.seal,)
-        self._chain.claim_rule = ClaimRule(self.context.params)
+        self._chain.claim_rule = ClaimRule()
         self.context.metrics.chain_height.set(self._chain.height)
 
     def close(self) -> None:
