@@ -61,6 +61,12 @@ class NodeMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        self.block_rejection_seconds = Histogram(
+            "pouw_block_rejection_seconds",
+            "Seconds from a peer's block arriving to its rejection",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
         self.attacks_detected = Counter(
             "pouw_attacks_detected", "Attacks detected, by kind", ["kind"], registry=r
         )

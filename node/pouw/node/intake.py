@@ -112,7 +112,12 @@ class Intake:
     ) -> ItemResult:
         try:
             if kind == ItemKind.BLOCK:
-                return await self._on_block(item_id, payload, peer)
+                started = time.perf_counter()
+                result = await self._on_block(item_id, payload, peer)
+                if result.verdict == Verdict.REJECTED:
+                    elapsed = time.perf_counter() - started
+                    self.context.metrics.block_rejection_seconds.observe(elapsed)
+                return result
             if kind == ItemKind.TX:
                 return self._on_transaction(item_id, payload)
             if kind == ItemKind.ITERATION:
