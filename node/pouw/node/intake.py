@@ -1,8 +1,8 @@
 """What peers send a node: the network's handler. Each item (block, transaction, IT_RES batch,
 final model, verdict) is decoded, its id and signature checked, judged (blocks and
 transactions by the ledger, after any block check a role installed; verdicts by who may attest,
-attestations.py), and told as an event; synced blocks are imported in order. The verdict goes back to the network, which relays what
-was accepted and scores the sender of what was rejected.
+attestations.py), and told as an event; synced blocks are imported in order. The verdict goes
+back to the network, which relays what was accepted and scores the sender of what was rejected.
 """
 
 from __future__ import annotations
