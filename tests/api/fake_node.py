@@ -68,7 +68,16 @@ class FakeNode:
         return {"staked": True, "stake_amount": 10.0, "reputation": 0.5, "rewards_earned": 1.0}
 
     def block_summary(self, height: int) -> dict[str, Any] | None:
-        return {"height": height, "hash": "00" * 32} if height <= 3 else None
+        if height > 3:
+            return None
+        return {
+            "height": height, "hash": "00" * 32, "prev_hash": "11" * 32, "timestamp_ms": 1000,
+            "difficulty": 1, "nonce": height, "miner": "pw1", "task_id": DONE_ID,
+            "transactions": [{"txid": "22" * 32, "kind": "reward", "fee": 0.0}],
+            "checkpoint_bytes": 0,
+            "attestations": [{"verifier": "pw3", "valid": True, "reason": ""}],
+            "verified": True,
+        }  # fmt: skip
 
     def task_views(self) -> list[TaskView]:
         return [

@@ -53,6 +53,11 @@ def task(task_id: bytes, spec: TaskSpec = IRIS, height: int = 1) -> TaskRecord:
 class FakeChain:
     state: LedgerState
     height: int = 0
+    blocks: dict[bytes, Block] = field(default_factory=dict)
+    """The blocks the node knows, by hash (none unless a test adds them)."""
+
+    def block(self, block_hash: bytes) -> Block | None:
+        return self.blocks.get(block_hash)
 
 
 @dataclass
@@ -118,12 +123,16 @@ class FakeLedger:
 @dataclass
 class FakeAnnouncer:
     announced: list[tuple[ItemKind, bytes, bytes]] = field(default_factory=list)
+    remembered: set[tuple[ItemKind, bytes]] = field(default_factory=set)
 
     def announce(self, kind: ItemKind, item_id: bytes, payload: bytes) -> None:
         self.announced.append((kind, item_id, payload))
 
     def remember(self, kind: ItemKind, item_id: bytes, payload: bytes) -> None:
-        pass
+        self.remembered.add((kind, item_id))
+
+    def knows(self, kind: ItemKind, item_id: bytes) -> bool:
+        return (kind, item_id) in self.remembered
 
     def kinds(self) -> list[ItemKind]:
         return [kind for kind, _, _ in self.announced]

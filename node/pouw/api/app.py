@@ -22,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pouw.api.schemas import (
+    BlockOut,
     Created,
     HealthOut,
     Invalid,
@@ -115,11 +116,11 @@ def create_app(node: NodeService, *, api_token: str | None) -> FastAPI:
         return Response(node.metrics.exposition(), media_type=PROMETHEUS_TEXT)
 
     @app.get("/blocks/{height}", responses=_NOT_FOUND)
-    async def block(height: Annotated[int, Path(ge=0, le=MAX_HEIGHT)]) -> dict[str, Any]:
+    async def block(height: Annotated[int, Path(ge=0, le=MAX_HEIGHT)]) -> BlockOut:
         summary = node.block_summary(height)
         if summary is None:
             raise HTTPException(404, f"no block at height {height}: above the chain's tip")
-        return summary
+        return BlockOut.model_validate(summary)
 
     @app.get("/tasks")
     async def tasks() -> list[TaskOut]:

@@ -130,6 +130,40 @@ class TicketOut(BaseModel):
     confirmed: bool
 
 
+class BlockTransactionOut(BaseModel):
+    txid: str
+    kind: str
+    fee: float
+
+
+class AttestationOut(BaseModel):
+    """One verifier's verdict on the block: from a live VERIFIER ticket, and on a client task's
+    block from a verifier drawn for that task."""
+
+    verifier: str = Field(description="the verifier's address")
+    valid: bool
+    reason: str = Field(description="the rule the block broke, empty when valid")
+
+
+class BlockOut(BaseModel):
+    height: int
+    hash: str
+    prev_hash: str
+    timestamp_ms: int
+    difficulty: int
+    nonce: int
+    miner: str
+    task_id: str
+    transactions: list[BlockTransactionOut]
+    checkpoint_bytes: int
+    attestations: list[AttestationOut] = Field(
+        description="one per verifier that may attest the block, ordered by address"
+    )
+    verified: bool | None = Field(
+        description="None without attestations; False when any says invalid; else True"
+    )
+
+
 class HealthOut(BaseModel):
     """response_time in ms (mean of recent requests), success_rate in [0, 1], usage in %."""
 

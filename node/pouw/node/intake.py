@@ -1,8 +1,8 @@
 """What peers send a node: the network's handler. Each item (block, transaction, IT_RES batch,
 final model, verdict) is decoded, its id and signature checked, judged (blocks and
-transactions by the ledger, after any block check a role installed), and told as an event;
-synced blocks are imported in order. The verdict goes back to the network, which relays what
-was accepted and scores the sender of what was rejected.
+transactions by the ledger, after any block check a role installed; verdicts by who may attest,
+attestations.py), and told as an event; synced blocks are imported in order. The verdict goes
+back to the network, which relays what was accepted and scores the sender of what was rejected.
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ import logging
 import time
 from typing import Protocol
 
-from cachetools import FIFOCache
-
 from pouw.blockchain.block import Block, decode_block
 from pouw.blockchain.chain import AddStatus
+from pouw.blockchain.params import bootstrap_task_id
+from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import decode_transaction, encode_transaction
 from pouw.crypto import address_of
 from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData, Reason, ReorgTooDeep
 from pouw.mining.messages import decode_iteration_message
 from pouw.monitoring.health import HealthTracker
 from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
-from pouw.node.announcer import RECENT_ITEMS, Announcer
+from pouw.node.announcer import Announcer
+from pouw.node.attestations import Attestation, AttestationBook, Draw, may_attest
 from pouw.node.context import NodeContext
 from pouw.node.items import (
     BlockVerdict,
@@ -58,8 +59,8 @@ class Intake:
         self.block_checks: list[BlockCheck] = [self.reexecute]
         """Every node re-executes a peer's block (in the checking thread) before taking it;
         roles add their own checks after."""
-        self.verdicts: FIFOCache[bytes, BlockVerdict] = FIFOCache(RECENT_ITEMS)
-        """The latest verifier's verdict on each recent block (this node's own included)."""
+        self.attestations = AttestationBook()
+        """Verifiers' verdicts on recent blocks, one per verifier (this node's own included)."""
 
     # -- what the network asks of the node ---------------------------------------------------------
 
@@ -293,9 +294,21 @@ class Intake:
             return ItemResult(Verdict.KNOWN)
         if not has_valid_signature(verdict, verdict.verifier):
             return rejected(Reason.BAD_SIGNATURE)
-        self.verdicts[verdict.block_hash] = verdict
+        block = self.ledger.chain.block(verdict.block_hash)
+        if not may_attest(verdict.verifier, block, *self._attesting()):
+            return rejected(Reason.NOT_A_VERIFIER)
+        if not self.attestations.add(verdict, block_known=block is not None):
+            return ItemResult(Verdict.KNOWN)  # this verifier's verdict on the block is counted
         self.announcer.remember(ItemKind.VERDICT, item_id, payload)
         return ItemResult(Verdict.ACCEPTED)
+
+    def _attesting(self) -> tuple[LedgerState, Draw, bytes | None]:
+        """What decides who may attest a block: the main-chain state and the draw."""
+        return self.ledger.chain.state, self.ledger.draw, bootstrap_task_id(self.context.params)
+
+    def block_attestations(self, block: Block) -> list[Attestation]:
+        """The verdicts on `block` from verifiers that may attest it, as the block view shows."""
+        return self.attestations.shown(block, *self._attesting())
 
     def restore_final_models(self) -> None:
         """Final models this node stored for tasks still open: an evaluator restarted before

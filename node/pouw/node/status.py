@@ -4,7 +4,6 @@ serialises and the CLI prints."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +12,8 @@ from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.state import TaskRecord
 from pouw.blockchain.transactions import COIN, BuyTicket, PayForTask
 from pouw.crypto import address_of
-from pouw.errors import MalformedData
-from pouw.mining.messages import decode_iteration_message
 from pouw.mining.miner import MiningStats
+from pouw.node.attestations import block_task, verified
 from pouw.node.context import NodeContext
 from pouw.node.intake import Intake
 from pouw.node.ledger import Ledger
@@ -94,11 +92,8 @@ class NodeStatus:
         if block is None:
             return None
         header = block.header
-        task = ""
-        if block.iteration_message:
-            with contextlib.suppress(MalformedData):
-                task = decode_iteration_message(block.iteration_message).task_id.hex()
-        verdict = self.intake.verdicts.get(block.hash())
+        task = block_task(block)
+        attestations = self.intake.block_attestations(block)
         return {
             "height": header.height,
             "hash": block.hash().hex(),
@@ -107,13 +102,16 @@ class NodeStatus:
             "difficulty": header.difficulty,
             "nonce": header.nonce,
             "miner": address_of(header.miner) if header.miner else "",
-            "task_id": task,
+            "task_id": "" if task is None else task.hex(),
             "transactions": [
                 {"txid": tx.txid().hex(), "kind": tx.kind, "fee": tx.fee / COIN}
                 for tx in block.transactions
             ],
             "checkpoint_bytes": len(block.checkpoint),
-            "verified": None if verdict is None else verdict.valid,
+            "attestations": [
+                {"verifier": a.verifier, "valid": a.valid, "reason": a.reason} for a in attestations
+            ],
+            "verified": verified(attestations),
         }
 
     def ticket(self, ticket_id: bytes, amount: float, role: NodeRole) -> TicketView:

@@ -77,7 +77,7 @@ def test_a_block_that_re_executes_passes_and_gets_a_signed_verdict(tmp_path: Pat
         True,
         node.key.public_key,
     )
-    assert intake.verdicts[honest.hash()] == verdict
+    assert intake.attestations.verdicts(honest.hash()) == [verdict]
     assert node.counters.blocks_verified == 1
 
 

@@ -60,8 +60,7 @@ class VerifierRole:
     def _tell(self, block: Block, *, valid: bool, reason: str = "") -> None:
         key = self.context.key
         verdict = sign_verdict(key, BlockVerdict(block.hash(), key.public_key, valid, reason))
-        if valid:
-            self.intake.verdicts[block.hash()] = verdict
+        self.intake.attestations.add(verdict, block_known=valid)  # a rejected block is not kept
         self.announcer.announce(ItemKind.VERDICT, verdict.item_id(), encode_item(verdict))
 
     def _keep_record(self, record: IterationRecord) -> None:
