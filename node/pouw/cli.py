@@ -16,7 +16,7 @@ from pouw.task_commands import task
 
 stderr = Console(stderr=True)
 
-BENCHMARKS = ("attacks", "ledger", "mining", "network", "operator")
+BENCHMARKS = ("attacks", "consensus", "ledger", "mining", "network", "operator")
 
 
 @click.group()
@@ -165,6 +165,10 @@ def bench(name: str, as_json: bool) -> None:
 
         result = attacks.run(report)
         stderr.print(attacks.results_table(result))
+    elif name == "consensus":
+        from pouw.bench import consensus
+
+        result = consensus.run(report)
     elif name == "ledger":
         from pouw.bench import ledger
 

@@ -62,6 +62,10 @@ class NodeClient:
         """The health fields, also when the node answers 503 because it is not healthy."""
         return _mapping(self._call("GET", "/health", also_ok=(503,)))
 
+    def metrics(self) -> str:
+        """The Prometheus exposition of /metrics."""
+        return self._call("GET", "/metrics").text
+
     def economics(self) -> dict[str, Any]:
         return _mapping(self._call("GET", "/economics"))
 
