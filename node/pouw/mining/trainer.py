@@ -121,6 +121,17 @@ class TaskTrainer:
         self.epoch, self.iteration, self.commitment = epoch, iteration, commitment
         self.segment = None
 
+    def skip_past(self, sealed: int) -> None:
+        """Move to the first segment start after position `sealed` (`epoch << 32 | iteration`),
+        keeping the model: a new segment, whose checkpoint is the model as it is."""
+        epoch, iteration = sealed >> 32, sealed & 0xFFFFFFFF
+        if (epoch, iteration) < (self.epoch, self.iteration):
+            return
+        start = iteration - iteration % self.checkpoint_interval + self.checkpoint_interval
+        if start >= self.batches_per_epoch:
+            epoch, start = epoch + 1, 0
+        self.epoch, self.iteration, self.segment = epoch, start, None
+
     def advance(self, commitment: bytes) -> None:
         self.commitment = commitment
         self.iteration += 1

@@ -50,6 +50,7 @@ class MiningWorker:
         on_progress: Callable[[Job, TaskTrainer, MiningStats], None],
         on_failed: Callable[[Job, str], None],
         checkpoints: TrainerCheckpoints | None = None,
+        sealed_up_to: Callable[[Job], int | None] = lambda job: None,
     ) -> None:
         self.miner = miner
         self.miner_key = miner_key
@@ -59,6 +60,8 @@ class MiningWorker:
         self.on_failed = on_failed
         self.checkpoints = checkpoints
         """Where client tasks' trainers are saved, to resume after a restart (None: never)."""
+        self.sealed_up_to = sealed_up_to
+        """The last position the node's ticket sealed on the job's task on the main chain."""
         self.current: Job | None = None
         self._stopping = threading.Event()
         self._trainers: dict[bytes, TaskTrainer] = {}
@@ -143,5 +146,10 @@ class MiningWorker:
                     trainer.epoch,
                     trainer.iteration,
                 )
+            sealed = self.sealed_up_to(job)
+            if not job.client_task and sealed is not None:
+                # The bootstrap task keeps no checkpoint: a restarted node resumes after the
+                # positions it sealed before, at a fresh segment (docs/protocol.md, 6.8).
+                trainer.skip_past(sealed)
             self._trainers[job.task_id] = trainer
         return trainer

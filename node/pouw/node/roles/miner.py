@@ -146,6 +146,7 @@ class MinerRole:
             on_progress=self._training_progress,
             on_failed=lambda job, why: background.call_soon(self.on_failed, job, why),
             checkpoints=self._trainer_checkpoints(),
+            sealed_up_to=self._sealed_up_to,
         )
         self.refresh_job()
         self._worker.start()
@@ -171,6 +172,12 @@ class MinerRole:
         return checkpoints
 
     # -- the job -----------------------------------------------------------------------------------
+
+    def _sealed_up_to(self, job: Job) -> int | None:
+        claim = self._claim if self._claim is not None else self._claim_for(job)
+        if claim is None or claim.task_id != job.task_id or claim.last is None:
+            return None
+        return claim.last.last
 
     def _entitlement(self, trainer: TaskTrainer) -> bytes | None:
         claim = self._claim
