@@ -268,6 +268,8 @@ class MinerRole:
             context.counters.rejected(error.reason)
             log.warning("own block rejected: %s", error)
             self.ledger.refresh_template()
+            if context.config.attack is not None:  # a Byzantine miner publishes it anyway
+                self.announcer.announce(ItemKind.BLOCK, block.hash(), encode_block(block))
             return
         if update.status in (AddStatus.EXTENDED, AddStatus.REORGANIZED, AddStatus.SIDE_BRANCH):
             context.metrics.blocks_mined.inc()
