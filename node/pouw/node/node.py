@@ -29,7 +29,7 @@ from pouw.network import Network
 from pouw.node.announcer import Announcer
 from pouw.node.context import Background, Counters, NodeContext
 from pouw.node.events import NodeEvents
-from pouw.node.identity import load_node_key, network_params
+from pouw.node.identity import check_node_key, load_node_key, network_params
 from pouw.node.intake import Intake
 from pouw.node.ledger import Ledger, NodeNotRunning
 from pouw.node.requests import RequestLog
@@ -70,9 +70,12 @@ class PoUWNode:
         self.node_id = node_id
         self.role = NodeRole.parse(str(role)) if role else config.role
         self.config = config
-        self.params = params or network_params(config.chain_id)
+        self.params = params or network_params(config.chain_id, config.genesis_file)
         self.key: KeyPair = load_node_key(
             config.data_dir, node_id, self.params.chain_id, config.node_key_file
+        )
+        check_node_key(
+            self.key, node_id, self.params.chain_id, config.node_key_file, config.data_dir
         )
         self.address = self.key.address
         self.metrics = NodeMetrics()
