@@ -19,9 +19,9 @@ from pouw.blockchain.params import (
     genesis_block,
     is_devnet_chain,
 )
-from pouw.blockchain.transactions import Payout
+from pouw.blockchain.transactions import COIN, Payout
 from pouw.config import DEVNET_CHAIN_PREFIX, ConfigError
-from pouw.crypto import address_of, is_address
+from pouw.crypto import KeyPair, address_of, is_address
 
 NETWORK_BLOCK_TIME_MS: Final = 1_000
 NETWORK_INITIAL_DIFFICULTY: Final = 2_000
@@ -147,3 +147,14 @@ def write_genesis(path: Path, params: ChainParams) -> None:
 
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+FAUCET_COINS: Final = 1_000_000_000
+"""What the faucet of an operator-made chain holds at genesis: every coin its nodes stake."""
+
+
+def faucet_genesis(chain_id: str, faucet_seed: bytes, genesis_time_ms: int) -> ChainParams:
+    """The genesis of a chain the Kubernetes operator starts: it funds only the faucet, whose
+    seed (random) the operator keeps in a Secret."""
+    faucet = KeyPair.from_seed(faucet_seed).address
+    return new_genesis(chain_id, [Payout(faucet, FAUCET_COINS * COIN)], genesis_time_ms)
