@@ -147,7 +147,7 @@ def test_the_defaults_render_the_operator_and_a_network(chart: helm.Chart) -> No
     miners = nodes["miners"]
     # No public devnet by default: the operator makes the namespace's private chain.
     assert all("chainId" not in spec for spec in nodes.values())
-    chains = {NodeSpec.parse(spec, NAMESPACE).chain_id for spec in nodes.values()}  # type: ignore[arg-type]
+    chains = {NodeSpec.parse(spec, NAMESPACE).chain_id for spec in nodes.values()}
     assert chains == {f"pouw-{NAMESPACE}"}
     assert (miners["stake"], miners["miningIntensity"]) == (100, 1)
     assert miners["resources"] == {"cpu": "500m", "memory": "1Gi", "gpu": 0}
