@@ -18,7 +18,7 @@ from pouw.blockchain.chain import Chain
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.ml_task import MLTask
 from pouw.blockchain.params import ChainParams
-from pouw.blockchain.transactions import BuyTicket, PayForTask, coins
+from pouw.blockchain.transactions import COIN, BuyTicket, PayForTask, coins
 from pouw.config import NodeConfig
 from pouw.crypto import KeyPair, sha256
 from pouw.economics.reputation import Reputation
@@ -208,6 +208,21 @@ class PoUWNode:
         ticket_role = NodeRole.parse(str(role)) if role else self.role
         tx = self.ledger.submit(BuyTicket(role=ticket_role, amount=coins(amount)))
         return TicketView(tx.txid().hex(), ticket_role.value, amount, self.address, False)
+
+    def account(self, address: str) -> dict[str, Any]:
+        account = self.chain.state.account(address)
+        pending = sum(1 for tx in self.mempool.transactions() if tx.sender_address == address)
+        return {
+            "address": address,
+            "balance": account.balance / COIN,
+            "locked": account.locked / COIN,
+            "nonce": account.nonce,
+            "next_nonce": account.nonce + pending,
+        }
+
+    def relay_transaction(self, encoded: bytes) -> str:
+        """A transaction signed elsewhere (a faucet's transfer): admitted and announced."""
+        return self.ledger.relay(encoded).txid().hex()
 
     def stake(
         self, amount: float, role: NodeRole | None = None, request_id: str | None = None
