@@ -19,7 +19,14 @@ from pouw.blockchain.params import (
     genesis_block,
     is_devnet_chain,
 )
-from pouw.blockchain.transactions import COIN, Payout
+from pouw.blockchain.transactions import (
+    COIN,
+    Payout,
+    Transfer,
+    coins,
+    encode_transaction,
+    sign_transaction,
+)
 from pouw.config import DEVNET_CHAIN_PREFIX, ConfigError
 from pouw.crypto import KeyPair, address_of, is_address
 
@@ -158,3 +165,19 @@ def faucet_genesis(chain_id: str, faucet_seed: bytes, genesis_time_ms: int) -> C
     seed (random) the operator keeps in a Secret."""
     faucet = KeyPair.from_seed(faucet_seed).address
     return new_genesis(chain_id, [Payout(faucet, FAUCET_COINS * COIN)], genesis_time_ms)
+
+
+def seed_address(seed: bytes) -> str:
+    """The address of the key a seed file holds (a node key, a faucet)."""
+    return KeyPair.from_seed(seed).address
+
+
+def faucet_transfer(
+    faucet_seed: bytes, chain_id: str, recipient: str, amount: float, fee: float, nonce: int
+) -> bytes:
+    """A transfer of `amount` coins (and `fee`) from the faucet, signed and encoded for
+    POST /transactions."""
+    key = KeyPair.from_seed(faucet_seed)
+    payload = Transfer(recipient=recipient, amount=coins(amount))
+    tx = sign_transaction(key, payload, nonce=nonce, fee=coins(fee), chain_id=chain_id)
+    return encode_transaction(tx)

@@ -14,7 +14,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pouw.blockchain.genesis import encode_genesis, faucet_genesis, genesis_hash
+from pouw.blockchain.genesis import (
+    encode_genesis,
+    faucet_genesis,
+    faucet_transfer,
+    genesis_hash,
+    seed_address,
+)
 from pouw_operator.builders.naming import APP_NAME, MANAGED_BY_LABEL, MANAGER, NAME_LABEL
 from pouw_operator.builders.secrets import Entropy
 from pouw_operator.resources import Manifest
@@ -77,3 +83,14 @@ def build_genesis_configmap(
 
 def genesis_chain_id(configmap: Mapping[str, Any]) -> str:
     return str((configmap.get("data") or {}).get(CHAIN_ID_KEY, ""))
+
+
+def key_address(seed: bytes) -> str:
+    return seed_address(seed)
+
+
+def build_faucet_transfer(
+    seed: bytes, chain_id: str, recipient: str, amount: float, fee: float, nonce: int
+) -> bytes:
+    """A signed transfer of `amount` coins from the faucet of `seed` to `recipient`."""
+    return faucet_transfer(seed, chain_id, recipient, amount, fee, nonce)
