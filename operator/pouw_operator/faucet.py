@@ -1,5 +1,6 @@
-"""Coins for the pods of a private chain: each replica of a PoUWNode that stakes gets its stake
-and the ticket's fee from the namespace's faucet, once.
+"""Coins for the pods of a private chain: each replica of a PoUWNode gets `spec.stake` coins
+and a fee from the namespace's faucet, once: what a staking role locks, what a peer pays for
+tasks with.
 
 Off devnet a pod's key is random and the genesis funds only the faucet (`pouw-faucet`), so a
 staking pod waits for coins (`pouw node` stakes once funded). The operator, the faucet key's
@@ -19,7 +20,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from pouw.api.client import ApiError, NodeClient
-from pouw.roles import NodeRole
 from pouw.spec import DEFAULT_FEE
 from pouw_operator.builders.genesis import (
     FAUCET_SECRET,
@@ -44,8 +44,10 @@ def funded_ordinals(secret: Mapping[str, Any] | None) -> set[int]:
 
 
 def needs_funding(node: NodeResource) -> bool:
+    """Off devnet every replica gets `spec.stake` coins: a staking role locks them in its
+    ticket, a peer (which stakes nothing) spends them, paying for tasks (MLTask)."""
     spec = node.resolved
-    return not spec.devnet and spec.role is not NodeRole.PEER and spec.stake > 0
+    return not spec.devnet and spec.stake > 0
 
 
 async def fund_replicas(memo: OperatorMemo, node: NodeResource, nodes: NodeDirectory) -> list[int]:
@@ -59,7 +61,7 @@ async def fund_replicas(memo: OperatorMemo, node: NodeResource, nodes: NodeDirec
     if keys is None or faucet is None:
         raise KubeError(404, "NotFound", f"Secret {keys_secret_name(node.name)} or {FAUCET_SECRET}")
     seed, funded, done = faucet_seed(faucet), funded_ordinals(keys), []
-    amount = spec.stake + DEFAULT_FEE  # the ticket, and the fee of buying it
+    amount = spec.stake + DEFAULT_FEE  # the ticket (or a task), and the fee of paying it
     async with memo.faucet_lock:
         for ordinal in range(spec.replicas):
             file = key_file(node.name, ordinal)

@@ -63,10 +63,10 @@ def test_each_staking_replica_is_funded_once_from_the_faucet(
         ({"role": "miner"}, True),
         ({"role": "verifier", "stake": 5}, True),
         ({"role": "miner", "chainId": "pouw-devnet"}, False),  # the devnet genesis funds it
-        ({"role": "peer"}, False),  # a peer stakes nothing
+        ({"role": "peer"}, True),  # a peer stakes nothing, it pays for tasks
         ({"role": "miner", "stake": 0}, False),
     ],
 )
-def test_only_staking_replicas_off_devnet_are_funded(spec: dict[str, Any], funded: bool) -> None:
+def test_only_replicas_off_devnet_are_funded(spec: dict[str, Any], funded: bool) -> None:
     node = NodeResource("n", "net", "uid", cast(PoUWNodeSpec, spec))
     assert needs_funding(node) is funded

@@ -7,7 +7,7 @@
   them.
 - a status poller (every settings.poll_interval_s) mirrors the StatefulSet and pod 0's node
   API into status (node_status.py), repairs bootstrap peers that drifted (a supervisor that
-  appeared while a node's own handler ran), and off devnet gives each staking replica its coins
+  appeared while a node's own handler ran), and off devnet gives each replica its coins
   from the namespace's faucet once its pod answers (faucet.py). Not a handler's retries: those
   would hold back the node's spec changes while a pod is not up. It is one task for the whole
   operator, started by kopf.on.startup, and not a kopf timer: kopf puts a finalizer on every
