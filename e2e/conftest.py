@@ -507,6 +507,10 @@ def helm_values() -> list[str]:
     ]
     if network_mode() == "examples":
         values.append("network.enabled=false")
+    else:
+        # The chart's default is a private chain; this suite runs the public test chain, whose
+        # genesis funds the pods at once (the names in NETWORK), as examples/network.yaml does.
+        values.append("network.chainId=pouw-devnet")
     extra = os.environ.get("POUW_E2E_HELM_SET", "").strip()
     if extra:
         values.append(extra)

@@ -6,11 +6,16 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pouw.bench import ledger
+from pouw.blockchain.genesis import genesis_hash, load_genesis
+from pouw.blockchain.params import devnet_key
 from pouw.blockchain.store import STORE_FILE
+from pouw.blockchain.transactions import Payout, coins
 from pouw.cli import main
+from pouw.crypto import KeyPair
 from tests.support.ledger import ALICE, BOB, ledger_params, mine, open_chain, transfer
 
 
@@ -54,3 +59,64 @@ def test_ledger_bench_reports_ratios_measured_in_the_same_run() -> None:
     assert report["ratio"] == round(report["tx_per_s"] / report["sig_verify_per_s"], 3)
     assert report["tx_per_s"] > 0 and report["block_import_per_s"] > 0
     json.dumps(report)
+
+
+def test_chain_init_writes_a_genesis_that_funds_only_the_allocations(tmp_path: Path) -> None:
+    faucet = tmp_path / "faucet.key"
+    faucet.write_bytes(b"\x05" * 32)
+    owner = KeyPair.from_seed(b"owner").address
+    out = tmp_path / "genesis.json"
+    args = ["chain", "init", "--chain-id", "pouw-lab", "--alloc", f"{owner}=2.5"]
+    args += ["--fund-key", str(faucet), "--fund-coins", "10", "--genesis-time-ms", "1234"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    params = load_genesis(out, "pouw-lab")
+    assert params.allocations == (
+        Payout(owner, coins(2.5)),
+        Payout(KeyPair.from_seed(b"\x05" * 32).address, coins(10)),
+    )
+    assert params.genesis_time_ms == 1234
+    assert result.output.strip().endswith(genesis_hash(params))
+
+
+@pytest.mark.parametrize(
+    ("args", "mistake"),
+    [
+        (["--chain-id", "pouw-devnet-2", "--alloc", "ADDR=1"], "is a devnet chain"),
+        (["--chain-id", "pouw-lab", "--alloc", f"{devnet_key('miner-0').address}=1"], "devnet"),
+        (["--chain-id", "pouw-lab"], "funds nobody"),
+        (["--chain-id", "pouw-lab", "--alloc", "nothing"], "ADDRESS=COINS"),
+    ],
+)
+def test_chain_init_refuses_a_public_genesis(tmp_path: Path, args: list[str], mistake: str) -> None:
+    out = tmp_path / "genesis.json"
+    result = CliRunner().invoke(main, ["chain", "init", *args, "--out", str(out)])
+    assert result.exit_code != 0 and mistake in result.output
+    assert not out.exists()
+
+
+def test_a_node_off_devnet_without_a_genesis_file_stops_with_one_line(tmp_path: Path) -> None:
+    env = {"POUW_CHAIN_ID": "pouw-main", "POUW_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(main, ["node"], env=env)
+    assert result.exit_code == 1 and result.exception is not None
+    assert isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "set POUW_GENESIS_FILE" in lines[0], result.output
+
+
+def test_a_node_off_devnet_with_a_devnet_key_stops_with_one_line(tmp_path: Path) -> None:
+    out, key_file = tmp_path / "genesis.json", tmp_path / "node.key"
+    owner = KeyPair.from_seed(b"owner").address
+    init = ["chain", "init", "--chain-id", "pouw-main", "--alloc", f"{owner}=1"]
+    assert CliRunner().invoke(main, [*init, "--out", str(out)]).exit_code == 0
+    key_file.write_bytes(b"pouw-devnet:supervisor-0")
+    env = {
+        "POUW_CHAIN_ID": "pouw-main",
+        "POUW_GENESIS_FILE": str(out),
+        "POUW_NODE_KEY_FILE": str(key_file),
+        "POUW_DATA_DIR": str(tmp_path / "data"),
+    }
+    result = CliRunner().invoke(main, ["node"], env=env)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "public devnet key" in lines[0] and "random key" in lines[0]

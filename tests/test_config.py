@@ -53,6 +53,7 @@ FULL_ENV = {
     "POUW_DEVICE": "CUDA",
     "POUW_LOG_LEVEL": "debug",
     "POUW_CHAIN_ID": "testnet",
+    "POUW_GENESIS_FILE": "/etc/pouw/genesis/genesis.json",
 }
 
 
@@ -71,6 +72,7 @@ def test_from_env_reads_every_variable() -> None:
     assert config.data_dir == Path("/var/lib/pouw") and config.api_token == "s3cret"
     assert config.network_key == "cluster-secret"
     assert config.node_key_file == Path("/var/run/pouw/keys/miners-0.key")
+    assert config.genesis_file == Path("/etc/pouw/genesis/genesis.json")
     assert (config.device, config.log_level, config.chain_id) == ("cuda", "DEBUG", "testnet")
 
 

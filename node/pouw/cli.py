@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.console import Console
 from pouw.config import ATTACKS
 from pouw.spec import AGGREGATORS
 from pouw.task_commands import task
+
+if TYPE_CHECKING:
+    from pouw.blockchain.transactions import Payout
 
 stderr = Console(stderr=True)
 
@@ -27,7 +30,83 @@ def main() -> None:
 
 @main.group()
 def chain() -> None:
-    """Inspect and check a node's stored chain."""
+    """Start a chain; inspect and check a node's stored chain."""
+
+
+@chain.command("init")
+@click.option("--chain-id", required=True, help="The new chain's id (not pouw-devnet...).")
+@click.option(
+    "--alloc",
+    "allocs",
+    multiple=True,
+    metavar="ADDRESS=COINS",
+    help="Fund an address at genesis (repeatable).",
+)
+@click.option(
+    "--fund-key",
+    "fund_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Fund the key in this seed file (a node key, a faucet) with --fund-coins (repeatable).",
+)
+@click.option(
+    "--fund-coins",
+    default=1_000_000.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="What each --fund-key gets.",
+)
+@click.option(
+    "--genesis-time-ms",
+    type=click.IntRange(min=0),
+    help="The genesis timestamp (Unix ms); default: now, fixed in the file.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The genesis file to write (never overwritten); nodes read it from POUW_GENESIS_FILE.",
+)
+def chain_init(
+    chain_id: str,
+    allocs: tuple[str, ...],
+    fund_keys: tuple[Path, ...],
+    fund_coins: float,
+    genesis_time_ms: int | None,
+    out: Path,
+) -> None:
+    """Write the genesis file of a new chain, with explicit allocations; print its hash."""
+    import time
+
+    from pouw.blockchain.genesis import genesis_hash, new_genesis, write_genesis
+    from pouw.blockchain.transactions import Payout, coins
+    from pouw.config import ConfigError
+    from pouw.crypto import KeyPair
+
+    allocations = [_allocation(text) for text in allocs]
+    for key_file in fund_keys:
+        address = KeyPair.from_seed(key_file.read_bytes()).address
+        allocations.append(Payout(recipient=address, amount=coins(fund_coins)))
+    when = genesis_time_ms if genesis_time_ms is not None else int(time.time() * 1000)
+    try:
+        params = new_genesis(chain_id, allocations, when)
+        write_genesis(out, params)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"genesis of {chain_id} written to {out}: {genesis_hash(params)}")
+
+
+def _allocation(text: str) -> Payout:
+    from pouw.blockchain.transactions import Payout, coins
+
+    address, separator, amount = text.partition("=")
+    try:
+        value = coins(float(amount))
+    except ValueError:
+        value = 0
+    if not separator or value <= 0:
+        raise click.BadParameter(f"{text!r} is not ADDRESS=COINS (COINS > 0)", param_hint="--alloc")
+    return Payout(recipient=address.strip(), amount=value)
 
 
 @chain.command("verify")
@@ -70,7 +149,10 @@ def node() -> None:
     )
     from pouw.api.runner import run_node
 
-    asyncio.run(run_node(config))
+    try:
+        asyncio.run(run_node(config))
+    except ConfigError as error:  # the genesis file or the key: one line, no traceback
+        raise click.ClickException(str(error)) from None
 
 
 @main.command()

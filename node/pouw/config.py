@@ -63,6 +63,9 @@ class NodeConfig:
     Without it the CURVE server key derives from the chain id: encrypted, but open to anyone."""
     log_level: str = "INFO"
     chain_id: str = "pouw-devnet"
+    genesis_file: Path | None = None
+    """The chain's genesis (POUW_GENESIS_FILE, as `pouw chain init` writes it): required off
+    devnet chains, whose genesis no node may derive from a name."""
     attack: str | None = None
     """Test and demo only (`pouw devnet --byzantine`): this miner misbehaves as a Byzantine
     miner of this kind (pouw.node.byzantine). Refused off devnet chains and for other roles."""
@@ -73,6 +76,8 @@ class NodeConfig:
         self.data_dir = Path(self.data_dir)
         if self.node_key_file is not None:
             self.node_key_file = Path(self.node_key_file)
+        if self.genesis_file is not None:
+            self.genesis_file = Path(self.genesis_file)
         self.bootstrap_peers = [
             _check_peer("bootstrap_peers", host, port) for host, port in self.bootstrap_peers
         ]
@@ -266,6 +271,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_DEVICE": ("device", _choice(DEVICES, str.lower)),
     "POUW_LOG_LEVEL": ("log_level", _choice(LOG_LEVELS, str.upper)),
     "POUW_CHAIN_ID": ("chain_id", _text),
+    "POUW_GENESIS_FILE": ("genesis_file", lambda raw: Path(_text(raw))),
     "POUW_ATTACK": ("attack", _choice(ATTACKS, str.lower)),
 }
 ENV_VARIABLES = tuple(ENVIRONMENT)

@@ -41,6 +41,8 @@ class Reason(StrEnum):
 
     # -- transactions: signature, nonce and balance (pouw.blockchain.state, .mempool) ----------
     BAD_SIGNATURE = "bad_signature"
+    DEVNET_KEY = "devnet_key"
+    """Signed by a key derived from a public devnet name, on a chain that is not a devnet."""
     REPLAY = "replay", Trait.RELAY_MAY_CAUSE
     NONCE_GAP = "nonce_gap", Trait.RELAY_MAY_CAUSE
     OVERSPEND = "overspend"

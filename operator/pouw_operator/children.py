@@ -1,13 +1,26 @@
 """A PoUWNode's children applied through the API, in the order its pods need them: the
-namespace's `pouw-network` Secret (created once, never overwritten), the keys Secret (keys
-never rotated), the headless Service and the StatefulSet; and the bootstrap peers of the
-namespace's StatefulSets when its supervisors change."""
+namespace's `pouw-network` Secret (created once, never overwritten), off devnet the
+namespace's chain (the `pouw-faucet` Secret and the `pouw-genesis` ConfigMap, each created
+once, never overwritten), the keys Secret (keys never rotated), the headless Service and the
+StatefulSet; and the bootstrap peers of the namespace's StatefulSets when its supervisors
+change."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import kopf
+
+from pouw_operator.builders.genesis import (
+    FAUCET_SECRET,
+    GENESIS_CONFIGMAP,
+    build_faucet_secret,
+    build_genesis_configmap,
+    faucet_seed,
+    genesis_chain_id,
+)
 from pouw_operator.builders.naming import keys_secret_name
 from pouw_operator.builders.peers import Supervisor
 from pouw_operator.builders.secrets import (
@@ -21,7 +34,7 @@ from pouw_operator.builders.statefulset import (
     env_value,
     statefulset_owned_fields,
 )
-from pouw_operator.kube import SECRET, SERVICE, STATEFULSET, KubeError, holds
+from pouw_operator.kube import CONFIGMAP, SECRET, SERVICE, STATEFULSET, KubeError, holds
 from pouw_operator.memo import OperatorMemo
 from pouw_operator.resources import NodeResource
 
@@ -34,11 +47,45 @@ async def apply_children(
     """In dependency order: a pod needs its key and the network Secret before it starts."""
     kube = memo.kube
     await kube.ensure(SECRET, build_network_secret(node.namespace))
+    if not node.resolved.devnet:
+        await ensure_chain(memo, node)
     await apply_keys(memo, node)
     service = build_service(node)
     await kube.create_or_patch(SERVICE, service, service_owned_fields(service))
     statefulset = build_statefulset(node, memo.settings, supervisors)
     await kube.create_or_patch(STATEFULSET, statefulset, statefulset_owned_fields(statefulset))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def ensure_chain(
+    memo: OperatorMemo, node: NodeResource, clock_ms: Callable[[], int] = _now_ms
+) -> None:
+    """The namespace's private chain: a random faucet key, and a genesis that funds it alone,
+    its time fixed now. Concurrent reconciles agree: whichever creates each object first
+    wins, and the genesis is built from the faucet Secret as stored. A PoUWNode naming another
+    chain than the namespace's fails: one namespace runs one private chain."""
+    kube, namespace, chain_id = memo.kube, node.namespace, node.resolved.chain_id
+    await kube.ensure(SECRET, build_faucet_secret(namespace))
+    faucet = await kube.get(SECRET, namespace, FAUCET_SECRET)
+    if faucet is None:
+        raise KubeError(409, "Conflict", f"Secret {FAUCET_SECRET} came and went")
+    try:
+        genesis = build_genesis_configmap(namespace, chain_id, faucet_seed(faucet), clock_ms())
+    except ValueError as error:
+        raise kopf.PermanentError(f"the namespace's chain cannot be made: {error}") from None
+    await kube.ensure(CONFIGMAP, genesis)
+    stored = await kube.get(CONFIGMAP, namespace, GENESIS_CONFIGMAP)
+    if stored is None:
+        raise KubeError(409, "Conflict", f"ConfigMap {GENESIS_CONFIGMAP} came and went")
+    if genesis_chain_id(stored) != chain_id:
+        raise kopf.PermanentError(
+            f"spec.chainId={chain_id!r}, but namespace {namespace} runs chain "
+            f"{genesis_chain_id(stored)!r} (ConfigMap {GENESIS_CONFIGMAP}): set spec.chainId to "
+            "it, or put this PoUWNode in another namespace"
+        )
 
 
 async def apply_keys(memo: OperatorMemo, node: NodeResource) -> None:

@@ -54,6 +54,7 @@ class Kind:
 
 
 SECRET = Kind("v1", "Secret", "secrets")
+CONFIGMAP = Kind("v1", "ConfigMap", "configmaps")
 SERVICE = Kind("v1", "Service", "services")
 POD = Kind("v1", "Pod", "pods")
 EVENT = Kind("v1", "Event", "events")
@@ -63,7 +64,7 @@ MLTASK = Kind("pouw.network/v1alpha1", "MLTask", "mltasks")
 STAKE = Kind("pouw.network/v1alpha1", "Stake", "stakes")
 KINDS: Mapping[str, Kind] = {
     kind.plural: kind
-    for kind in (SECRET, SERVICE, POD, EVENT, STATEFULSET, POUWNODE, MLTASK, STAKE)
+    for kind in (SECRET, CONFIGMAP, SERVICE, POD, EVENT, STATEFULSET, POUWNODE, MLTASK, STAKE)
 }
 """By plural name."""
 

@@ -28,6 +28,8 @@ class OperatorMemo:
     kube: AsyncKube
     background: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     """The tasks startup handlers start (the pollers), by name, for cleanup handlers to stop."""
+    faucet_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One faucet transfer at a time: each takes the faucet's next nonce (pouw_operator.faucet)."""
 
     @classmethod
     def create(

@@ -19,7 +19,18 @@ from pouw.roles import NodeRole
 from pouw_operator.conditions import Condition
 
 DEVNET_PREFIX = "pouw-devnet"
-"""Chain ids that start with it are devnets: their keys are the seeds the genesis funds."""
+"""Chain ids that start with it are devnets: their keys are the seeds the genesis funds. Only
+a PoUWNode that names such a chain id joins one."""
+CHAIN_ID_MAX = 64
+
+
+def private_chain_id(namespace: str) -> str:
+    """The chain of a PoUWNode that names none: its namespace's private chain, never a devnet."""
+    chain_id = f"pouw-{namespace or 'default'}"
+    if chain_id.startswith(DEVNET_PREFIX):
+        chain_id = f"pouw-private-{namespace}"
+    return chain_id[:CHAIN_ID_MAX]
+
 
 Manifest = dict[str, Any]
 """A Kubernetes object of a kind whose schema is not ours (Secret, Service, StatefulSet)."""
@@ -237,7 +248,7 @@ class NodeResource:
     @cached_property
     def resolved(self) -> NodeSpec:
         """The spec with its defaults; ValueError when it cannot be built from."""
-        return NodeSpec.parse(self.spec)
+        return NodeSpec.parse(self.spec, self.namespace)
 
 
 @dataclass(frozen=True)
@@ -256,14 +267,15 @@ class NodeSpec:
     storage_size: str = "1Gi"
     storage_class: str | None = None
     image: str | None = None
-    chain_id: str = DEVNET_PREFIX
+    chain_id: str = "pouw-default"
     security: bool = True
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = ()
 
     @classmethod
-    def parse(cls, spec: PoUWNodeSpec) -> NodeSpec:
-        """Raises ValueError naming the field when the spec cannot be built from."""
+    def parse(cls, spec: PoUWNodeSpec, namespace: str = "") -> NodeSpec:
+        """Raises ValueError naming the field when the spec cannot be built from. Without
+        spec.chainId the node joins its namespace's private chain."""
         role = NodeRole.parse(str(spec.get("role", "")))
         omega = spec.get("omega") or OmegaSpec()
         resources = spec.get("resources") or ResourcesSpec()
@@ -282,7 +294,7 @@ class NodeSpec:
             storage_size=str(storage.get("size", defaults.storage_size)),
             storage_class=storage.get("storageClassName") or None,
             image=spec.get("image") or None,
-            chain_id=str(spec.get("chainId") or defaults.chain_id),
+            chain_id=str(spec.get("chainId") or private_chain_id(namespace)),
             security=bool(spec.get("security", defaults.security)),
             node_selector=dict(spec.get("nodeSelector") or {}),
             tolerations=tuple(spec.get("tolerations") or ()),

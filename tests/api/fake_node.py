@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from pouw.api.client import NodeClient
+from pouw.blockchain.transactions import Transaction, decode_transaction
 from pouw.errors import InvalidTransaction
 from pouw.monitoring.health import HealthMetrics, HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
@@ -49,6 +50,7 @@ class FakeNode:
         self.staked: list[tuple[float, NodeRole | None]] = []
         self.tickets: dict[str, TicketView] = {}  # by request id
         self.refuse_with: InvalidTransaction | None = None
+        self.relayed: list[Transaction] = []
         self.explode = False
         self.healthy = True
         self.loss = 0.25
@@ -114,6 +116,20 @@ class FakeNode:
             raise self.refuse_with
         self.submitted.append((spec, reward, fee, request_id))
         return NEW_ID
+
+    def account(self, address: str) -> dict[str, Any]:
+        nonce = 2
+        pending = len(self.relayed)
+        return {"address": address, "balance": 7.5, "locked": 1.0, "nonce": nonce,
+                "next_nonce": nonce + pending}  # fmt: skip
+
+    def relay_transaction(self, encoded: bytes) -> str:
+        self._maybe_explode()
+        tx = decode_transaction(encoded)
+        if self.refuse_with is not None:
+            raise self.refuse_with
+        self.relayed.append(tx)
+        return tx.txid().hex()
 
     def stake(
         self, amount: float, role: NodeRole | None = None, request_id: str | None = None

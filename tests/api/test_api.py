@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from pouw.api.app import MAX_BODY_BYTES, create_app
+from pouw.blockchain.transactions import Transfer, encode_transaction, sign_transaction
+from pouw.crypto import KeyPair
 from pouw.errors import InvalidTransaction, Reason
 from pouw.roles import NodeRole
 from tests.api.fake_node import DONE_ID, NEW_ID, TOKEN, TRAINING_ID, FakeNode
@@ -61,7 +63,8 @@ def test_openapi_lists_every_route() -> None:
     paths = create_app(FakeNode(), api_token=None).openapi()["paths"]
     assert set(paths) == {
         "/status", "/health", "/economics", "/metrics", "/blocks/{height}", "/tasks",
-        "/tasks/{task_id}", "/tasks/{task_id}/model", "/stake",
+        "/tasks/{task_id}", "/tasks/{task_id}/model", "/stake", "/accounts/{address}",
+        "/transactions",
     }  # fmt: skip
     assert set(paths["/tasks"]) == {"get", "post"}
 
@@ -305,3 +308,31 @@ def test_near_valid_tasks_and_raw_bytes_get_no_5xx(task: dict[str, Any], raw: by
     body = json.dumps(task, allow_nan=True)  # NaN and Infinity, as Python's json reads them
     assert api.post("/tasks", content=body, headers=RAW).status_code < 500
     assert api.post("/tasks", content=raw, headers=RAW).status_code < 500
+
+
+def test_a_transaction_signed_elsewhere_is_relayed_and_its_account_shown(
+    api: TestClient, fake: FakeNode
+) -> None:
+    faucet = KeyPair.from_seed(b"a faucet")
+    recipient = KeyPair.from_seed(b"a pod").address
+    tx = sign_transaction(
+        faucet, Transfer(recipient=recipient, amount=5), nonce=2, fee=1, chain_id="pouw-lab"
+    )
+    body = {"transaction": encode_transaction(tx).hex()}
+    assert api.post("/transactions", json=body).status_code == 401  # a write needs the token
+    relayed = api.post("/transactions", json=body, headers=AUTH)
+    assert relayed.status_code == 201 and relayed.json() == {"txid": tx.txid().hex()}
+    assert fake.relayed == [tx]
+    account = api.get(f"/accounts/{faucet.address}").json()
+    assert (account["nonce"], account["next_nonce"]) == (2, 3)
+
+    fake.refuse_with = InvalidTransaction(Reason.DUPLICATE, "already in the mempool")
+    again = api.post("/transactions", json=body, headers=AUTH)
+    assert again.status_code == 409 and again.json()["reason"] == "duplicate"
+
+
+@pytest.mark.parametrize("hex_text", ["zz", "00", "abc"])
+def test_a_malformed_transaction_or_address_is_a_422(api: TestClient, hex_text: str) -> None:
+    relayed = api.post("/transactions", json={"transaction": hex_text}, headers=AUTH)
+    assert relayed.status_code == 422
+    assert api.get("/accounts/not-an-address").status_code == 422

@@ -29,7 +29,7 @@ from pouw_operator import kube
 from pouw_operator.builders.service import build_service
 from pouw_operator.builders.statefulset import build_statefulset
 from pouw_operator.main import HANDLER_MODULES, parse_args
-from pouw_operator.resources import NodeResource, PoUWNodeSpec
+from pouw_operator.resources import NodeResource, NodeSpec, PoUWNodeSpec
 from pouw_operator.settings import API_PORT, P2P_PORT, OperatorSettings
 from tests.operator.crd_schema import rule_violations, schema_errors
 
@@ -145,11 +145,20 @@ def test_the_defaults_render_the_operator_and_a_network(chart: helm.Chart) -> No
         "client": 1,
     }
     miners = nodes["miners"]
-    assert miners["chainId"] == "pouw-devnet"
+    # No public devnet by default: the operator makes the namespace's private chain.
+    assert all("chainId" not in spec for spec in nodes.values())
+    chains = {NodeSpec.parse(spec, NAMESPACE).chain_id for spec in nodes.values()}
+    assert chains == {f"pouw-{NAMESPACE}"}
     assert (miners["stake"], miners["miningIntensity"]) == (100, 1)
     assert miners["resources"] == {"cpu": "500m", "memory": "1Gi", "gpu": 0}
     assert miners["storage"] == {"size": "1Gi"}
     assert "stake" not in nodes["client"]  # a peer stakes nothing
+
+
+def test_the_public_devnet_is_only_what_is_asked_for(chart: helm.Chart) -> None:
+    manifests = render(chart, "network.chainId=pouw-devnet")
+    nodes = [m["spec"] for m in of_kind(manifests, "PoUWNode")]
+    assert nodes and {spec["chainId"] for spec in nodes} == {"pouw-devnet"}
 
 
 def test_values_reach_the_network(chart: helm.Chart) -> None:

@@ -433,8 +433,7 @@ def test_the_openapi_bits_become_json_schema() -> None:
                 "miningIntensity": 1,
                 "resources": {"cpu": "1", "memory": "2Gi", "gpu": 0},
                 "storage": {"size": "1Gi"},
-                "chainId": "pouw-devnet",
-                "security": True,
+                "security": True,  # no chainId: the operator makes the namespace's chain
             },
             id="PoUWNode",
         ),

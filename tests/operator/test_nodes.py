@@ -12,8 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 import kopf
+import msgspec
 import pytest
 
+from pouw.blockchain.params import DEVNET_ACCOUNT_NAMES, ChainParams, devnet_key
+from pouw.crypto import KeyPair
 from pouw_operator.builders.naming import label_selector
 from pouw_operator.handlers.pouwnode import retry_or_fail
 from pouw_operator.kube import KubeError, holds
@@ -56,7 +59,9 @@ def test_a_new_node_gets_its_secrets_service_and_statefulset(
     operator_cluster: OperatorCluster,
 ) -> None:
     cluster = operator_cluster
-    node = cluster.create("pouwnodes", pouwnode("miner", replicas=2, stake=50))
+    node = cluster.create(
+        "pouwnodes", pouwnode("miner", replicas=2, stake=50, chainId="pouw-devnet")
+    )
     uid = node["metadata"]["uid"]
 
     statefulset = cluster.wait_for_object("statefulsets", "miner")
@@ -89,6 +94,59 @@ def test_a_new_node_gets_its_secrets_service_and_statefulset(
     )
     assert done["status"]["selector"] == label_selector("miner")
     assert not done["metadata"].get("finalizers"), "children are garbage-collected, not finalized"
+
+
+def test_a_devnet_node_gets_no_private_chain(operator_cluster: OperatorCluster) -> None:
+    cluster = operator_cluster
+    cluster.create("pouwnodes", pouwnode("miner", chainId="pouw-devnet"))
+    statefulset = cluster.wait_for_object("statefulsets", "miner")
+    assert "POUW_GENESIS_FILE" not in env(statefulset)
+    assert cluster.get("secrets", "pouw-faucet") is None
+    assert cluster.get("configmaps", "pouw-genesis") is None
+
+
+def test_a_private_chain_gets_its_faucet_and_genesis_once_and_pods_mount_it(
+    operator_cluster: OperatorCluster,
+) -> None:
+    cluster = operator_cluster
+    cluster.create("pouwnodes", pouwnode("miner"))  # no chainId: the namespace's private chain
+    statefulset = cluster.wait_for_object("statefulsets", "miner")
+    chain_id = f"pouw-{cluster.namespace}"
+    faucet = cluster.get("secrets", "pouw-faucet")
+    genesis = cluster.get("configmaps", "pouw-genesis")
+    assert faucet is not None and genesis is not None
+    faucet_address = KeyPair.from_seed(base64.b64decode(faucet["data"]["seed"])).address
+    params = msgspec.json.decode(genesis["data"]["genesis.json"], type=ChainParams)
+    assert params.chain_id == chain_id
+    assert [allocation.recipient for allocation in params.allocations] == [faucet_address]
+
+    values = env(statefulset)
+    assert values["POUW_CHAIN_ID"] == chain_id
+    assert values["POUW_GENESIS_FILE"] == "/etc/pouw/genesis/genesis.json"
+    pod = statefulset["spec"]["template"]["spec"]
+    assert {"name": "genesis", "configMap": {"name": "pouw-genesis"}} in pod["volumes"]
+    (container,) = pod["containers"]
+    assert {"name": "genesis", "mountPath": "/etc/pouw/genesis", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+
+    cluster.create("pouwnodes", pouwnode("verifier", role="verifier"))
+    cluster.wait_for_object("statefulsets", "verifier")
+    assert cluster.get("secrets", "pouw-faucet") == faucet  # made once, never overwritten
+    assert cluster.get("configmaps", "pouw-genesis") == genesis
+
+
+def test_node_keys_off_devnet_are_random(operator_cluster: OperatorCluster) -> None:
+    cluster = operator_cluster
+    cluster.create("pouwnodes", pouwnode("miner"))
+    cluster.create("pouwnodes", pouwnode("verifier", role="verifier"))
+    seeds = [
+        base64.b64decode(cluster.wait_for_object("secrets", f"{name}-keys")["data"][file])
+        for name, file in (("miner", "miner-0.key"), ("verifier", "verifier-0.key"))
+    ]
+    assert seeds[0] != seeds[1] and all(len(seed) == 32 for seed in seeds)
+    public = {devnet_key(name).address for name in DEVNET_ACCOUNT_NAMES}
+    assert not {KeyPair.from_seed(seed).address for seed in seeds} & public
 
 
 def test_the_network_secret_is_made_once_and_never_overwritten(

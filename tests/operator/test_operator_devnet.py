@@ -47,7 +47,9 @@ def test_an_mltask_completes_on_a_real_devnet(
     operator_cluster: OperatorCluster, client_url: str
 ) -> None:
     cluster = operator_cluster
-    cluster.create("pouwnodes", pouwnode("client", "peer"))
+    client = pouwnode("client", "peer")
+    client["spec"]["chainId"] = "pouw-devnet"  # the chain the local devnet runs
+    cluster.create("pouwnodes", client)
     cluster.create(
         "mltasks",
         {

@@ -22,19 +22,23 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pouw.api.schemas import (
+    AccountOut,
     BlockOut,
     Created,
     HealthOut,
     Invalid,
     Problem,
     Refused,
+    Relayed,
     StakeBody,
     TaskBody,
     TaskOut,
     TicketOut,
+    TransactionBody,
 )
 from pouw.api.service import NodeService
-from pouw.errors import InvalidTransaction
+from pouw.crypto import is_address
+from pouw.errors import InvalidTransaction, MalformedData
 from pouw.monitoring.health import HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.spec import TaskSpecError, task_spec_from_mapping
@@ -174,6 +178,20 @@ def create_app(node: NodeService, *, api_token: str | None) -> FastAPI:
         `request_id` returns the first purchase's ticket without buying again."""
         return TicketOut.model_validate(node.stake(body.amount, body.role, body.request_id))
 
+    @app.get("/accounts/{address}", responses=_INVALID)
+    async def account(address: str) -> AccountOut:
+        if not is_address(address):
+            raise HTTPException(422, f"{address[:80]!r} is not an address (pw + 40 hex)")
+        return AccountOut.model_validate(node.account(address))
+
+    @app.post(
+        "/transactions", status_code=201, dependencies=[Depends(authorised)], responses=_WRITE
+    )
+    async def relay(body: TransactionBody) -> Relayed:
+        """Admit and announce a transaction signed elsewhere (a faucet's transfer); 409 with
+        the ledger's reason when refused (`duplicate` or `replay`: it is in already)."""
+        return Relayed(txid=node.relay_transaction(bytes.fromhex(body.transaction)))
+
     return app
 
 
@@ -185,6 +203,10 @@ def _map_errors(app: FastAPI) -> None:
 
     @app.exception_handler(TaskSpecError)
     async def bad_spec(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, 422)
+
+    @app.exception_handler(MalformedData)
+    async def malformed(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, 422)
 
     @app.exception_handler(InvalidTransaction)

@@ -118,6 +118,18 @@ class NodeClient:
             body["request_id"] = request_id
         return _mapping(self._call("POST", "/stake", json=body))
 
+    def account(self, address: str) -> dict[str, Any]:
+        """address, balance and locked (coins), nonce, next_nonce (after pending ones)."""
+        return _mapping(self._call("GET", f"/accounts/{address}"))
+
+    def relay_transaction(self, encoded: bytes) -> str:
+        """Hand a transaction signed elsewhere to the node; its txid (hex)."""
+        body = {"transaction": encoded.hex()}
+        txid = _mapping(self._call("POST", "/transactions", json=body)).get("txid")
+        if not isinstance(txid, str):
+            raise ApiError(500, "malformed", "no txid in the answer")
+        return txid
+
     def _call(
         self, method: str, path: str, *, also_ok: tuple[int, ...] = (), **kwargs: Any
     ) -> httpx.Response:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from pouw.api.app import create_app
 from pouw.api.server import serve_api
 from pouw.config import NodeConfig
+from pouw.errors import InvalidTransaction, Reason
 from pouw.node.node import PoUWNode
 from pouw.roles import NodeRole
 
@@ -27,11 +30,8 @@ async def run_node(config: NodeConfig, stop: asyncio.Event | None = None) -> Non
     )
     try:
         if config.initial_stake > 0 and not _holds_ticket(node):
-            ticket = node.stake_and_register(config.initial_stake)
-            log.info(
-                "staked %s for %s: ticket %s", config.initial_stake, node.role, ticket.ticket_id
-            )
-        if node.role == NodeRole.MINER:
+            await stake_when_funded(node, config.initial_stake, stop)
+        if node.role == NodeRole.MINER and not stop.is_set():
             await node.start_mining()
         log.info(
             "node %s serving p2p on %s:%s and the API on %s:%s",
@@ -46,6 +46,46 @@ async def run_node(config: NodeConfig, stop: asyncio.Event | None = None) -> Non
         await api.stop()
         await node.stop()
         log.info("node %s stopped; its data dir is consistent", config.node_id)
+
+
+async def stake_when_funded(node: PoUWNode, amount: float, stop: asyncio.Event) -> bool:
+    """Buy the node's ticket as soon as its balance covers it; False when stopped first. Off
+    devnet a node's key is random, so it holds nothing until someone (on Kubernetes, the
+    faucet's owner) sends it coins: it waits for them, re-trying on each chain change, rather
+    than failing its start."""
+    changed = asyncio.Event()
+    node.context.events.chain_changed.subscribe(lambda _update: changed.set())
+    warned = False
+    while not stop.is_set():
+        changed.clear()
+        try:
+            ticket = node.stake_and_register(amount)
+        except InvalidTransaction as error:
+            if error.reason is not Reason.OVERSPEND:
+                raise
+            if not warned:
+                log.warning(
+                    "%s cannot stake %s yet (%s): it stakes once %s is funded",
+                    node.node_id,
+                    amount,
+                    error.detail,
+                    node.address,
+                )
+                warned = True
+            await _first(changed.wait(), stop.wait())
+            continue
+        log.info("staked %s for %s: ticket %s", amount, node.role, ticket.ticket_id)
+        return True
+    return False
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _holds_ticket(node: PoUWNode) -> bool:

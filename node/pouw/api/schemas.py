@@ -121,6 +121,32 @@ class TaskOut(BaseModel):
     ranking: list[str] = []
 
 
+MAX_TRANSACTION_HEX = 2 * 64 * 1024
+
+
+class TransactionBody(BaseModel):
+    """A transaction signed elsewhere (a faucet's transfer), as the wire encodes it, in hex."""
+
+    model_config = _BODY
+    transaction: str = Field(
+        min_length=2, max_length=MAX_TRANSACTION_HEX, pattern="^([0-9a-f]{2})+$"
+    )
+
+
+class Relayed(BaseModel):
+    txid: str
+
+
+class AccountOut(BaseModel):
+    """An account as of this node's tip; `next_nonce` counts its transactions pending here."""
+
+    address: str
+    balance: float
+    locked: float
+    nonce: int
+    next_nonce: int
+
+
 class TicketOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     ticket_id: str

@@ -40,6 +40,16 @@ class NodeService(Protocol):
         submission's id without paying again. Raises TaskSpecError or InvalidTransaction."""
         ...
 
+    def account(self, address: str) -> dict[str, Any]:
+        """An account as of the tip: address, balance and locked (coins), nonce, next_nonce
+        (the nonce after its transactions pending here)."""
+        ...
+
+    def relay_transaction(self, encoded: bytes) -> str:
+        """Admit and announce a transaction signed elsewhere; its txid (hex). Raises
+        MalformedData or InvalidTransaction (a repeat: `duplicate` or `replay`)."""
+        ...
+
     def stake(
         self, amount: float, role: NodeRole | None = None, request_id: str | None = None
     ) -> TicketView:

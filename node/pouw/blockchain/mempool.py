@@ -114,6 +114,7 @@ class Mempool:
             )
         if not tx.has_valid_signature(state.params.chain_id, txid):
             raise InvalidTransaction(Reason.BAD_SIGNATURE, f"tx {txid.hex()[:16]}")
+        state.check_signer(tx)
         sender = address_of(tx.sender)
         account = state.account(sender)
         pending = self._by_sender.get(sender, {})

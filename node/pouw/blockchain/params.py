@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Annotated, Final
 
 import msgspec
@@ -9,6 +10,7 @@ from msgspec import Meta
 
 from pouw.blockchain.block import BLOCK_VERSION, Block, BlockHeader, merkle_root
 from pouw.blockchain.transactions import COIN, Payout
+from pouw.config import DEVNET_CHAIN_PREFIX
 from pouw.crypto import ZERO_HASH, KeyPair, hash_value, sha256
 from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 
@@ -118,7 +120,27 @@ examples can stake straight away. A devnet node derives its key from its node id
 
 
 def devnet_key(node_id: str) -> KeyPair:
+    """A key anyone can derive from a public name: only devnet chains accept it."""
     return KeyPair.from_seed(b"pouw-devnet:" + node_id.encode())
+
+
+def is_devnet_chain(chain_id: str) -> bool:
+    """Devnet chains fund and accept the name-derived keys; every other chain refuses them."""
+    return chain_id.startswith(DEVNET_CHAIN_PREFIX)
+
+
+@cache
+def devnet_public_keys() -> frozenset[bytes]:
+    """The public keys of the devnet accounts (DEVNET_ACCOUNT_NAMES), derived once: what a
+    non-devnet ledger refuses to accept a signature from."""
+    return frozenset(devnet_key(name).public_key for name in DEVNET_ACCOUNT_NAMES)
+
+
+def is_devnet_key(public_key: bytes, *names: str) -> bool:
+    """Whether the key is a devnet account's, or derived from one of `names` (a node id)."""
+    return public_key in devnet_public_keys() or any(
+        devnet_key(name).public_key == public_key for name in names
+    )
 
 
 def devnet_params(

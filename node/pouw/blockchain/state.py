@@ -16,7 +16,12 @@ import msgspec
 
 from pouw.blockchain.block import Block
 from pouw.blockchain.draw import DrawnTicket, TaskDraw, draw_task
-from pouw.blockchain.params import ChainParams, bootstrap_task_id
+from pouw.blockchain.params import (
+    ChainParams,
+    bootstrap_task_id,
+    devnet_public_keys,
+    is_devnet_chain,
+)
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
@@ -267,6 +272,7 @@ class LedgerState:
             raise InvalidTransaction(Reason.UNEXPECTED_REWARD, "a reward may only open a block")
         if not signature_checked and not tx.has_valid_signature(self.params.chain_id, txid):
             raise InvalidTransaction(Reason.BAD_SIGNATURE, f"tx {txid.hex()[:16]}")
+        self.check_signer(tx)
         sender = address_of(tx.sender)
         account = self.account(sender)
         if tx.nonce != account.nonce:
@@ -283,6 +289,16 @@ class LedgerState:
             sender, Account(balance=account.balance - spend, nonce=account.nonce + 1, locked=locked)
         )
         self._apply_payload(payload, tx, txid, sender, height)
+
+    def check_signer(self, tx: Transaction) -> None:
+        """Off devnet chains a devnet account's key signs nothing: its seed is public, so any
+        coins a genesis gave it would be anyone's."""
+        if tx.sender in devnet_public_keys() and not is_devnet_chain(self.params.chain_id):
+            raise InvalidTransaction(
+                Reason.DEVNET_KEY,
+                f"{address_of(tx.sender)} is a public devnet key, refused on chain "
+                f"{self.params.chain_id!r}",
+            )
 
     def check_payload(self, payload: object, sender: str) -> None:
         """The payload's own rules, against this state; signature, nonce and balance aside."""

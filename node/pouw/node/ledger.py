@@ -103,7 +103,14 @@ class Ledger:
             fee=coins(fee),
             chain_id=self.context.params.chain_id,
         )
-        encoded = encode_transaction(tx)
+        return self._admit_and_announce(tx, encode_transaction(tx))
+
+    def relay(self, encoded: bytes) -> Transaction:
+        """A transaction signed elsewhere (a faucet's transfer through the API), admitted and
+        announced as the node's own are; MalformedData or InvalidTransaction."""
+        return self._admit_and_announce(decode_transaction(encoded), encoded)
+
+    def _admit_and_announce(self, tx: Transaction, encoded: bytes) -> Transaction:
         self.admit(tx, encoded)
         self.announcer.announce(ItemKind.TX, tx.txid(), encoded)
         self.refresh_template()

@@ -18,7 +18,7 @@ from pouw.blockchain.chain import Chain
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.ml_task import MLTask
 from pouw.blockchain.params import ChainParams
-from pouw.blockchain.transactions import BuyTicket, PayForTask, coins
+from pouw.blockchain.transactions import COIN, BuyTicket, PayForTask, coins
 from pouw.config import NodeConfig
 from pouw.crypto import KeyPair, sha256
 from pouw.economics.reputation import Reputation
@@ -29,7 +29,7 @@ from pouw.network import Network
 from pouw.node.announcer import Announcer
 from pouw.node.context import Background, Counters, NodeContext
 from pouw.node.events import NodeEvents
-from pouw.node.identity import load_node_key, network_params
+from pouw.node.identity import check_node_key, load_node_key, network_params
 from pouw.node.intake import Intake
 from pouw.node.ledger import Ledger, NodeNotRunning
 from pouw.node.requests import RequestLog
@@ -70,9 +70,12 @@ class PoUWNode:
         self.node_id = node_id
         self.role = NodeRole.parse(str(role)) if role else config.role
         self.config = config
-        self.params = params or network_params(config.chain_id)
+        self.params = params or network_params(config.chain_id, config.genesis_file)
         self.key: KeyPair = load_node_key(
             config.data_dir, node_id, self.params.chain_id, config.node_key_file
+        )
+        check_node_key(
+            self.key, node_id, self.params.chain_id, config.node_key_file, config.data_dir
         )
         self.address = self.key.address
         self.metrics = NodeMetrics()
@@ -205,6 +208,21 @@ class PoUWNode:
         ticket_role = NodeRole.parse(str(role)) if role else self.role
         tx = self.ledger.submit(BuyTicket(role=ticket_role, amount=coins(amount)))
         return TicketView(tx.txid().hex(), ticket_role.value, amount, self.address, False)
+
+    def account(self, address: str) -> dict[str, Any]:
+        account = self.chain.state.account(address)
+        pending = sum(1 for tx in self.mempool.transactions() if tx.sender_address == address)
+        return {
+            "address": address,
+            "balance": account.balance / COIN,
+            "locked": account.locked / COIN,
+            "nonce": account.nonce,
+            "next_nonce": account.nonce + pending,
+        }
+
+    def relay_transaction(self, encoded: bytes) -> str:
+        """A transaction signed elsewhere (a faucet's transfer): admitted and announced."""
+        return self.ledger.relay(encoded).txid().hex()
 
     def stake(
         self, amount: float, role: NodeRole | None = None, request_id: str | None = None

@@ -86,5 +86,10 @@ def secret_owned_fields(secret: Mapping[str, Any]) -> Manifest:
     }
 
 
+def decoded_seed(secret: Mapping[str, Any], file: str) -> bytes:
+    """A replica's key seed as the keys Secret holds it."""
+    return base64.b64decode(secret["data"][file])
+
+
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")

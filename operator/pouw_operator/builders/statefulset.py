@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Required, TypedDict
 
 from pouw.roles import NodeRole
+from pouw_operator.builders.genesis import GENESIS_CONFIGMAP, GENESIS_DIR, GENESIS_FILE_KEY
 from pouw_operator.builders.naming import (
     child_metadata,
     keys_secret_name,
@@ -56,8 +57,10 @@ def node_env(node: NodeResource, supervisors: Iterable[Supervisor]) -> list[EnvV
         env.append({"name": "POUW_OMEGA_B", "value": _number(spec.omega_b)})
     if spec.omega_m is not None:
         env.append({"name": "POUW_OMEGA_M", "value": _number(spec.omega_m)})
+    env.append({"name": "POUW_CHAIN_ID", "value": spec.chain_id})
+    if not spec.devnet:
+        env.append({"name": "POUW_GENESIS_FILE", "value": f"{GENESIS_DIR}/{GENESIS_FILE_KEY}"})
     env += [
-        {"name": "POUW_CHAIN_ID", "value": spec.chain_id},
         {"name": "POUW_ENABLE_SECURITY", "value": "true" if spec.security else "false"},
         {
             "name": "POUW_BOOTSTRAP_PEERS",
@@ -136,17 +139,23 @@ def build_statefulset(
         "resources": {"requests": {"cpu": spec.cpu, "memory": spec.memory}, "limits": limits},
         "securityContext": container_security_context(),
     }
+    volumes: list[Manifest] = [
+        {
+            "name": "keys",
+            "secret": {"secretName": keys_secret_name(node.name), "defaultMode": KEYS_MODE},
+        },
+        # The root filesystem is read-only: /data (the claim) and this are all a node writes.
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if not spec.devnet:  # a devnet's genesis every node derives from its chain id
+        container["volumeMounts"].append(
+            {"name": "genesis", "mountPath": GENESIS_DIR, "readOnly": True}
+        )
+        volumes.append({"name": "genesis", "configMap": {"name": GENESIS_CONFIGMAP}})
     pod_spec: Manifest = {
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [
-            {
-                "name": "keys",
-                "secret": {"secretName": keys_secret_name(node.name), "defaultMode": KEYS_MODE},
-            },
-            # The root filesystem is read-only: /data (the claim) and this are all a node writes.
-            {"name": "tmp", "emptyDir": {}},
-        ],
+        "volumes": volumes,
     }
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)

@@ -6,10 +6,12 @@
   finalizer: the children carry ownerReferences and the API server's garbage collector removes
   them.
 - a status poller (every settings.poll_interval_s) mirrors the StatefulSet and pod 0's node
-  API into status (node_status.py), and repairs bootstrap peers that drifted (a supervisor that
-  appeared while a node's own handler ran). It is one task for the whole operator, started by
-  kopf.on.startup, and not a kopf timer: kopf puts a finalizer on every object a timer or daemon
-  serves.
+  API into status (node_status.py), repairs bootstrap peers that drifted (a supervisor that
+  appeared while a node's own handler ran), and off devnet gives each replica its coins
+  from the namespace's faucet once its pod answers (faucet.py). Not a handler's retries: those
+  would hold back the node's spec changes while a pod is not up. It is one task for the whole
+  operator, started by kopf.on.startup, and not a kopf timer: kopf puts a finalizer on every
+  object a timer or daemon serves.
 
 Every PoUWNode the operator sees is in the kopf index `pouwnode_index` (namespace -> nodes),
 which gives the supervisors of a namespace without listing them from the API.
@@ -23,13 +25,16 @@ from typing import Any
 
 import kopf
 
+from pouw.api.client import ApiError
 from pouw.roles import NodeRole
 from pouw_operator.builders.naming import label_selector, node_api_url
 from pouw_operator.builders.peers import supervisors_of
 from pouw_operator.children import apply_children, repair_peers, rewire
+from pouw_operator.faucet import fund_replicas, needs_funding
 from pouw_operator.kube import POUWNODE, STATEFULSET, KubeError, holds
 from pouw_operator.memo import OperatorMemo
 from pouw_operator.node_status import node_status, probe_node
+from pouw_operator.payments import node_directory
 from pouw_operator.resources import NodeResource
 
 RESOURCE = POUWNODE.resource
@@ -187,6 +192,26 @@ async def _refresh_logged(
         return
     if phase is not None and any(n.uid == node.uid for n in index.get(node.namespace, [])):
         metrics.set_phase(KIND, node.uid, phase)
+    if phase is not None:
+        await _fund_logged(memo, node, logger)
+
+
+async def _fund_logged(memo: OperatorMemo, node: NodeResource, logger: kopf.Logger) -> None:
+    try:
+        if not needs_funding(node):
+            return
+        funded = await fund_replicas(memo, node, node_directory(memo))
+    except (TypeError, ValueError):
+        return  # reconcile_pouwnode fails the spec
+    except ApiError as error:  # a pod not up yet, most often: the next round tries again
+        logger.debug(f"PoUWNode {node.namespace}/{node.name}: no faucet transfer yet: {error}")
+        return
+    except KubeError as error:
+        logger.warning(f"PoUWNode {node.namespace}/{node.name}: no faucet transfer: {error}")
+        return
+    if funded:
+        pods = ", ".join(f"{node.name}-{ordinal}" for ordinal in funded)
+        logger.info(f"Faucet funded {pods} for a stake of {node.resolved.stake} each.")
 
 
 def _index(kwargs: Mapping[str, Any]) -> NodeIndex:

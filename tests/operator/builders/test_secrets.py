@@ -24,10 +24,15 @@ from tests.operator.builders.manifests import (
 @pytest.mark.parametrize(
     ("chain", "seeds"),
     [
-        ({}, [b"pouw-devnet:miner-0", b"pouw-devnet:miner-1"]),
+        ({"chainId": "pouw-devnet"}, [b"pouw-devnet:miner-0", b"pouw-devnet:miner-1"]),
         ({"chainId": "pouw-main"}, [b"\x01" * 32, b"\x02" * 32]),
+        ({}, [b"\x01" * 32, b"\x02" * 32]),
     ],
-    ids=["devnet-keys-are-the-seeds-the-genesis-funds", "keys-of-other-chains-are-random-32-bytes"],
+    ids=[
+        "devnet-keys-are-the-seeds-the-genesis-funds",
+        "keys-of-other-chains-are-random-32-bytes",
+        "keys-of-the-default-private-chain-are-random-32-bytes",
+    ],
 )
 def test_each_replica_gets_a_key(chain: dict[str, str], seeds: list[bytes]) -> None:
     secret = valid(build_keys_secret(node(replicas=2, **chain), entropy=counting_entropy()))

@@ -52,6 +52,14 @@ def test_each_role_is_upper_case_in_env_and_lower_case_in_labels(
     assert statefulset["spec"]["template"]["metadata"]["labels"]["pouw.network/role"] == role
 
 
+def test_a_devnet_node_derives_its_genesis_and_mounts_none() -> None:
+    statefulset = valid(build_statefulset(node(chainId="pouw-devnet"), SETTINGS, []))
+    assert env(statefulset)["POUW_CHAIN_ID"] == "pouw-devnet"
+    assert "POUW_GENESIS_FILE" not in env(statefulset)
+    volumes = statefulset["spec"]["template"]["spec"]["volumes"]
+    assert [volume["name"] for volume in volumes] == ["keys", "tmp"]
+
+
 def test_the_statefulset_of_a_default_spec() -> None:
     statefulset = valid(build_statefulset(node(), SETTINGS, []))
     spec = statefulset["spec"]
@@ -89,7 +97,8 @@ def test_the_statefulset_of_a_default_spec() -> None:
         "POUW_NODE_KEY_FILE": "/var/run/pouw/keys/$(POUW_NODE_ID).key",
         "POUW_STAKE_AMOUNT": "100",
         "POUW_MINING_INTENSITY": "1",
-        "POUW_CHAIN_ID": "pouw-devnet",
+        "POUW_CHAIN_ID": f"pouw-{NAMESPACE}",  # the namespace's private chain
+        "POUW_GENESIS_FILE": "/etc/pouw/genesis/genesis.json",
         "POUW_ENABLE_SECURITY": "true",
         "POUW_BOOTSTRAP_PEERS": "",
         "POUW_DEVICE": "cpu",
@@ -102,10 +111,12 @@ def test_the_statefulset_of_a_default_spec() -> None:
         {"name": "data", "mountPath": "/data"},
         {"name": "keys", "mountPath": "/var/run/pouw/keys", "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "genesis", "mountPath": "/etc/pouw/genesis", "readOnly": True},
     ]
     assert spec["template"]["spec"]["volumes"] == [
         {"name": "keys", "secret": {"secretName": "miner-keys", "defaultMode": 0o440}},
         {"name": "tmp", "emptyDir": {}},
+        {"name": "genesis", "configMap": {"name": "pouw-genesis"}},
     ]
     assert node_container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 8080}
     assert node_container["livenessProbe"]["httpGet"] == {"path": "/status", "port": 8080}
