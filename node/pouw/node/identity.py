@@ -16,12 +16,14 @@ NETWORK_INITIAL_DIFFICULTY = 2_000
 """About one block a second from a few miners training the demo model on a laptop."""
 
 
-def network_params(chain_id: str) -> ChainParams:
-    """Every node of a network derives the same genesis from its chain id."""
+def network_params(chain_id: str, block_time_ms: int | None = None) -> ChainParams:
+    """Every node of a network derives the same genesis from its chain id (and a devnet's
+    block time); the initial difficulty scales with the block time."""
+    block_time = block_time_ms or NETWORK_BLOCK_TIME_MS
     return devnet_params(
         chain_id=chain_id,
-        block_time_ms=NETWORK_BLOCK_TIME_MS,
-        initial_difficulty=NETWORK_INITIAL_DIFFICULTY,
+        block_time_ms=block_time,
+        initial_difficulty=NETWORK_INITIAL_DIFFICULTY * block_time // NETWORK_BLOCK_TIME_MS,
     )
 
 

@@ -71,7 +71,7 @@ class PoUWNode:
         self.node_id = node_id
         self.role = NodeRole.parse(str(role)) if role else config.role
         self.config = config
-        self.params = params or network_params(config.chain_id)
+        self.params = params or network_params(config.chain_id, config.block_time_ms)
         self.key: KeyPair = load_node_key(
             config.data_dir, node_id, self.params.chain_id, config.node_key_file
         )
