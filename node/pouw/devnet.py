@@ -125,6 +125,8 @@ class Snapshot:
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     task: dict[str, Any] | None = None
     seconds: float = 0.0
+    answered: frozenset[str] = frozenset()
+    """The nodes that answered the latest poll (`statuses` keeps older answers too)."""
 
 
 class DevnetError(PouwError, RuntimeError):
@@ -289,9 +291,12 @@ class Devnet:
         # All at once, so that the tips compared were reported at about the same moment.
         with ThreadPoolExecutor(max_workers=len(self.processes) or 1) as pool:
             answers = pool.map(_status_of, self.processes.values())
+        answered = set()
         for node_id, status in zip(self.processes, answers, strict=True):
             if status is not None:
                 snapshot.statuses[node_id] = status
+                answered.add(node_id)
+        snapshot.answered = frozenset(answered)
         if self.task_id is not None:
             with contextlib.suppress(ApiError, OSError):
                 snapshot.task = self.processes["client"].client.task(self.task_id)
@@ -342,11 +347,11 @@ class Devnet:
 
     def await_one_tip(self, on_poll: Callable[[Snapshot], None]) -> bool:
         """Wait (at most TIPS_TIMEOUT_S) for every node to report the same tip."""
-        everyone = len(self.plans)
+        everyone = len(self.processes)
         try:
             self.wait_for(
                 "waiting for every node to agree on one tip",
-                lambda s: tips_agree(s.statuses, everyone),
+                lambda s: tips_agree({n: s.statuses[n] for n in s.answered}, everyone),
                 TIPS_TIMEOUT_S,
                 on_poll,
             )
