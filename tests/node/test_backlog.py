@@ -82,7 +82,9 @@ def test_a_miner_draws_no_nonces_while_its_import_queue_is_backed_up(tmp_path: P
             for _ in range(IMPORT_BACKLOG_BOUND + 1):
                 network._imports.put(cast(Link, None), Blocks([]), importer)
             assert node.miner._template() is None
-            held = node.metrics.mining_held.labels("nonces")._value.get()
+            held = node.metrics.registry.get_sample_value(
+                "pouw_mining_held_total", {"stage": "nonces"}
+            )
             assert held == 1
             async with asyncio.timeout(30):
                 while network.import_backlog():
