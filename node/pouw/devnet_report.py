@@ -22,7 +22,7 @@ NODES_PER_CORE = 4
 """Devnet nodes one core runs well (measured on 2 cores, docs/protocol.md section 6.8):
 each node trains in a thread beside its network loop, so more nodes per core starve the
 loops that relay and import blocks."""
-BLOCK_TIME_PER_NODE_PER_CORE_MS = 750
+BLOCK_TIME_PER_NODE_PER_CORE_MS = 1_000
 """The devnet's block time grows with the nodes each core carries (`devnet_block_time_ms`)."""
 MIN_BLOCK_TIME_MS = 1_000
 
