@@ -19,7 +19,7 @@ from typing import Any
 from pouw.blockchain.store import ChainStore
 
 NODES_PER_CORE = 4
-"""Devnet nodes one core runs well (measured on 2 cores, docs/protocol.md section 6.8):
+"""Devnet nodes one core runs well (measured on 2 cores, docs/protocol.md section 7.8):
 each node trains in a thread beside its network loop, so more nodes per core starve the
 loops that relay and import blocks."""
 BLOCK_TIME_PER_NODE_PER_CORE_MS = 1_000
