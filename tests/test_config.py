@@ -58,7 +58,8 @@ FULL_ENV = {
 
 
 def test_from_env_reads_every_variable() -> None:
-    assert set(FULL_ENV) | {"POUW_ATTACK"} == set(ENV_VARIABLES)  # attack: devnets only, below
+    devnet_only = {"POUW_ATTACK", "POUW_BLOCK_TIME_MS"}  # below
+    assert set(FULL_ENV) | devnet_only == set(ENV_VARIABLES)
     config = NodeConfig.from_env(FULL_ENV)
     assert config.node_id == "prod_node_001" and config.role is NodeRole.MINER
     assert (config.host, config.port, config.api_port) == ("0.0.0.0", 8001, 9090)
@@ -130,6 +131,16 @@ def test_an_attack_is_a_devnet_miners_setting_only() -> None:
         NodeConfig.from_env({**devnet_miner, "POUW_ROLE": "verifier"})
     with pytest.raises(ConfigError, match=r"^POUW_ATTACK='bribe' is invalid: must be one of"):
         NodeConfig.from_env({**devnet_miner, "POUW_ATTACK": "bribe"})
+
+
+def test_a_block_time_is_a_devnet_setting_only() -> None:
+    config = NodeConfig.from_env({"POUW_BLOCK_TIME_MS": "4000"})
+    assert config.block_time_ms == 4000
+    assert NodeConfig.from_env(config.to_env()) == config
+    with pytest.raises(ConfigError, match=r"^POUW_BLOCK_TIME_MS=4000 is invalid: .*devnet"):
+        NodeConfig.from_env({"POUW_BLOCK_TIME_MS": "4000", "POUW_CHAIN_ID": "mainnet"})
+    with pytest.raises(ConfigError, match=r"^POUW_BLOCK_TIME_MS="):
+        NodeConfig.from_env({"POUW_BLOCK_TIME_MS": "0"})
 
 
 def test_the_attack_names_are_the_security_packages() -> None:

@@ -210,12 +210,16 @@ def devnet(
     With --byzantine K the last K miners attack (POUW_ATTACK, a setting only devnet chains
     accept): the summary shows the detections, slashed stake and reputations."""
     from pouw.devnet import plan_nodes
+    from pouw.devnet_report import capacity_warning, machine_cores
     from pouw.devnet_view import run_devnet
 
     try:
         plan_nodes(nodes, byzantine, attack)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    warning = capacity_warning(nodes, machine_cores())
+    if warning is not None:
+        click.echo(warning, err=True)  # one line, never wrapped
     result = run_devnet(
         task_name,
         nodes,

@@ -69,6 +69,10 @@ class NodeConfig:
     attack: str | None = None
     """Test and demo only (`pouw devnet --byzantine`): this miner misbehaves as a Byzantine
     miner of this kind (pouw.node.byzantine). Refused off devnet chains and for other roles."""
+    block_time_ms: int | None = None
+    """Devnet only (`pouw devnet` sets it from its node count and the machine's cores): the
+    chain's target block time, a consensus parameter, so every node of the chain sets the same
+    (a node with another has another genesis and no peers). None: the network's default."""
 
     def __post_init__(self) -> None:
         if isinstance(self.role, str) and not isinstance(self.role, NodeRole):
@@ -107,6 +111,13 @@ class NodeConfig:
         )
         if self.attack is not None:
             self._check_attack()
+        if self.block_time_ms is not None:
+            _require(
+                "block_time_ms",
+                self.block_time_ms,
+                self.chain_id.startswith(DEVNET_CHAIN_PREFIX),
+                f"a devnet setting, refused on chain {self.chain_id!r}",
+            )
 
     def _check_attack(self) -> None:
         _require(
@@ -255,6 +266,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_STAKE_AMOUNT": ("initial_stake", _non_negative),
     "POUW_MINING_INTENSITY": ("mining_intensity", _non_negative),
     "POUW_MAX_PEERS": ("max_peers", _positive_int),
+    "POUW_BLOCK_TIME_MS": ("block_time_ms", _positive_int),
     "POUW_BOOTSTRAP_PEERS": ("bootstrap_peers", _peers),
     "POUW_ENABLE_SECURITY": ("enable_security", _boolean),
     "POUW_ENABLE_SECURITY_MONITORING": ("enable_security_monitoring", _boolean),

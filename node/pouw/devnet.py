@@ -18,7 +18,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ import msgspec
 
 from pouw.api.client import ApiError, NodeClient
 from pouw.config import ATTACKS
+from pouw.devnet_report import (
+    devnet_block_time_ms,
+    machine_cores,
+    security_summary,
+    tips_agree,
+)
 from pouw.errors import PouwError
 from pouw.spec import DatasetSpec, ModelSpec, TaskSpec, task_spec_from_mapping
 
@@ -34,6 +41,8 @@ DEVNET_TOKEN = "devnet-token"
 STAKE = 10.0
 TASK_REWARD = 100.0
 READY_TIMEOUT_S = 90.0
+TIPS_TIMEOUT_S = 120.0
+"""How long the devnet waits, once the task is closed, for every node to report one tip."""
 STOP_TIMEOUT_S = 20.0
 
 BUILTIN_TASKS: dict[str, TaskSpec] = {
@@ -116,6 +125,8 @@ class Snapshot:
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     task: dict[str, Any] | None = None
     seconds: float = 0.0
+    answered: frozenset[str] = frozenset()
+    """The nodes that answered the latest poll (`statuses` keeps older answers too)."""
 
 
 class DevnetError(PouwError, RuntimeError):
@@ -170,7 +181,9 @@ def free_ports(count: int) -> list[int]:
             probe.close()
 
 
-def node_environment(plan: NodePlan, data_dir: Path, bootstrap_port: int) -> dict[str, str]:
+def node_environment(
+    plan: NodePlan, data_dir: Path, bootstrap_port: int, block_time_ms: int | None = None
+) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("POUW_")}
     env.update(
         {
@@ -189,6 +202,8 @@ def node_environment(plan: NodePlan, data_dir: Path, bootstrap_port: int) -> dic
         env["POUW_BOOTSTRAP_PEERS"] = f"127.0.0.1:{bootstrap_port}"
     if plan.attack is not None:
         env["POUW_ATTACK"] = plan.attack
+    if block_time_ms is not None:
+        env["POUW_BLOCK_TIME_MS"] = str(block_time_ms)
     return env
 
 
@@ -202,10 +217,15 @@ class Devnet:
         byzantine: int = 0,
         attack: str | None = None,
         aggregator: str | None = None,
+        block_time_ms: int | None = None,
     ) -> None:
-        """`aggregator` overrides the task's (``mean`` shows the network unprotected)."""
+        """`aggregator` overrides the task's (``mean`` shows the network unprotected);
+        `block_time_ms` the one chosen from the node count and the machine's cores."""
         self.root = root
         self.plans = plan_nodes(nodes, byzantine, attack)
+        self.block_time_ms = block_time_ms or devnet_block_time_ms(nodes, machine_cores())
+        self.tips_agree = False
+        """Every node reported one tip in a poll after the task closed (`await_one_tip`)."""
         self.attack = attack if byzantine else None
         miners = sum(1 for plan in self.plans if plan.role == "MINER")
         self.task = msgspec.structs.replace(
@@ -231,7 +251,7 @@ class Devnet:
         with (data_dir / "node.log").open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "pouw.cli", "node"],
-                env=node_environment(plan, data_dir, self.plans[0].p2p_port),
+                env=node_environment(plan, data_dir, self.plans[0].p2p_port, self.block_time_ms),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the devnet, which stops them in order
@@ -268,9 +288,15 @@ class Devnet:
     def poll(self) -> Snapshot:
         snapshot = self.snapshot
         snapshot.seconds = time.monotonic() - self.started
-        for node_id, node in self.processes.items():
-            with contextlib.suppress(ApiError, OSError):
-                snapshot.statuses[node_id] = node.client.status()
+        # All at once, so that the tips compared were reported at about the same moment.
+        with ThreadPoolExecutor(max_workers=len(self.processes) or 1) as pool:
+            answers = pool.map(_status_of, self.processes.values())
+        answered = set()
+        for node_id, status in zip(self.processes, answers, strict=True):
+            if status is not None:
+                snapshot.statuses[node_id] = status
+                answered.add(node_id)
+        snapshot.answered = frozenset(answered)
         if self.task_id is not None:
             with contextlib.suppress(ApiError, OSError):
                 snapshot.task = self.processes["client"].client.task(self.task_id)
@@ -316,7 +342,23 @@ class Devnet:
         self.start(on_poll, timeout)
         self.submit()
         self.wait_until_closed(on_poll, timeout)
+        self.await_one_tip(on_poll)
         return self.summary()
+
+    def await_one_tip(self, on_poll: Callable[[Snapshot], None]) -> bool:
+        """Wait (at most TIPS_TIMEOUT_S) for every node to report the same tip."""
+        everyone = len(self.processes)
+        try:
+            self.wait_for(
+                "waiting for every node to agree on one tip",
+                lambda s: tips_agree({n: s.statuses[n] for n in s.answered}, everyone),
+                TIPS_TIMEOUT_S,
+                on_poll,
+            )
+        except DevnetError:
+            return False
+        self.tips_agree = True
+        return True
 
     def submit(self) -> str:
         """The client pays for the devnet's task; its id."""
@@ -361,6 +403,8 @@ class Devnet:
             "test_accuracy": task.get("test_accuracy"),
             "min_accuracy": self.task.min_accuracy,
             "height": max(heights, default=0),
+            "tips_agree": self.tips_agree,
+            "block_time_ms": self.block_time_ms,
             "blocks_verified": verifier.get("blocks_verified", 0),
             "blocks_rejected": verifier.get("blocks_rejected", 0),
             "task_blocks": task.get("blocks", 0),
@@ -369,60 +413,30 @@ class Devnet:
             "aggregator": self.task.aggregator,
             "attack": self.attack,
             "attackers": [plan.node_id for plan in self.plans if plan.attack is not None],
-            **self._security(snapshot, economics),
+            **security_summary(
+                {plan.node_id: plan.stake for plan in self.plans},
+                [plan.node_id for plan in self.plans if plan.role == "MINER"],
+                snapshot.statuses,
+                snapshot.task,
+                economics,
+                staked=self.staked,
+            ),
             "rewards": {node_id: e["rewards_earned"] for node_id, e in economics.items()},
             "seconds": round(snapshot.seconds, 1),
             "data_dir": str(self.root),
         }
 
-    def _security(self, snapshot: Snapshot, economics: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """Detections (by kind, the most any one node counted), stake lost to slashing, and
-        each miner's reputation: the lowest that a node checking its work (supervisor,
-        verifier, evaluator) gives it."""
-        detected: dict[str, int] = {}
-        for status in snapshot.statuses.values():
-            for kind, count in status.get("stats", {}).get("attacks_detected", {}).items():
-                detected[kind] = max(detected.get(kind, 0), count)
-        slashed = {
-            node_id: round(self.processes[node_id].plan.stake - e["stake_amount"], 6)
-            for node_id, e in economics.items()
-            if self.staked and e["stake_amount"] < self.processes[node_id].plan.stake
-        }
-        views = [
-            economics.get(node_id, {}).get("peer_reputation", {})
-            for node_id in ("supervisor", "verifier", "evaluator")
-        ]
-        reputation = {
-            plan.node_id: round(min(view.get(address, 0.5) for view in views), 3)
-            for plan in self.plans
-            if plan.role == "MINER"
-            and (address := snapshot.statuses.get(plan.node_id, {}).get("address"))
-        }
-        names = {status.get("address"): node_id for node_id, status in snapshot.statuses.items()}
-        ranked = [names.get(a, a) for a in (snapshot.task or {}).get("ranking", [])]
-        return {
-            "attacks_detected": detected,
-            "slashed_stake": slashed,
-            "reputation": reputation,
-            "ranked": ranked,
-        }
+
+def _status_of(node: NodeProcess) -> dict[str, Any] | None:
+    try:
+        return node.client.status()
+    except (ApiError, OSError):
+        return None
 
 
 def _spec_mapping(spec: TaskSpec) -> dict[str, Any]:
     mapping: dict[str, Any] = msgspec.to_builtins(spec)
     return mapping
-
-
-def verify_data_dirs(root: Path, node_ids: Mapping[str, object]) -> dict[str, str]:
-    """`pouw chain verify` on every node's data dir: node id -> the verdict line."""
-    from pouw.blockchain.audit import audit_store
-    from pouw.mining.claims import ClaimRule
-
-    verdicts = {}
-    for node_id in node_ids:
-        report = audit_store(root / node_id, seal_rules=(), claim_rule=ClaimRule())
-        verdicts[node_id] = ("ok: " if report.ok else "BAD: ") + report.describe()
-    return verdicts
 
 
 def with_epochs(spec: TaskSpec, epochs: int | None) -> TaskSpec:

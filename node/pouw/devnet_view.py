@@ -11,7 +11,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from pouw.devnet import Devnet, DevnetError, Snapshot, task_from_name, verify_data_dirs, with_epochs
+from pouw.devnet import Devnet, DevnetError, Snapshot, task_from_name, with_epochs
+from pouw.devnet_report import chain_census, verify_data_dirs
 
 RUN_TIMEOUT_S = 600.0
 
@@ -102,6 +103,7 @@ def run_devnet(
             report["error"] = str(error)
         finally:
             devnet.stop()
+    report.update(chain_census(root, devnet.processes))
     verdicts = verify_data_dirs(root, devnet.processes)
     report["chain_verified"] = all(v.startswith("ok") for v in verdicts.values())
     if interrupted:

@@ -22,7 +22,7 @@ from tests.support.ledger import (
 from tests.support.placeholder_seal import unsealable
 
 from pouw.blockchain.block import Block, encode_block, sign_block
-from pouw.blockchain.chain import AddStatus, Chain
+from pouw.blockchain.chain import AddStatus, Chain, deep_reorg_allowed
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.transactions import Transaction, reward_transaction
 from pouw.blockchain.validation import check_header_in_context
@@ -194,11 +194,75 @@ def test_reorg_deeper_than_the_limit_is_refused(tmp_path: Path) -> None:
         mine(chain)
     tip = chain.tip.hash
     snapshot = chain.state.snapshot()
-    with pytest.raises(ReorgTooDeep) as caught:
-        build_fork(chain, fork_at=0, length=4)
-    assert caught.value.depth == 3
+    refused = add_even_fork(chain, 4)[-1]
+    assert isinstance(refused, ReorgTooDeep)
+    assert refused.depth == 3
     assert chain.tip.hash == tip
     assert chain.state.snapshot() == snapshot
+
+
+def add_even_fork(chain: Chain, length: int) -> list[Block | ReorgTooDeep]:
+    """A branch from genesis by another miner at the block time (so at the main chain's
+    difficulty): each block added, or the refusal it met."""
+    outcomes: list[Block | ReorgTooDeep] = []
+    parent = chain.genesis_hash
+    for _ in range(length):
+        block = make_block(chain, parent=parent, miner=BOB)
+        assert block.header.difficulty == chain.tip.header.difficulty
+        try:
+            chain.add_block(block)
+            outcomes.append(block)
+        except ReorgTooDeep as refused:
+            outcomes.append(refused)
+        parent = block.hash()
+    return outcomes
+
+
+def test_a_reorg_past_the_limit_is_taken_once_the_branch_doubles_the_work_since_the_fork(
+    tmp_path: Path,
+) -> None:
+    chain = open_chain(tmp_path, ledger_params(max_reorg_depth=2))
+    for _ in range(3):
+        mine(chain)
+    outcomes = add_even_fork(chain, 6)
+    refused = [o.depth for o in outcomes if isinstance(o, ReorgTooDeep)]
+    assert refused == [3, 3], "4 and 5 blocks against 3 fall short of twice the work"
+    last = outcomes[-1]
+    assert isinstance(last, Block)
+    assert chain.tip.hash == last.hash() and chain.height == 6
+    replay = open_chain(tmp_path / "replay", chain.params)
+    for height in range(1, 7):
+        stored = chain.block_at(height)
+        assert stored is not None
+        replay.add_block(stored)
+    assert chain.state.snapshot() == replay.state.snapshot()
+
+
+def test_a_reorg_past_the_limit_short_of_the_work_factor_stays_refused(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path, ledger_params(max_reorg_depth=2, deep_reorg_work_percent=300))
+    for _ in range(3):
+        mine(chain)
+    tip = chain.tip.hash
+    outcomes = add_even_fork(chain, 9)
+    refused = [o.depth for o in outcomes if isinstance(o, ReorgTooDeep)]
+    assert refused == [3] * 5, "4 to 8 blocks against 3 fall short of three times the work"
+    assert chain.hash_at(3) != tip and chain.height == 9, "9 against 3 is three times"
+
+
+@pytest.mark.parametrize(
+    ("fork", "main", "branch", "percent", "taken"),
+    [
+        (10, 20, 30, 200, True),
+        (10, 20, 29, 200, False),
+        (0, 7, 14, 200, True),
+        (0, 7, 13, 200, False),
+        (5, 6, 7, 100, True),
+    ],
+)
+def test_deep_reorg_rule_counts_work_from_the_fork(
+    fork: int, main: int, branch: int, percent: int, taken: bool
+) -> None:
+    assert deep_reorg_allowed(fork, main, branch, percent) is taken
 
 
 def test_branch_with_an_invalid_block_is_dropped_and_the_old_chain_restored(chain: Chain) -> None:

@@ -32,7 +32,8 @@ import pytest
 
 from pouw.api.client import ApiError
 from pouw.blockchain.audit import audit_store
-from pouw.devnet import BUILTIN_TASKS, TASK_REWARD, Devnet, verify_data_dirs, with_epochs
+from pouw.devnet import BUILTIN_TASKS, TASK_REWARD, Devnet, with_epochs
+from pouw.devnet_report import verify_data_dirs
 from pouw.mining.claims import ClaimRule
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from pouw.api.client import ApiError
-from pouw.devnet import BUILTIN_TASKS, Devnet, NodePlan, free_ports, verify_data_dirs
+from pouw.devnet import BUILTIN_TASKS, Devnet, NodePlan, free_ports
+from pouw.devnet_report import verify_data_dirs
 
 pytestmark = pytest.mark.slow
 

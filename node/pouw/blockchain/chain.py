@@ -4,6 +4,11 @@ Fork choice is by cumulative work (ties keep the current tip). A heavier side br
 reorg: the main chain's blocks are reverted down to the fork point with their undo records and
 the branch's blocks applied, all in memory first and then persisted in one store transaction.
 A branch block that fails on the way is dropped with its descendants and the old chain restored.
+
+A branch forking more than `max_reorg_depth` below the tip must outweigh the main chain by a
+factor, counted from the fork (`deep_reorg_allowed`): a node split off by load rejoins the
+network once the network's branch carries that much more work, while a long-range rewrite needs
+that much more work than the honest chain made over the same stretch, not a bare majority.
 """
 
 from __future__ import annotations
@@ -54,6 +59,14 @@ class IndexEntry:
     @property
     def height(self) -> int:
         return self.header.height
+
+
+def deep_reorg_allowed(fork_work: int, main_work: int, branch_work: int, work_percent: int) -> bool:
+    """Whether a reorg past `max_reorg_depth` is taken: the branch's work since the fork is
+    at least `work_percent` % of the main chain's since the fork. Integer arithmetic on the
+    cumulative work of the fork point, the tip and the branch's head, so that every node
+    decides the same from the same blocks."""
+    return (branch_work - fork_work) * 100 >= (main_work - fork_work) * work_percent
 
 
 def wall_clock_ms() -> int:
@@ -223,7 +236,8 @@ class Chain:
             yield
 
     def add_block(self, block: Block, encoded: bytes | None = None) -> ChainUpdate:
-        """Validate and store a block; raise InvalidBlock (or ReorgTooDeep) with the reason."""
+        """Validate and store a block; raise InvalidBlock (or ReorgTooDeep: a branch forking past
+        max_reorg_depth that does not outweigh the main chain by deep_reorg_work_percent)."""
         block_hash = block.hash()
         if block_hash in self._index:
             return ChainUpdate(AddStatus.DUPLICATE, block_hash)
@@ -278,7 +292,12 @@ class Chain:
         branch = self._branch_to(entry)
         fork_height = branch[0].height - 1
         depth = self.height - fork_height
-        if depth > self.params.max_reorg_depth:
+        if depth > self.params.max_reorg_depth and not deep_reorg_allowed(
+            self._index[self._main[fork_height]].total_work,
+            self.tip.total_work,
+            entry.total_work,
+            self.params.deep_reorg_work_percent,
+        ):
             with self.store.transaction():
                 self.store.put_block(block, entry.hash, entry.total_work, encoded)
             raise ReorgTooDeep(depth, self.params.max_reorg_depth)

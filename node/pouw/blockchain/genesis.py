@@ -51,15 +51,16 @@ def network_params(
     )
 
 
-def devnet_network_params(chain_id: str) -> ChainParams:
-    """A devnet chain's genesis: every node derives it from the chain id, and it funds the
-    public devnet keys."""
+def devnet_network_params(chain_id: str, block_time_ms: int | None = None) -> ChainParams:
+    """A devnet chain's genesis: every node derives it from the chain id (and the devnet's
+    block time; the initial difficulty scales with it), and it funds the public devnet keys."""
     if not is_devnet_chain(chain_id):
         raise ConfigError(f"chain {chain_id!r} is not a devnet chain ({DEVNET_CHAIN_PREFIX}...)")
+    block_time = block_time_ms or NETWORK_BLOCK_TIME_MS
     return devnet_params(
         chain_id=chain_id,
-        block_time_ms=NETWORK_BLOCK_TIME_MS,
-        initial_difficulty=NETWORK_INITIAL_DIFFICULTY,
+        block_time_ms=block_time,
+        initial_difficulty=NETWORK_INITIAL_DIFFICULTY * block_time // NETWORK_BLOCK_TIME_MS,
     )
 
 

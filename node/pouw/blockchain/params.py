@@ -30,6 +30,9 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_future_drift_ms: PositiveInt = 15_000
     median_time_window: PositiveInt = 11
     max_reorg_depth: PositiveInt = 100
+    deep_reorg_work_percent: Annotated[int, Meta(ge=100)] = 200
+    """A reorg deeper than max_reorg_depth is taken only when the branch's work since the fork
+    is at least this percentage of the main chain's work since the fork (chain.py)."""
     block_reward: Annotated[int, Meta(ge=0)] = 10 * COIN
     min_stake: Annotated[int, Meta(ge=0)] = 1 * COIN
     slash_reporter_share_percent: Annotated[int, Meta(ge=0, le=100)] = 10

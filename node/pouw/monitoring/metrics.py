@@ -51,6 +51,13 @@ class NodeMetrics:
         self.iterations = Counter(
             "pouw_iterations", "Training iterations this node ran", registry=r
         )
+        self.mining_held = Counter(
+            "pouw_mining_held",
+            "Training iterations held back while the node's import backlog passed its bound or"
+            " it caught up with a peer: stage nonces (no nonces drawn) or training (paused)",
+            ["stage"],
+            registry=r,
+        )
         self.task_loss = Gauge("pouw_task_loss", "Loss of the last iteration", registry=r)
         self.task_accuracy = Gauge(
             "pouw_task_accuracy", "Batch accuracy of the last iteration", registry=r

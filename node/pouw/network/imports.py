@@ -68,6 +68,10 @@ class ImportQueue:
     def empty(self) -> bool:
         return self._queue.empty()
 
+    def waiting(self) -> int:
+        """Jobs not yet taken by the worker (the node's import backlog)."""
+        return self._queue.qsize()
+
     def after_each(self, listener: Callable[[], None]) -> None:
         """Call `listener` whenever a job is done (imported or not)."""
         self._listeners.append(listener)

@@ -137,6 +137,14 @@ class Network:
     def peer_count(self) -> int:
         return self._wire.links.peer_count()
 
+    def import_backlog(self) -> int:
+        """Items and sync batches received but not yet judged by the node."""
+        return self._imports.waiting()
+
+    def catching_up(self) -> bool:
+        """Whether a sync from a peer with more work is under way."""
+        return self._sync.active
+
     async def start(self) -> None:
         """Bind the ROUTER on host:port (port 0: a free one) and dial the bootstrap peers."""
         if self._running:

@@ -73,6 +73,11 @@ class Sync:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self._settings.sync_timeout_s)
 
+    @property
+    def active(self) -> bool:
+        """A sync with some peer is under way (started because it showed more work)."""
+        return not self._idle.is_set()
+
     def start(self, link: Link) -> None:
         """Fetch `link`'s chain, unless we already are or it is no peer (yet)."""
         if link.syncing or not link.ready:

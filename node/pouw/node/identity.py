@@ -13,13 +13,15 @@ from pouw.crypto import KeyPair
 KEY_FILE = "node.key"
 
 
-def network_params(chain_id: str, genesis_file: Path | None = None) -> ChainParams:
+def network_params(
+    chain_id: str, genesis_file: Path | None = None, block_time_ms: int | None = None
+) -> ChainParams:
     """The genesis of the node's network: a devnet chain's every node derives from its chain
     id; any other chain's comes from its genesis file (`pouw chain init` writes one)."""
     if genesis_file is not None:
         return load_genesis(genesis_file, chain_id)
     if is_devnet_chain(chain_id):
-        return devnet_network_params(chain_id)
+        return devnet_network_params(chain_id, block_time_ms)
     raise ConfigError(
         f"POUW_CHAIN_ID={chain_id!r} is not a devnet chain ({DEVNET_CHAIN_PREFIX}...), so its "
         f"genesis comes from a file: set {GENESIS_VARIABLE} to the chain's genesis file "

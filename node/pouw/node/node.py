@@ -27,6 +27,7 @@ from pouw.monitoring.health import HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network import Network
 from pouw.node.announcer import Announcer
+from pouw.node.backlog import Backlog, MiningHold
 from pouw.node.context import Background, Counters, NodeContext
 from pouw.node.events import NodeEvents
 from pouw.node.identity import check_node_key, load_node_key, network_params
@@ -70,7 +71,9 @@ class PoUWNode:
         self.node_id = node_id
         self.role = NodeRole.parse(str(role)) if role else config.role
         self.config = config
-        self.params = params or network_params(config.chain_id, config.genesis_file)
+        self.params = params or network_params(
+            config.chain_id, config.genesis_file, config.block_time_ms
+        )
         self.key: KeyPair = load_node_key(
             config.data_dir, node_id, self.params.chain_id, config.node_key_file
         )
@@ -101,7 +104,12 @@ class PoUWNode:
         # The draw decides who evaluates and screens a task, so every node runs those two
         # (the screening first: the evaluator ranks by what it flagged); re-execution and the
         # IT_RES journal follow the configured role.
-        self.miner = MinerRole(context, self.ledger, self.announcer)
+        self.miner = MinerRole(
+            context,
+            self.ledger,
+            self.announcer,
+            MiningHold(self._backlog, lambda stage: self.metrics.mining_held.labels(stage).inc()),
+        )
         self.screening = ScreeningRole(context, self.ledger)
         self.evaluator = EvaluatorRole(context, self.ledger, excluded=self.screening.excluded)
         self.verifier = (
@@ -136,6 +144,13 @@ class PoUWNode:
     @property
     def network(self) -> Network | None:
         return self._network
+
+    def _backlog(self) -> Backlog | None:
+        """What the network has yet to hand the node (None before it starts)."""
+        network = self._network
+        if network is None:
+            return None
+        return Backlog(network.import_backlog(), network.catching_up())
 
     @property
     def is_mining(self) -> bool:

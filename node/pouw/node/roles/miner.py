@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass
 
 from pouw.blockchain.block import Block, encode_block
@@ -31,6 +32,7 @@ from pouw.ml.aggregation import UNSCREENED
 from pouw.ml.models import model_hash, model_to_bytes
 from pouw.network.messages import ItemKind
 from pouw.node.announcer import Announcer
+from pouw.node.backlog import MiningHold
 from pouw.node.byzantine import ByzantineMiner
 from pouw.node.context import NodeContext
 from pouw.node.intake import take_final_model
@@ -98,10 +100,19 @@ class Activity:
 
 
 class MinerRole:
-    def __init__(self, context: NodeContext, ledger: Ledger, announcer: Announcer) -> None:
+    def __init__(
+        self,
+        context: NodeContext,
+        ledger: Ledger,
+        announcer: Announcer,
+        hold: MiningHold | None = None,
+    ) -> None:
         self.context = context
         self.ledger = ledger
         self.announcer = announcer
+        self.hold = hold
+        """Validation and relay before training (pouw.node.backlog); None: never held."""
+        self._stopping = threading.Event()
         self.stats = MiningStats()
         self.job: Job | None = None
         self._worker: MiningWorker | None = None
@@ -126,10 +137,11 @@ class MinerRole:
         if self.running:
             return
         context, background = self.context, self.context.background
+        self._stopping.clear()
         miner = Miner(
             context.key,
             context.params,
-            lambda: self.ledger.template,
+            self._template,
             on_block=lambda block: background.call_soon(self.on_block, block),
             on_iteration=lambda published: background.call_soon(self.on_iteration, published),
             intensity=context.config.mining_intensity,
@@ -152,6 +164,7 @@ class MinerRole:
         self._worker.start()
 
     async def stop(self) -> None:
+        self._stopping.set()
         worker, self._worker = self._worker, None
         if worker is not None:
             await asyncio.get_running_loop().run_in_executor(None, worker.stop)
@@ -295,11 +308,20 @@ class MinerRole:
             batch = sign_batch(key, IterationBatch(key.public_key, tuple(records)))
             self.announcer.announce(ItemKind.ITERATION, batch.item_id(), encode_item(batch))
 
+    def _template(self) -> Block | None:
+        """The block to draw nonces on (training thread): none while the node is held."""
+        if self.hold is not None and self.hold.hold_nonces():
+            return None
+        return self.ledger.template
+
     def _training_progress(self, job: Job, trainer: TaskTrainer, stats: MiningStats) -> None:
+        """After each iteration (training thread); waits while the node is held."""
         metrics = self.context.metrics
         metrics.iterations.inc()
         metrics.task_loss.set(stats.last_loss)
         metrics.task_accuracy.set(stats.last_accuracy)
+        if self.hold is not None:
+            self.hold.pause_training(self._stopping)
 
     def on_failed(self, job: Job, why: str) -> None:
         self.context.tasks.of(job.task_id).failure = f"training diverged: {why}"
