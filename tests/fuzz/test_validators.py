@@ -76,7 +76,7 @@ TX_REASONS = frozenset(
         "unexpected_reward", "bad_signature", "replay", "nonce_gap", "overspend", "zero_amount",
         "invalid_task_spec", "stake_below_minimum", "unknown_task", "task_closed",
         "not_an_evaluator", "payout_mismatch", "unknown_ticket", "not_a_verifier",
-        "bad_evidence_signature", "evidence_not_proven", "bad_reward",
+        "bad_evidence_signature", "evidence_not_proven", "bad_reward", "devnet_key",
         # the mempool's own
         "duplicate", "duplicate_nonce", "too_many_pending", "mempool_full",
     }
