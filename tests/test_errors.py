@@ -36,12 +36,16 @@ def test_every_reason_is_given_somewhere() -> None:
     assert {reason.name for reason in Reason} <= _reasons_named_in_code()
 
 
-def test_only_re_execution_failures_are_fake_work() -> None:
+def test_only_re_execution_and_claim_failures_are_fake_work() -> None:
+    """What the miner signed is wrong; never what a relay could have changed (the checkpoint's
+    bytes: `checkpoint_bytes`)."""
     fake = {reason for reason in Reason if reason.fake_work}
     assert fake == {
-        "bad_worker_index", "batch_mismatch", "corrupt_model", "stale_start_model",
-        "loss_mismatch", "accuracy_mismatch", "update_mismatch",
+        "bad_worker_index", "bad_position", "batch_mismatch", "checkpoint_mismatch",
+        "corrupt_model", "stale_start_model", "loss_mismatch", "accuracy_mismatch",
+        "update_mismatch", "not_drawn", "stale_position", "segment_fork",
     }  # fmt: skip
+    assert not Reason.CHECKPOINT_BYTES.fake_work
 
 
 def test_an_honest_relay_may_cause_only_races_with_the_chain_and_the_mempool() -> None:
