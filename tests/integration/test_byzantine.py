@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pouw.bench.consensus import blocks_by
 from pouw.devnet import BUILTIN_TASKS, STAKE, Devnet, Snapshot, with_epochs
 
 pytestmark = pytest.mark.slow
@@ -99,6 +100,11 @@ def test_fake_work_is_rejected_and_its_stake_slashed_on_chain(
     assert summary["attackers"] == ["miner-1"]
     assert summary["blocks_rejected"] >= 1 and summary["attacks_detected"]["fake_work"] >= 1
     assert summary["slashed_stake"] == {"miner-1": STAKE}
+    assert summary["tips_agree"], summary
+    fake_miner = network.processes["miner-1"].client.economics()["address"]
+    for node_id in network.processes:
+        if node_id != "miner-1":  # no honest main chain holds a block of its fake work
+            assert blocks_by(network.root / node_id, fake_miner, summary["task_id"]) == 0
     attacker = network.processes["miner-1"].client.economics()
     assert attacker["locked"] == 0 and not attacker["staked"]
     # Reputation is not compared here: a fake worker's updates are honest, and with two miners

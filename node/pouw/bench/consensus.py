@@ -170,7 +170,7 @@ def _attack(workdir: Path, nodes: int, report: Report) -> dict[str, Any]:
         devnet.stop()
     attacker_address = statuses[attacker]["address"]
     fake = sum(
-        _blocks_by(workdir / node_id, attacker_address, summary["task_id"]) for node_id in honest
+        blocks_by(workdir / node_id, attacker_address, summary["task_id"]) for node_id in honest
     )
     tips = {statuses[node_id].get("tip") for node_id in honest}
     slashed = summary["slashed_stake"].get(attacker, 0)
@@ -188,7 +188,7 @@ def _attack(workdir: Path, nodes: int, report: Report) -> dict[str, Any]:
     }
 
 
-def _blocks_by(data_dir: Path, miner: str, task_id: str) -> int:
+def blocks_by(data_dir: Path, miner: str, task_id: str) -> int:
     """Main-chain blocks in `data_dir` mined by `miner` on the task."""
     store = ChainStore(data_dir, read_only=True)
     try:
