@@ -34,6 +34,7 @@ from pouw.blockchain.block import Block
 from pouw.blockchain.store import ChainStore
 from pouw.crypto import address_of, sha256
 from pouw.devnet import BUILTIN_TASKS, Devnet, with_epochs
+from pouw.devnet_report import chain_census
 from pouw.errors import InvalidBlock, MalformedData
 from pouw.mining.budget import derive_nonce, nonce_budget
 from pouw.mining.messages import decode_iteration_message
@@ -244,9 +245,10 @@ def _load(workdir: Path, nodes: int, report: Report) -> dict[str, Any]:
         summary = devnet.run(lambda _: None, DEVNET_TIMEOUT_S)
     finally:
         devnet.stop()
-    orphan_rate = summary["orphan_rate"]
+    census = chain_census(workdir, devnet.processes)
+    orphan_rate = census["orphan_rate"]
     report(
-        f"load: {nodes} nodes, {summary['stored_blocks']} blocks stored, orphan rate "
+        f"load: {nodes} nodes, {census['stored_blocks']} blocks stored, orphan rate "
         f"{orphan_rate:.3f}, tips agree {summary.get('tips_agree')}, {summary['seconds']} s"
     )
     return {
