@@ -69,6 +69,7 @@ def test_an_unknown_attack_is_refused() -> None:
 def test_fake_work_blocks_fail_reexecution_and_update_attacks_do_not(tmp_path: Path) -> None:
     """The rig's chain re-executes every block, as every node's does."""
     fake_rig = MiningRig(TINY, tmp_path / "fake_work", difficulty=4)
+    fake_rig.check_own_blocks = True
     miner = fake_rig.miner()
     miner.tampering = ByzantineMiner("fake_work", lambda task_id: True, b"attacker")
     miner.train(fake_rig.trainer(TINY), max_iterations=40)

@@ -240,7 +240,7 @@ def _quantile(buckets: dict[float, float], q: float) -> float:
 
 
 def _load(workdir: Path, nodes: int, report: Report) -> dict[str, Any]:
-    devnet = Devnet(workdir, nodes, with_epochs(BUILTIN_TASKS["digits"], 20))
+    devnet = Devnet(workdir, nodes, BUILTIN_TASKS["digits"])
     try:
         summary = devnet.run(lambda _: None, DEVNET_TIMEOUT_S)
     finally:

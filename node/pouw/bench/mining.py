@@ -76,6 +76,8 @@ class MiningRig:
         self.chain.seal_rules = (self.verifier,)
         self.chain.claim_rule = ClaimRule()
         self.blocks: list[Block] = []
+        self.check_own_blocks = False
+        """Re-execute the rig's own blocks too (tests of what a tampering miner publishes)."""
         self.rejected: list[str] = []
         self._template = self._next_template()
 
@@ -90,6 +92,8 @@ class MiningRig:
         return self._template
 
     def accept(self, block: Block) -> None:
+        if not self.check_own_blocks:
+            self.verifier.vouch(block)
         try:
             update = self.chain.add_block(block)
             if update.status in (AddStatus.EXTENDED, AddStatus.REORGANIZED):
@@ -208,8 +212,8 @@ def _efficiency(
 
 def _verify_ms(rig: MiningRig, report: Report) -> float:
     timings = []
-    for block in rig.blocks[-5:]:
-        timings.append(rig.verifier.reexecute(block).seconds * 1000)
+    for block in rig.blocks[-5:]:  # as another node would: the rig vouches for its own
+        timings.append(BlockVerifier(rig.params, rig.task_spec).reexecute(block).seconds * 1000)
     report(f"re-executed {len(timings)} blocks: median {statistics.median(timings):.1f} ms")
     return statistics.median(timings)
 
