@@ -69,6 +69,7 @@ def fake_work(
         network.submit()
         network.wait_for("catching the fake worker", fake_work_detected, TIMEOUT_S, ignore)
         network.wait_until_closed(ignore, TIMEOUT_S)
+        network.await_one_tip(ignore)
         yield network, network.summary()
     finally:
         network.stop()
