@@ -66,6 +66,10 @@ class FakeSeal:
 
     bad: dict[bytes, InvalidBlock] = field(default_factory=dict)
     reexecuted: list[bytes] = field(default_factory=list)
+    vouched: list[bytes] = field(default_factory=list)
+
+    def vouch(self, block: Block) -> None:
+        self.vouched.append(block.hash())
 
     def reexecute(self, block: Block) -> None:
         self.reexecuted.append(block.hash())
