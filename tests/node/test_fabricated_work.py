@@ -10,9 +10,8 @@ from pathlib import Path
 
 import msgspec
 from tests.node.test_node_gossip import until
-from tests.support.nodes import local_node
+from tests.support.nodes import hostile_peer, local_node
 
-from pouw.bench.network import ItemStore
 from pouw.blockchain.block import Block, encode_block, meets_difficulty, sign_block
 from pouw.blockchain.params import bootstrap_task_id
 from pouw.crypto import ZERO_HASH, KeyPair, sha256
@@ -20,7 +19,6 @@ from pouw.mining.budget import derive_nonce
 from pouw.mining.messages import NO_UPDATES_HASH, IterationMessage
 from pouw.mining.segments import checkpoint_bytes, checkpoint_hash, initial_checkpoint
 from pouw.network.messages import ItemKind
-from pouw.network.network import Network
 from pouw.node.node import PoUWNode
 
 
@@ -66,13 +64,7 @@ def test_fabricated_work_is_refused_by_every_node_and_costs_its_sender(tmp_path:
         await node.start()
         assert node.network is not None
         key = KeyPair.from_seed(b"mallory")
-        mallory = Network(
-            key,
-            ItemStore(node.intake.chain_info()),
-            host="127.0.0.1",
-            port=0,
-            bootstrap_peers=[("127.0.0.1", node.network.port)],
-        )
+        mallory = hostile_peer(node, key)
         await mallory.start()
         try:
             await until(lambda: node.network is not None and node.network.peer_count() == 1)

@@ -6,12 +6,10 @@ import asyncio
 from pathlib import Path
 
 from tests.node.test_node_gossip import until
-from tests.support.nodes import local_node
+from tests.support.nodes import hostile_peer, local_node
 
-from pouw.bench.network import ItemStore
 from pouw.crypto import KeyPair
 from pouw.network.messages import ItemKind
-from pouw.network.network import Network
 from pouw.node.items import BlockVerdict, encode_item, sign_verdict
 
 
@@ -21,13 +19,7 @@ def test_a_ticketless_verdict_is_rejected_scored_counted_and_not_shown(tmp_path:
         await node.start()
         assert node.network is not None
         mallory_key = KeyPair.from_seed(b"mallory")
-        mallory = Network(
-            mallory_key,
-            ItemStore(node.intake.chain_info()),
-            host="127.0.0.1",
-            port=0,
-            bootstrap_peers=[("127.0.0.1", node.network.port)],
-        )
+        mallory = hostile_peer(node, mallory_key)
         await mallory.start()
         try:
             await until(lambda: node.network is not None and node.network.peer_count() == 1)
