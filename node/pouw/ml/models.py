@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 
 import safetensors.torch
 import torch
@@ -29,9 +30,30 @@ class CorruptModel(PouwError, ValueError):
 def build_model(spec: ModelSpec, seed: bytes) -> nn.Module:
     """The task's initial model: every miner who builds it from the same seed gets the same
     weights."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") >> 1)
-        return _mlp(spec) if spec.architecture == "mlp" else _cnn(spec)
+    with torch.device("meta"):
+        model = _mlp(spec) if spec.architecture == "mlp" else _cnn(spec)
+    model.to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(
+        int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") >> 1
+    )
+    _initialise(model, generator)
+    return model
+
+
+def _initialise(model: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default initialisation (uniform in ±1/sqrt(fan_in) for weights and biases),
+    drawn from the task's own generator: the process-wide one is shared by every thread, so
+    miners in one process would race for it and build different models."""
+    with torch.no_grad():
+        for module in model.modules():
+            own = list(module.parameters(recurse=False))
+            if not own:
+                continue
+            if not isinstance(module, nn.Linear | nn.Conv2d):
+                raise TypeError(f"no seeded initialisation for {type(module).__name__}")
+            bound = 1.0 / math.sqrt(module.weight[0].numel())
+            for parameter in own:
+                parameter.uniform_(-bound, bound, generator=generator)
 
 
 def _mlp(spec: ModelSpec) -> nn.Module:
