@@ -54,9 +54,7 @@ class BlockHeader(msgspec.Struct, frozen=True, array_like=True):
         """What must meet the difficulty: the parent, the precursor and the nonce only. Every
         other header field (time, transactions, reward recipient) is free to its miner, so
         none of them may buy another lottery draw."""
-        return sha256(
-            b"pouw-seal" + self.prev_hash + self.precursor + self.nonce.to_bytes(8, "big")
-        )
+        return seal_hash(self.prev_hash, self.precursor, self.nonce)
 
 
 class Block(msgspec.Struct, frozen=True, array_like=True):
@@ -73,6 +71,10 @@ class Block(msgspec.Struct, frozen=True, array_like=True):
 
     def hash(self) -> bytes:
         return self.header.hash()
+
+
+def seal_hash(prev_hash: bytes, precursor: bytes, nonce: int) -> bytes:
+    return sha256(b"pouw-seal" + prev_hash + precursor + nonce.to_bytes(8, "big"))
 
 
 def meets_difficulty(block_hash: bytes, difficulty: int) -> bool:

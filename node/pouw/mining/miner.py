@@ -22,7 +22,7 @@ from typing import Protocol
 import msgspec
 import torch
 
-from pouw.blockchain.block import Block, BlockHeader, meets_difficulty, sign_block
+from pouw.blockchain.block import Block, BlockHeader, meets_difficulty, seal_hash, sign_block
 from pouw.blockchain.params import ChainParams
 from pouw.crypto import ZERO_HASH, KeyPair, sha256
 from pouw.errors import PouwError
@@ -208,7 +208,7 @@ class Miner:
             workers=trainer.workers,
             epoch=trainer.epoch,
             iteration=trainer.iteration,
-            checkpoint_hash=segment[1] if segment is not None else ZERO_HASH,
+            checkpoint_hash=ZERO_HASH if segment is None else segment.checkpoint_hash,
             batch_hash=batch_digest,
             loss=outcome.loss,
             correct=outcome.correct,
@@ -235,7 +235,7 @@ class Miner:
             )
             if sealed is not None:
                 self._sealed_on = sealed.prev_hash
-        trainer.optimizer.step()
+        trainer.step()
         trainer.advance(commitment)
         stats = self.stats
         stats.iterations += 1
@@ -245,7 +245,7 @@ class Miner:
         grads = [p.grad for p in parameters if p.grad is not None]
         if self.tampering is not None:
             grads = self.tampering.gradients(trainer, x, y, grads)
-        checkpoint = segment[0] if sealed is not None and segment is not None else None
+        checkpoint = segment.state if sealed is not None and segment is not None else None
         return _Handoff(message, encoded, grads, sealed, template, checkpoint)
 
     def _try_nonces(
@@ -256,19 +256,19 @@ class Miner:
         precursor: bytes,
         budget: int,
     ) -> BlockHeader | None:
-        base = msgspec.structs.replace(
-            header,
-            timestamp_ms=max(header.timestamp_ms, self.clock_ms()),
-            iteration_hash=iteration_hash,
-            history_commitment=commitment,
-            precursor=precursor,
-            device_class=self.device_class,
-        )
         for index in range(budget):
-            candidate = msgspec.structs.replace(base, nonce=derive_nonce(precursor, index))
+            nonce = derive_nonce(precursor, index)
             self.stats.nonces_tried += 1
-            if meets_difficulty(candidate.seal_hash(), candidate.difficulty):
-                return candidate
+            if meets_difficulty(seal_hash(header.prev_hash, precursor, nonce), header.difficulty):
+                return msgspec.structs.replace(
+                    header,
+                    timestamp_ms=max(header.timestamp_ms, self.clock_ms()),
+                    iteration_hash=iteration_hash,
+                    history_commitment=commitment,
+                    precursor=precursor,
+                    nonce=nonce,
+                    device_class=self.device_class,
+                )
         return None
 
     def _pipeline(

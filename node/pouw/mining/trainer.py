@@ -8,7 +8,7 @@ import torch
 
 from pouw.mining.messages import initial_commitment
 from pouw.mining.peers import PeerUpdates
-from pouw.mining.segments import checkpoint_hash, checkpoint_state
+from pouw.mining.segments import Segment
 from pouw.ml.datasets import (
     Dataset,
     batch_hash,
@@ -73,7 +73,7 @@ class TaskTrainer:
         self.commitment = initial_commitment(task_id, miner)
         self.fingerprint = ModelFingerprint(self.model)
         self.checkpoint_interval = checkpoint_interval
-        self.segment: tuple[dict[str, torch.Tensor], bytes] | None = None
+        self.segment: Segment | None = None
         """The current segment's checkpoint and its hash (`pouw.mining.segments`); None after
         resuming inside a segment, whose start is gone: such a segment seals nothing."""
         self._epoch_data: _EpochData | None = None
@@ -84,8 +84,13 @@ class TaskTrainer:
 
     def start_segment(self) -> None:
         """Take the checkpoint this segment's iterations re-execute from."""
-        state = checkpoint_state(self.model, self.optimizer)
-        self.segment = (state, checkpoint_hash(state))
+        self.segment = Segment(self.model, self.optimizer)
+
+    def step(self) -> None:
+        """The optimizer's step, once the segment's checkpoint is taken."""
+        if self.segment is not None:
+            self.segment.taken()
+        self.optimizer.step()
 
     @property
     def finished(self) -> bool:

@@ -77,7 +77,7 @@ class Claim:
         segment = position(
             trainer.epoch, segment_start(trainer.iteration, trainer.checkpoint_interval)
         )
-        if segment == last.segment and trainer.segment[1] != last.checkpoint_hash:
+        if segment == last.segment and trainer.segment.checkpoint_hash != last.checkpoint_hash:
             return None  # this segment committed to another checkpoint before a restart
         return self.ticket_id
 
