@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pouw.blockchain.state import Ticket
+from pouw.blockchain.draw import Ticket
 from pouw.economics.reputation import MAX_SCORED, Reputation
 from pouw.economics.rewards import split_escrow
 from pouw.economics.selection import draw

@@ -12,9 +12,9 @@ from tests.node.fakes import IRIS, PARAMS, key, task, ticket
 from tests.support.items import iteration_message
 
 from pouw.blockchain.block import Block, BlockHeader
-from pouw.blockchain.draw import DrawnTicket, TaskDraw
+from pouw.blockchain.draw import TaskDraw
 from pouw.blockchain.params import bootstrap_task_id
-from pouw.blockchain.state import LedgerState, Ticket, WorkClaim
+from pouw.blockchain.state import LedgerState, WorkClaim
 from pouw.crypto import ZERO_HASH, KeyPair, sha256
 from pouw.errors import InvalidBlock
 from pouw.mining.claims import ClaimRule
@@ -25,10 +25,6 @@ DRAWN, UNDRAWN, VERIFIER = key("m0"), key("m1"), key("m2")
 RULE = ClaimRule()
 
 
-def seat(held: Ticket) -> DrawnTicket:
-    return DrawnTicket(held.ticket_id, held.owner, held.public_key, held.role, held.amount, 0)
-
-
 def state_with_a_drawn_task() -> LedgerState:
     state = LedgerState.genesis(PARAMS)
     for owner, role in ((DRAWN, NodeRole.MINER), (UNDRAWN, NodeRole.MINER)):
@@ -36,7 +32,7 @@ def state_with_a_drawn_task() -> LedgerState:
         state.tickets[held.ticket_id] = held
     verifier = ticket(VERIFIER, NodeRole.VERIFIER)
     state.tickets[verifier.ticket_id] = verifier
-    drawn = TaskDraw(ZERO_HASH, 3, (seat(ticket(DRAWN, NodeRole.MINER)),), (), (), ())
+    drawn = TaskDraw(ZERO_HASH, 3, (ticket(DRAWN, NodeRole.MINER),), (), (), ())
     state.tasks[TASK] = msgspec.structs.replace(task(TASK, IRIS), drawn=drawn)
     return state
 

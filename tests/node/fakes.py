@@ -12,8 +12,9 @@ from tests.support.items import iteration_message
 
 from pouw.blockchain.block import Block, BlockHeader
 from pouw.blockchain.chain import AddStatus, ChainUpdate
+from pouw.blockchain.draw import Ticket
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params
-from pouw.blockchain.state import LedgerState, TaskRecord, Ticket
+from pouw.blockchain.state import LedgerState, TaskRecord
 from pouw.blockchain.transactions import COIN, Payload
 from pouw.config import NodeConfig
 from pouw.crypto import KeyPair, sha256

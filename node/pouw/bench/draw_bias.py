@@ -38,7 +38,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from pouw.blockchain.draw import DrawnTicket, draw_seed
+from pouw.blockchain.draw import Ticket, draw_seed
 from pouw.crypto import sha256
 from pouw.economics.selection import draw
 from pouw.roles import NodeRole
@@ -66,15 +66,13 @@ def closed_form(alpha: float, share: float) -> float:
     return share / (1.0 - alpha + alpha * share)
 
 
-def _miner_tickets(rng: random.Random, tickets: int, attacker_tickets: int) -> list[DrawnTicket]:
+def _miner_tickets(rng: random.Random, tickets: int, attacker_tickets: int) -> list[Ticket]:
     """`tickets` live miner tickets, the first `attacker_tickets` the attacker's."""
     made = []
     for number in range(tickets):
         owner = ATTACKER if number < attacker_tickets else f"honest-{number}"
         key = sha256(owner.encode())
-        made.append(
-            DrawnTicket(rng.randbytes(32), owner, key, NodeRole.MINER, 1, number % TASK_HEIGHT)
-        )
+        made.append(Ticket(rng.randbytes(32), owner, key, NodeRole.MINER, 1, number % TASK_HEIGHT))
     return made
 
 

@@ -21,24 +21,27 @@ MAX_HELPERS_PER_ROLE = 8
 """Supervisors, verifiers and evaluators drawn per task."""
 
 
-class DrawnTicket(msgspec.Struct, frozen=True, array_like=True):
+class Ticket(msgspec.Struct, frozen=True, array_like=True):
+    """A stake bought for a role (BUY_TICKET), as the ledger keeps it and as a draw seats it."""
+
     ticket_id: bytes
     owner: str
     public_key: bytes
     role: NodeRole
     amount: int
     height: int
+    preferences: dict[str, str] = {}
 
 
 class TaskDraw(msgspec.Struct, frozen=True, array_like=True):
     seed: bytes
     height: int
     """The block whose hash seeded the draw."""
-    miners: tuple[DrawnTicket, ...]
+    miners: tuple[Ticket, ...]
     """In worker order: the i-th trains shard i."""
-    supervisors: tuple[DrawnTicket, ...]
-    verifiers: tuple[DrawnTicket, ...]
-    evaluators: tuple[DrawnTicket, ...]
+    supervisors: tuple[Ticket, ...]
+    verifiers: tuple[Ticket, ...]
+    evaluators: tuple[Ticket, ...]
 
 
 def draw_seed(task_id: bytes, block_hash: bytes) -> bytes:
@@ -50,17 +53,17 @@ def ticket_score(seed: bytes, task_id: bytes, ticket_id: bytes) -> bytes:
 
 
 def draw(
-    tickets: Iterable[DrawnTicket],
+    tickets: Iterable[Ticket],
     role: NodeRole,
     count: int,
     seed: bytes,
     task_id: bytes,
     height: int,
-) -> list[DrawnTicket]:
+) -> list[Ticket]:
     """The `count` lowest-scored tickets of `role` confirmed at or below `height`."""
     eligible = [t for t in tickets if t.role == role and t.height <= height]
     eligible.sort(key=lambda t: ticket_score(seed, task_id, t.ticket_id))
-    chosen: list[DrawnTicket] = []
+    chosen: list[Ticket] = []
     owners: set[str] = set()
     for ticket in eligible:  # one seat per owner: a node's second ticket adds no second worker
         if ticket.owner not in owners:
@@ -72,7 +75,7 @@ def draw(
 
 
 def draw_task(
-    tickets: list[DrawnTicket],
+    tickets: list[Ticket],
     task_id: bytes,
     miners: int,
     confirmed_at: int,
@@ -81,7 +84,7 @@ def draw_task(
 ) -> TaskDraw:
     seed = draw_seed(task_id, block_hash)
 
-    def pick(role: NodeRole, count: int) -> tuple[DrawnTicket, ...]:
+    def pick(role: NodeRole, count: int) -> tuple[Ticket, ...]:
         return tuple(draw(tickets, role, count, seed, task_id, confirmed_at))
 
     return TaskDraw(

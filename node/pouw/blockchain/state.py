@@ -15,7 +15,7 @@ from typing import Literal, TypeVar
 import msgspec
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.draw import DrawnTicket, TaskDraw, draw_task
+from pouw.blockchain.draw import TaskDraw, Ticket, draw_task
 from pouw.blockchain.params import (
     ChainParams,
     bootstrap_task_id,
@@ -41,16 +41,6 @@ class Account(msgspec.Struct, frozen=True, array_like=True):
     balance: int = 0
     nonce: int = 0
     locked: int = 0
-
-
-class Ticket(msgspec.Struct, frozen=True, array_like=True):
-    ticket_id: bytes
-    owner: str
-    public_key: bytes
-    role: NodeRole
-    amount: int
-    height: int
-    preferences: dict[str, str] = {}
 
 
 TaskStatus = Literal["open", "completed"]
@@ -240,10 +230,7 @@ class LedgerState:
         ]
         if not due:
             return
-        tickets = [
-            DrawnTicket(t.ticket_id, t.owner, t.public_key, t.role, t.amount, t.height)
-            for t in self.tickets.values()
-        ]
+        tickets = list(self.tickets.values())
         for task in due:
             drawn = draw_task(
                 tickets, task.task_id, task.spec.miners, confirmed_at, block_hash, height

@@ -15,6 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from pouw.blockchain.block import Block, BlockHeader, decode_block
+from pouw.blockchain.draw import Ticket
 from pouw.blockchain.params import ChainParams
 from pouw.blockchain.state import (
     Account,
@@ -22,7 +23,6 @@ from pouw.blockchain.state import (
     StateChanges,
     StateTables,
     TaskRecord,
-    Ticket,
 )
 from pouw.crypto import canonical_bytes
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from pouw.blockchain.draw import (
     MAX_HELPERS_PER_ROLE,
-    DrawnTicket,
     TaskDraw,
+    Ticket,
     draw,
     draw_seed,
     ticket_score,
@@ -17,7 +17,7 @@ from pouw.roles import NodeRole
 
 __all__ = [
     "MAX_HELPERS_PER_ROLE",
-    "DrawnTicket",
+    "Ticket",
     "TaskAssignment",
     "assignment_of",
     "draw",
@@ -28,10 +28,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TaskAssignment:
-    miners: tuple[DrawnTicket, ...]
-    supervisors: tuple[DrawnTicket, ...]
-    verifiers: tuple[DrawnTicket, ...]
-    evaluators: tuple[DrawnTicket, ...]
+    miners: tuple[Ticket, ...]
+    supervisors: tuple[Ticket, ...]
+    verifiers: tuple[Ticket, ...]
+    evaluators: tuple[Ticket, ...]
 
     @classmethod
     def of(cls, drawn: TaskDraw) -> TaskAssignment:
