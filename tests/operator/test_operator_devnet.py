@@ -25,7 +25,15 @@ MIN_ACCURACY = 0.85
 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    network = Devnet(Path(tmp_path_factory.mktemp("devnet")), nodes=5, task=BUILTIN_TASKS["iris"])
+    # Blocks are a Poisson draw over the task's ~8 s of training: at the 2.5 s block time
+    # five nodes on two cores get, about 2 were mined (none in one CI run); at
+    # 300 ms, 16 to 20 (P(none) about 1e-7).
+    network = Devnet(
+        Path(tmp_path_factory.mktemp("devnet")),
+        nodes=5,
+        task=BUILTIN_TASKS["iris"],
+        block_time_ms=300,
+    )
     try:
         network.start(lambda snapshot: None, timeout=120)  # connected and staked, no task
         yield network
