@@ -25,9 +25,9 @@ MIN_ACCURACY = 0.85
 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    # Blocks are a Poisson draw over the task's ~8 s of training: at the 2.5 s block time
-    # five nodes on two cores get, about 2 were mined (none in one CI run); at
-    # 300 ms, 16 to 20 (P(none) about 1e-7).
+    # The task's blocks are a Poisson draw over its ~8 s of training. At the 2.5 s block time
+    # that five nodes on two cores get by default, about 2 were mined (none in one CI run);
+    # at 300 ms, 16 to 20 (P(none) about 4e-8).
     network = Devnet(
         Path(tmp_path_factory.mktemp("devnet")),
         nodes=5,
