@@ -94,8 +94,10 @@ async def ensure_chain(
 
 async def ensure_api_root(memo: OperatorMemo, node: NodeResource) -> bytes:
     """The namespace's API token root, made on first use; whoever creates it first wins."""
-    await memo.kube.ensure(SECRET, build_api_root_secret(node.namespace))
     root = api_root(await memo.kube.get(SECRET, node.namespace, API_ROOT_SECRET))
+    if root is None:
+        await memo.kube.ensure(SECRET, build_api_root_secret(node.namespace))
+        root = api_root(await memo.kube.get(SECRET, node.namespace, API_ROOT_SECRET))
     if root is None:
         raise KubeError(409, "Conflict", f"Secret {API_ROOT_SECRET} came and went, or is empty")
     return root
