@@ -715,6 +715,7 @@ def test_dataset_hosts_are_admitted_by_cidr_and_port_when_listed(chart: helm.Cha
     )
     manifests = render(chart, json_sets=f"networkPolicy.datasetEgress={hosts}")
     for policy in _node_policies(manifests):
+        kubernetes_validate.validate(policy, K8S_VERSIONS[-1], strict=True)
         egress = policy["spec"]["egress"]
         dataset_rules = [rule for rule in egress if "ipBlock" in rule["to"][0]]
         assert dataset_rules == [

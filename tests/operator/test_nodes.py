@@ -87,6 +87,7 @@ def test_a_new_node_gets_its_secrets_service_and_statefulset(
     assert values["POUW_CHAIN_ID"] == "pouw-devnet"
     assert values[PEERS] == ""
     assert values["POUW_API_TOKEN_FILE"] == "/var/run/pouw/secrets/api-token"
+    assert statefulset["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     # The node derives the key the devnet genesis funds from its pod's name itself.
     assert values["POUW_NODE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert "POUW_NODE_KEY_FILE" not in values
