@@ -154,3 +154,33 @@ def test_role_parsing_accepts_any_case() -> None:
     assert NodeRole.parse("Evaluator") is NodeRole.EVALUATOR
     with pytest.raises(ValueError, match="MINER, SUPERVISOR"):
         NodeRole.parse("boss")
+
+
+@pytest.mark.parametrize(
+    ("file_variable", "field_name"),
+    [("POUW_API_TOKEN_FILE", "api_token"), ("POUW_NETWORK_KEY_FILE", "network_key")],
+)
+def test_a_secret_is_read_from_the_file_its_variable_names(
+    tmp_path: Path, file_variable: str, field_name: str
+) -> None:
+    mounted = tmp_path / "secret"
+    mounted.write_text("from-a-mounted-secret\n")
+    config = NodeConfig.from_env({file_variable: str(mounted)})
+    assert getattr(config, field_name) == "from-a-mounted-secret"
+
+
+@pytest.mark.parametrize("file_variable", ["POUW_API_TOKEN_FILE", "POUW_NETWORK_KEY_FILE"])
+def test_a_secret_file_that_cannot_serve_stops_the_start_naming_its_variable(
+    tmp_path: Path, file_variable: str
+) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ConfigError, match=rf"^{file_variable}='.*missing' cannot be read: "):
+        NodeConfig.from_env({file_variable: str(missing)})
+    empty = tmp_path / "empty"
+    empty.write_text(" \n")
+    with pytest.raises(ConfigError, match=rf"^{file_variable}='.*empty' is invalid: .*empty"):
+        NodeConfig.from_env({file_variable: str(empty)})
+    plain = file_variable.removesuffix("_FILE")
+    empty.write_text("token")
+    with pytest.raises(ConfigError, match=rf"^{file_variable} and {plain} are both set"):
+        NodeConfig.from_env({file_variable: str(empty), plain: "other"})

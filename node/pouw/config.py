@@ -140,6 +140,10 @@ class NodeConfig:
             raw = environ.get(variable)
             if raw is not None:
                 values[field_name] = _parse(variable, raw, parse)
+        for file_variable, variable in SECRET_FILES.items():
+            path = environ.get(file_variable)
+            if path is not None:
+                values[_FIELD_OF[variable]] = _secret_from_file(file_variable, path, environ)
         try:
             return cls(**values)
         except ConfigError as error:
@@ -287,8 +291,31 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_ATTACK": ("attack", _choice(ATTACKS, str.lower)),
 }
 ENV_VARIABLES = tuple(ENVIRONMENT)
+SECRET_FILES = {
+    "POUW_API_TOKEN_FILE": "POUW_API_TOKEN",
+    "POUW_NETWORK_KEY_FILE": "POUW_NETWORK_KEY",
+}
+"""A secret's file (on Kubernetes a mounted Secret) instead of its variable: a file is not
+inherited by child processes nor shown with the environment (/proc/<pid>/environ)."""
+_FIELD_OF = {variable: field_name for variable, (field_name, _) in ENVIRONMENT.items()}
 _FIELD_TO_VARIABLE = {field_name: variable for variable, (field_name, _) in ENVIRONMENT.items()}
 assert set(_FIELD_TO_VARIABLE) <= {f.name for f in fields(NodeConfig)}
+
+
+def _secret_from_file(file_variable: str, path: str, environ: Mapping[str, str]) -> str:
+    """The secret in the file `file_variable` names; one line naming the variable when the
+    file cannot be read, is empty, or its plain variable is set too (which would win?)."""
+    variable = SECRET_FILES[file_variable]
+    if environ.get(variable) is not None:
+        raise ConfigError(f"{file_variable} and {variable} are both set: set one of them")
+    try:
+        secret = Path(_parse(file_variable, path, _text)).read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{file_variable}={path!r} cannot be read: {reason}") from None
+    if not secret:
+        raise ConfigError(f"{file_variable}={path!r} is invalid: the file is empty")
+    return secret
 
 
 def _name_variable(message: str) -> str:

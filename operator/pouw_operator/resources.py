@@ -110,6 +110,7 @@ class PoUWNodeStatus(TypedDict, total=False):
     selector: str
     observedGeneration: int
     conditions: list[Condition]
+    fundedReplicas: list[int]
 
 
 class PoUWNodeBody(TypedDict, total=False):
