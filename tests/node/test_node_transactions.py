@@ -12,7 +12,6 @@ from tests.support.nodes import local_node
 
 from pouw.blockchain.params import devnet_key
 from pouw.blockchain.transactions import (
-    Payout,
     RankedModel,
     TaskResult,
     Transfer,
@@ -48,7 +47,6 @@ def test_a_transaction_no_block_could_hold_is_refused_and_not_relayed(tmp_path: 
             unknown = TaskResult(
                 sha256(b"a task this node has not seen"),
                 (RankedModel(node.address, sha256(b"model"), 0.9),),
-                (Payout(node.address, 1),),
             )
             assert (await gossip(unknown)).verdict == Verdict.KNOWN  # dropped, not held against
             assert len(node.mempool) == 0

@@ -75,11 +75,12 @@ class RankedModel(msgspec.Struct, frozen=True, array_like=True):
 
 
 class TaskResult(msgspec.Struct, frozen=True, array_like=True, tag="task_result"):
-    """An evaluator closes a task: the ranking of final models and the split of its escrow."""
+    """A drawn evaluator's ranking of a task's final models. It carries no payouts: once a
+    majority of the drawn evaluators agree, the ledger splits the escrow itself
+    (`pouw.blockchain.settlement`)."""
 
     task_id: Hash
     ranking: Annotated[tuple[RankedModel, ...], Meta(max_length=256)]
-    payouts: Annotated[tuple[Payout, ...], Meta(max_length=256)]
 
 
 class SlashEvidence(msgspec.Struct, frozen=True, array_like=True, tag="slash"):
