@@ -8,92 +8,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.support.ledger import make_block, mine, open_chain, signed
+from tests.support.ledger import make_block, mine
+from tests.support.settlement import (
+    BEST_M0,
+    BEST_M1,
+    CLIENT,
+    DEADLINE_BLOCKS,
+    E0,
+    E1,
+    E2,
+    E3,
+    ESCROW,
+    M0,
+    M1,
+    OUTSIDER,
+    V0,
+    Ledger,
+    ranking,
+)
 
-from pouw.blockchain.chain import Chain
-from pouw.blockchain.draw import TaskDraw
-from pouw.blockchain.params import devnet_key, devnet_params
-from pouw.blockchain.settlement import TaskRecord, split_escrow
+from pouw.blockchain.settlement import split_escrow
 from pouw.blockchain.transactions import (
     COIN,
     BuyTicket,
-    PayForTask,
-    Payload,
-    RankedModel,
     TaskResult,
-    Transaction,
 )
-from pouw.crypto import KeyPair, sha256
-from pouw.errors import InvalidBlock, InvalidTransaction
+from pouw.errors import InvalidBlock
 from pouw.roles import NodeRole
-from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
-
-NAMES = ("client", "m0", "m1", "e0", "e1", "e2", "e3", "v0", "outsider")
-CLIENT, M0, M1, E0, E1, E2, E3, V0, OUTSIDER = (devnet_key(name) for name in NAMES)
-SPEC = TaskSpec(model=ModelSpec(layers=(4, 8, 3)), dataset=DatasetSpec(name="iris"), miners=2)
-ESCROW = 100 * COIN
-DEADLINE_BLOCKS = 8
-
-
-class Ledger:
-    """A chain with the task paid at height 2 and drawn at height 3 (draw_delay 1), and each
-    key's next nonce."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        params = devnet_params(
-            NAMES,
-            balance=1000 * COIN,
-            initial_difficulty=4,
-            draw_delay=1,
-            task_deadline_blocks=DEADLINE_BLOCKS,
-            settlement_blocks=2,
-        )
-        self.chain: Chain = open_chain(tmp_path, params)
-        self.nonces: dict[str, int] = {}
-        tickets = [self.tx(k, BuyTicket(NodeRole.MINER, COIN)) for k in (M0, M1)]
-        tickets += [self.tx(k, BuyTicket(NodeRole.EVALUATOR, COIN)) for k in (E0, E1, E2, E3)]
-        tickets.append(self.tx(V0, BuyTicket(NodeRole.VERIFIER, COIN)))
-        mine(self.chain, tickets)
-        pay = self.tx(CLIENT, PayForTask(SPEC, ESCROW))
-        mine(self.chain, [pay])
-        self.task_id = pay.txid()
-        mine(self.chain)
-
-    def tx(self, key: KeyPair, payload: Payload) -> Transaction:
-        nonce = self.nonces.get(key.address, 0)
-        self.nonces[key.address] = nonce + 1
-        return signed(key, payload, nonce)
-
-    @property
-    def record(self) -> TaskRecord:
-        return self.chain.state.tasks[self.task_id]
-
-    @property
-    def drawn(self) -> TaskDraw:
-        assert self.record.drawn is not None
-        return self.record.drawn
-
-    def evaluators(self) -> list[KeyPair]:
-        seated = {t.owner for t in self.drawn.evaluators}
-        return [k for k in (E0, E1, E2, E3) if k.address in seated]
-
-    def refusal(self, key: KeyPair, payload: Payload) -> str:
-        with pytest.raises(InvalidTransaction) as refused:
-            self.chain.state.check_payload(payload, key.address)
-        return refused.value.reason
-
-    def balance(self, key: KeyPair) -> int:
-        return self.chain.state.balance(key.address)
-
-
-def ranking(*entries: tuple[KeyPair, float]) -> tuple[RankedModel, ...]:
-    return tuple(
-        RankedModel(key.address, sha256(key.public_key), accuracy) for key, accuracy in entries
-    )
-
-
-BEST_M0 = ranking((M0, 0.9), (M1, 0.8))
-BEST_M1 = ranking((M1, 0.9), (M0, 0.8))
 
 
 @pytest.fixture
