@@ -22,11 +22,13 @@ from tests.support.settlement import (
     M0,
     M1,
     OUTSIDER,
+    S0,
     V0,
     Ledger,
     ranking,
 )
 
+from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.settlement import split_escrow
 from pouw.blockchain.transactions import (
     COIN,
@@ -68,7 +70,8 @@ def test_a_majority_of_the_drawn_evaluators_settles_at_the_published_split(
     first, second, third = ledger.evaluators()
     mine(ledger.chain, [ledger.tx(first, TaskResult(ledger.task_id, BEST_M0))])
     assert ledger.record.status == "open", "one of three drawn evaluators is no majority"
-    before = {key.address: ledger.balance(key) for key in (M0, M1, V0, first, second, third)}
+    before = {key.address: ledger.balance(key) for key in (M0, M1, V0, S0, first, second, third)}
+    assert S0.address in {t.owner for t in ledger.drawn.supervisors}
     fee = 10
     mine(ledger.chain, [ledger.tx(second, TaskResult(ledger.task_id, BEST_M0))])
     record = ledger.record
@@ -82,6 +85,7 @@ def test_a_majority_of_the_drawn_evaluators_settles_at_the_published_split(
         assert ledger.balance(key) == before[key.address] + paid[key.address]
     assert ledger.balance(second) == before[second.address] + paid[second.address] - fee
     assert ledger.balance(third) == before[third.address], "silent: not paid"
+    assert ledger.balance(S0) == before[S0.address], "a supervisor's duty is off chain: not paid"
     assert ledger.refusal(third, TaskResult(ledger.task_id, BEST_M0)) == "task_closed"
 
 
@@ -139,3 +143,11 @@ def test_a_reorg_across_the_deadline_reverts_the_refund(ledger: Ledger) -> None:
     ledger.chain.add_block(make_block(ledger.chain, parent=side.hash()))
     assert ledger.chain.is_main(side.hash())
     assert ledger.record.status == "completed" and ledger.balance(CLIENT) == before
+
+
+def test_the_bootstrap_task_cannot_be_closed(ledger: Ledger) -> None:
+    bootstrap = bootstrap_task_id(ledger.chain.params)
+    assert bootstrap is not None
+    closing = TaskResult(bootstrap, BEST_M0)
+    for evaluator in ledger.evaluators():
+        assert ledger.refusal(evaluator, closing) == "task_not_drawn"

@@ -1,5 +1,5 @@
 """A chain with one client task drawn: two miners, four evaluator tickets (three seats), a
-verifier; for settlement tests."""
+verifier, a supervisor; for settlement tests."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from pouw.roles import NodeRole
 from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 from tests.support.ledger import mine, open_chain, signed
 
-NAMES = ("client", "m0", "m1", "e0", "e1", "e2", "e3", "v0", "outsider")
-CLIENT, M0, M1, E0, E1, E2, E3, V0, OUTSIDER = (devnet_key(name) for name in NAMES)
+NAMES = ("client", "m0", "m1", "e0", "e1", "e2", "e3", "v0", "s0", "outsider")
+CLIENT, M0, M1, E0, E1, E2, E3, V0, S0, OUTSIDER = (devnet_key(name) for name in NAMES)
 SPEC = TaskSpec(model=ModelSpec(layers=(4, 8, 3)), dataset=DatasetSpec(name="iris"), miners=2)
 ESCROW = 100 * COIN
 DEADLINE_BLOCKS = 8
@@ -50,6 +50,7 @@ class Ledger:
         tickets = [self.tx(k, BuyTicket(NodeRole.MINER, COIN)) for k in (M0, M1)]
         tickets += [self.tx(k, BuyTicket(NodeRole.EVALUATOR, COIN)) for k in (E0, E1, E2, E3)]
         tickets.append(self.tx(V0, BuyTicket(NodeRole.VERIFIER, COIN)))
+        tickets.append(self.tx(S0, BuyTicket(NodeRole.SUPERVISOR, COIN)))
         mine(self.chain, tickets)
         pay = self.tx(CLIENT, PayForTask(SPEC, ESCROW))
         mine(self.chain, [pay])
