@@ -17,7 +17,7 @@ from pouw.blockchain.draw import TaskDraw, Ticket
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params
 from pouw.blockchain.settlement import TaskRecord, task_deadline
 from pouw.blockchain.state import LedgerState
-from pouw.blockchain.transactions import COIN, Payload
+from pouw.blockchain.transactions import COIN, Payload, Transaction, sign_transaction
 from pouw.config import NodeConfig
 from pouw.crypto import KeyPair, sha256
 from pouw.economics.reputation import Reputation
@@ -91,6 +91,7 @@ class FakeLedger:
         self.submitted: list[Payload] = []
         self.refuse: InvalidTransaction | None = None
         self.refused: list[Payload] = []
+        self.mempool: set[bytes] = set()
         self.accepted: list[Block] = []
         self.reject: InvalidBlock | None = None
         self.templates = 0
@@ -122,12 +123,17 @@ class FakeLedger:
     def draw(self, record: TaskRecord) -> TaskAssignment | None:
         return self.draws.get(record.task_id)
 
-    def submit(self, payload: Payload, fee: float = 0.01) -> object:
+    def submit(self, payload: Payload, fee: float = 0.01) -> Transaction:
+        """Signed by the node "node" at its next nonce and kept in `mempool` (by id)."""
         if self.refuse is not None:
             self.refused.append(payload)
             raise self.refuse
+        tx = sign_transaction(
+            key("node"), payload, nonce=len(self.submitted), fee=0, chain_id=PARAMS.chain_id
+        )
         self.submitted.append(payload)
-        return payload
+        self.mempool.add(tx.txid())
+        return tx
 
     def accept_block(self, block: Block, encoded: bytes | None = None) -> ChainUpdate:
         if self.reject is not None:

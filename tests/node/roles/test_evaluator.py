@@ -194,6 +194,29 @@ def test_a_refused_result_is_tried_again(tmp_path: Path) -> None:
     assert len(result(ledger).ranking) == 3
 
 
+def test_a_result_dropped_unmined_is_sent_again(tmp_path: Path) -> None:
+    node, ledger, _ = setup(tmp_path)
+
+    async def scenario() -> None:
+        node.background.loop = asyncio.get_running_loop()
+        for miner in MINERS:
+            arrive(node, final(miner))
+        await settled(ledger)
+        node.events.tick.emit(2)
+        await asyncio.sleep(0.05)
+        assert len(ledger.submitted) == 1, "still in the mempool: not sent twice"
+        ledger.mempool.clear()  # evicted before any block took it
+        node.events.tick.emit(4)
+        deadline = time.monotonic() + 20
+        while len(ledger.submitted) < 2:
+            assert time.monotonic() < deadline, "the result was not sent again"
+            await asyncio.sleep(0.01)
+
+    run(scenario)
+    first, again = ledger.submitted
+    assert first == again
+
+
 def test_a_refusal_no_retry_can_change_ends_its_tries(tmp_path: Path) -> None:
     node, ledger, _ = setup(tmp_path)
     ledger.refuse = InvalidTransaction(Reason.RESULT_ALREADY_SENT, "sent before a restart")

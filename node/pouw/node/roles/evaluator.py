@@ -6,7 +6,8 @@ ledger settles the task once a majority of the drawn evaluators agree
 It waits for every drawn miner's final model until the task's evaluation height (its deadline
 less the chain's settlement blocks), then scores the ones it has. A missing, corrupt or junk
 model never ends its watch: with nothing valid to rank it waits for more, and at the deadline
-the ledger refunds the client. Miners slashed since the draw, and those the node's screening
+the ledger refunds the client. A result refused, or dropped from the mempool unmined, is sent
+again. Miners slashed since the draw, and those the node's screening
 flagged in most of their rounds (unless nobody else delivered), are left out of the ranking.
 """
 
@@ -47,6 +48,8 @@ class EvaluatorRole:
         """Tasks with final models here, looked at again every other tick."""
         self._scored: dict[bytes, frozenset[bytes]] = {}
         """Task -> the candidates (item ids) last scored with nothing valid among them."""
+        self._sent_txids: dict[bytes, bytes] = {}
+        """Task -> the id of the TASK_RESULT this node sent, until the chain holds it."""
         context.events.final_model.subscribe(self._arrived)
         context.events.tick.subscribe(self._on_tick)
 
@@ -64,8 +67,13 @@ class EvaluatorRole:
         if record is None or record.status != "open" or self._sent(record):
             self._watching.discard(task_id)
             self._scored.pop(task_id, None)
+            self._sent_txids.pop(task_id, None)
             return
         progress = self.context.tasks.of(task_id)
+        sent = self._sent_txids.get(task_id)
+        if sent is not None and sent not in self.ledger.mempool:
+            del self._sent_txids[task_id]  # dropped unmined (evicted, or reorged stale): again
+            progress.evaluating = False
         if progress.evaluating:
             return
         assignment = self.ledger.draw(record)
@@ -111,7 +119,8 @@ class EvaluatorRole:
             progress.evaluating = False
             return
         try:
-            self.ledger.submit(task_result(record, scored))
+            tx = self.ledger.submit(task_result(record, scored))
+            self._sent_txids[record.task_id] = tx.txid()
         except InvalidTransaction as error:
             log.warning("task result refused: %s", error)
             if error.reason in FINAL_REFUSALS:
