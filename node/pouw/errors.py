@@ -64,6 +64,8 @@ class Reason(StrEnum):
     NOT_DRAWN_MINER = "not_drawn_miner"
     """A ranking, or a final model, names a miner not drawn for the task (or since slashed)."""
     BAD_RANKING = "bad_ranking"
+    MODEL_NOT_SIGNED = "model_not_signed"
+    """A ranked model without its miner's signature over it (the FinalModel item's)."""
     UNKNOWN_TICKET = "unknown_ticket", Trait.RELAY_MAY_CAUSE
     NOT_A_VERIFIER = "not_a_verifier", Trait.RELAY_MAY_CAUSE
     BAD_EVIDENCE_SIGNATURE = "bad_evidence_signature"

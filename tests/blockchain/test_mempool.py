@@ -14,6 +14,7 @@ from tests.support.ledger import (
     signed,
     transfer,
 )
+from tests.support.settlement import ranked
 
 from pouw.blockchain.draw import draw_task
 from pouw.blockchain.mempool import Mempool
@@ -22,7 +23,6 @@ from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
     Payload,
-    RankedModel,
     SlashEvidence,
     TaskResult,
     Transaction,
@@ -123,8 +123,7 @@ def apply(state: LedgerState, *txs: Transaction) -> None:
 
 
 def result(task_id: bytes) -> TaskResult:
-    ranking = (RankedModel(miner=BOB.address, model_hash=sha256(b"model"), accuracy=0.9),)
-    return TaskResult(task_id, ranking)
+    return TaskResult(task_id, (ranked(task_id, BOB, 0.9),))
 
 
 def evidence(ticket_id: bytes, offender: KeyPair) -> SlashEvidence:
@@ -185,7 +184,7 @@ REFUSED_PAYLOADS: dict[str, tuple[str, Refused]] = {
     ),
     "result ranking a miner not drawn": (
         "not_drawn_miner",
-        lambda task, ticket: (EVALUATOR, TaskResult(task, (RankedModel(CAROL.address, task, 1),))),
+        lambda task, ticket: (EVALUATOR, TaskResult(task, (ranked(task, CAROL, 1.0),))),
     ),
     "slash of no ticket": (
         "unknown_ticket",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 from tests.support.ledger import make_block, mine
 from tests.support.settlement import (
@@ -25,6 +26,7 @@ from tests.support.settlement import (
     S0,
     V0,
     Ledger,
+    ranked,
     ranking,
 )
 
@@ -35,6 +37,7 @@ from pouw.blockchain.transactions import (
     BuyTicket,
     TaskResult,
 )
+from pouw.crypto import sha256
 from pouw.errors import InvalidBlock
 from pouw.roles import NodeRole
 
@@ -62,6 +65,21 @@ def test_a_ranking_pays_only_the_drawn_miners(ledger: Ledger) -> None:
     worst_first = TaskResult(ledger.task_id, ranking((M0, 0.1), (M1, 0.9)))
     assert ledger.refusal(evaluator, worst_first) == "bad_ranking"
     assert ledger.refusal(evaluator, TaskResult(ledger.task_id, ())) == "bad_ranking"
+
+
+def test_a_ranked_model_must_be_one_its_miner_signed(ledger: Ledger) -> None:
+    evaluator = ledger.evaluators()[0]
+    best, second = BEST_M0
+    made_up = msgspec.structs.replace(best, model_hash=sha256(b"a model m0 never handed in"))
+    assert ledger.refusal(evaluator, TaskResult(ledger.task_id, (made_up, second))) == (
+        "model_not_signed"
+    )
+    signed_by_other = msgspec.structs.replace(best, signature=second.signature)
+    forged = TaskResult(ledger.task_id, (signed_by_other, second))
+    assert ledger.refusal(evaluator, forged) == "model_not_signed"
+    other_task = ranked(sha256(b"another task"), M0, 0.9)
+    replayed = TaskResult(ledger.task_id, (other_task, second))
+    assert ledger.refusal(evaluator, replayed) == "model_not_signed"
 
 
 def test_a_majority_of_the_drawn_evaluators_settles_at_the_published_split(

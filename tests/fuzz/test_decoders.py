@@ -114,7 +114,10 @@ TRANSACTIONS = [
     _tx(
         TaskResult(
             task_id=H,
-            ranking=(RankedModel(OTHER.address, H, 0.93), RankedModel(KEY.address, H, 0.5)),
+            ranking=(
+                RankedModel(OTHER.address, H, 0.93, H, bytes(64)),
+                RankedModel(KEY.address, H, 0.5, H, bytes(64)),
+            ),
         ),
         nonce=3,
     ),

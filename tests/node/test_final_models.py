@@ -95,3 +95,4 @@ def test_a_junk_model_before_the_real_ones_does_not_stop_the_task(tmp_path: Path
     (result,) = ledger.submitted
     assert isinstance(result, TaskResult)
     assert {entry.miner for entry in result.ranking} == {miner.address for miner in MINERS}
+    ledger.state.check_payload(result, key("node").address)  # valid by the ledger's rules

@@ -18,6 +18,7 @@ from pouw.blockchain.transactions import (
     Payload,
     RankedModel,
     Transaction,
+    final_model_body,
 )
 from pouw.crypto import KeyPair, sha256
 from pouw.errors import InvalidTransaction
@@ -30,6 +31,7 @@ CLIENT, M0, M1, E0, E1, E2, E3, V0, S0, OUTSIDER = (devnet_key(name) for name in
 SPEC = TaskSpec(model=ModelSpec(layers=(4, 8, 3)), dataset=DatasetSpec(name="iris"), miners=2)
 ESCROW = 100 * COIN
 DEADLINE_BLOCKS = 8
+TASK_ID = signed(CLIENT, PayForTask(SPEC, ESCROW), 0).txid()
 
 
 class Ledger:
@@ -55,6 +57,7 @@ class Ledger:
         pay = self.tx(CLIENT, PayForTask(SPEC, ESCROW))
         mine(self.chain, [pay])
         self.task_id = pay.txid()
+        assert self.task_id == TASK_ID
         mine(self.chain)
 
     def tx(self, key: KeyPair, payload: Payload) -> Transaction:
@@ -84,10 +87,15 @@ class Ledger:
         return self.chain.state.balance(key.address)
 
 
+def ranked(task_id: bytes, miner: KeyPair, accuracy: float) -> RankedModel:
+    """`miner`'s final model of the task, signed by it as its FinalModel item is."""
+    model_hash, bytes_hash = sha256(miner.public_key), sha256(b"bytes of " + miner.public_key)
+    body = final_model_body(task_id, miner.public_key, model_hash, bytes_hash)
+    return RankedModel(miner.address, model_hash, accuracy, bytes_hash, miner.sign(body))
+
+
 def ranking(*entries: tuple[KeyPair, float]) -> tuple[RankedModel, ...]:
-    return tuple(
-        RankedModel(key.address, sha256(key.public_key), accuracy) for key, accuracy in entries
-    )
+    return tuple(ranked(TASK_ID, key, accuracy) for key, accuracy in entries)
 
 
 BEST_M0 = ranking((M0, 0.9), (M1, 0.8))

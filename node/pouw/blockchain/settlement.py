@@ -2,8 +2,9 @@
 to its client at its deadline.
 
 - Only an evaluator drawn for the task (its ticket still live) may send a TASK_RESULT, once per
-  task: the ranking of final models, each by a drawn miner whose ticket is still live, best
-  accuracy first. The transaction carries no payouts: the ledger computes them.
+  task: the ranking of final models, each by a drawn miner whose ticket is still live and
+  carrying that miner's signature over the model, best accuracy first. The transaction carries
+  no payouts: the ledger computes them.
 - The task settles when a majority of its drawn evaluators sent the same ranking (evaluation on
   the withheld test set is deterministic on CPU, so honest evaluators agree). The escrow is
   split (`split_escrow`) among the ranked miners, the drawn verifiers and the evaluators of that
@@ -24,7 +25,14 @@ import msgspec
 
 from pouw.blockchain.draw import TaskDraw
 from pouw.blockchain.params import ChainParams
-from pouw.blockchain.transactions import Address, Payout, RankedModel, TaskResult
+from pouw.blockchain.transactions import (
+    Address,
+    Payout,
+    RankedModel,
+    TaskResult,
+    final_model_body,
+)
+from pouw.crypto import verify_signature
 from pouw.errors import InvalidTransaction, Reason
 from pouw.spec import TaskSpec
 
@@ -134,13 +142,15 @@ def check_task_result(
         raise InvalidTransaction(
             Reason.RESULT_ALREADY_SENT, f"{sender} already sent its result for {task}"
         )
-    _check_ranking(record.drawn, result.ranking, live)
+    _check_ranking(record.task_id, record.drawn, result.ranking, live)
 
 
-def _check_ranking(drawn: TaskDraw, ranking: Sequence[RankedModel], live: Container[bytes]) -> None:
-    miners = {t.owner for t in drawn.miners if t.ticket_id in live}
+def _check_ranking(
+    task_id: bytes, drawn: TaskDraw, ranking: Sequence[RankedModel], live: Container[bytes]
+) -> None:
+    keys = {t.owner: t.public_key for t in drawn.miners if t.ticket_id in live}
     ranked = [entry.miner for entry in ranking]
-    outsiders = [miner for miner in ranked if miner not in miners]
+    outsiders = [miner for miner in ranked if miner not in keys]
     if outsiders:
         raise InvalidTransaction(
             Reason.NOT_DRAWN_MINER, f"{outsiders[0]} holds no live miner ticket drawn for the task"
@@ -149,6 +159,13 @@ def _check_ranking(drawn: TaskDraw, ranking: Sequence[RankedModel], live: Contai
         raise InvalidTransaction(Reason.BAD_RANKING, "one entry per ranked miner, at least one")
     if list(ranking) != sorted(ranking, key=lambda entry: (-entry.accuracy, entry.miner)):
         raise InvalidTransaction(Reason.BAD_RANKING, "best accuracy first, ties by address")
+    for entry in ranking:
+        key = keys[entry.miner]
+        body = final_model_body(task_id, key, entry.model_hash, entry.bytes_hash)
+        if not verify_signature(key, entry.signature, body):
+            raise InvalidTransaction(
+                Reason.MODEL_NOT_SIGNED, f"{entry.miner} did not sign the model ranked for it"
+            )
 
 
 def record_result(

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from msgspec import Meta
 
+from pouw.blockchain.transactions import final_model_body
 from pouw.crypto import KeyPair, canonical_bytes, sha256, verify_signature
 from pouw.errors import MalformedData
 
@@ -62,9 +63,7 @@ class FinalModel(msgspec.Struct, frozen=True, array_like=True):
     signature: Signature = b""
 
     def body(self) -> bytes:
-        return canonical_bytes(
-            (b"pouw-final-model", self.task_id, self.miner, self.model_hash, sha256(self.model))
-        )
+        return final_model_body(self.task_id, self.miner, self.model_hash, sha256(self.model))
 
     def item_id(self) -> bytes:
         return sha256(self.body())

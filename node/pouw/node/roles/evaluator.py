@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from pouw.blockchain.settlement import TaskRecord, evaluation_height
 from pouw.blockchain.transactions import RankedModel, TaskResult
-from pouw.crypto import address_of
+from pouw.crypto import address_of, sha256
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidTransaction, Reason
 from pouw.ml.datasets import load_dataset
@@ -150,7 +150,13 @@ def score_models(
 def task_result(record: TaskRecord, scored: list[tuple[FinalModel, float]]) -> TaskResult:
     """The ranking, best accuracy first and ties by address, as the ledger requires."""
     entries = [
-        RankedModel(address_of(model.miner), model.model_hash, round(accuracy, 6))
-        for model, accuracy in scored
+        RankedModel(
+            address_of(final.miner),
+            final.model_hash,
+            round(accuracy, 6),
+            sha256(final.model),
+            final.signature,
+        )
+        for final, accuracy in scored
     ]
     return TaskResult(record.task_id, tuple(sorted(entries, key=lambda e: (-e.accuracy, e.miner))))
