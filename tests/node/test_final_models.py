@@ -96,3 +96,12 @@ def test_a_junk_model_before_the_real_ones_does_not_stop_the_task(tmp_path: Path
     assert isinstance(result, TaskResult)
     assert {entry.miner for entry in result.ranking} == {miner.address for miner in MINERS}
     ledger.state.check_payload(result, key("node").address)  # valid by the ledger's rules
+
+
+def test_a_final_model_for_a_task_not_drawn_here_yet_is_dropped_unscored(tmp_path: Path) -> None:
+    ledger, intake = setup(tmp_path)
+    record = ledger.state.tasks[TASK_ID]
+    ledger.state.tasks[TASK_ID] = msgspec.structs.replace(record, drawn=None)
+    answer = send(intake, final(MINERS[0]))  # a relay a block ahead knows the draw
+    assert (answer.verdict, answer.reason) == (Verdict.KNOWN, Reason.TASK_NOT_DRAWN)
+    assert intake.context.tasks.of(TASK_ID).final_models == {}
