@@ -43,21 +43,20 @@ def setup(
     return node, ledger, role
 
 
-async def settled(ledger: FakeLedger, timeout: float = 20.0) -> None:
-    """Until the spawned evaluation has submitted."""
+async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    while not ledger.submitted:
-        assert time.monotonic() < deadline, "the evaluation did not finish in time"
+    await asyncio.sleep(0)  # let what was just spawned start
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen in time"
         await asyncio.sleep(0.01)
 
 
-async def idle(node: NodeContext, timeout: float = 20.0) -> None:
-    """Until no evaluation of the task is running."""
-    deadline = time.monotonic() + timeout
-    await asyncio.sleep(0)
-    while node.tasks.of(TASK_ID).evaluating:
-        assert time.monotonic() < deadline, "the evaluation did not finish in time"
-        await asyncio.sleep(0.01)
+async def settled(ledger: FakeLedger) -> None:
+    await until(lambda: bool(ledger.submitted), "the evaluation's submission")
+
+
+async def idle(node: NodeContext) -> None:
+    await until(lambda: not node.tasks.of(TASK_ID).evaluating, "the end of the evaluation")
 
 
 def reach_evaluation_height(ledger: FakeLedger) -> None:
@@ -207,10 +206,7 @@ def test_a_result_dropped_unmined_is_sent_again(tmp_path: Path) -> None:
         assert len(ledger.submitted) == 1, "still in the mempool: not sent twice"
         ledger.mempool.clear()  # evicted before any block took it
         node.events.tick.emit(4)
-        deadline = time.monotonic() + 20
-        while len(ledger.submitted) < 2:
-            assert time.monotonic() < deadline, "the result was not sent again"
-            await asyncio.sleep(0.01)
+        await until(lambda: len(ledger.submitted) == 2, "a second submission")
 
     run(scenario)
     first, again = ledger.submitted
@@ -227,18 +223,11 @@ def test_a_refusal_no_retry_can_change_ends_its_tries(tmp_path: Path) -> None:
             arrive(node, final(miner))
         await asyncio.sleep(0)
         assert node.tasks.of(TASK_ID).evaluating
-        await until_refused(ledger)
+        await until(lambda: bool(ledger.refused), "the refusal")
         node.events.tick.emit(2)
         assert node.tasks.of(TASK_ID).evaluating, "not scored again"
 
     run(scenario)
-
-
-async def until_refused(ledger: FakeLedger, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ledger.refused:
-        assert time.monotonic() < deadline, "the evaluation did not finish in time"
-        await asyncio.sleep(0.01)
 
 
 def test_a_closed_task_is_not_evaluated(tmp_path: Path) -> None:
