@@ -54,8 +54,18 @@ class Reason(StrEnum):
     STAKE_BELOW_MINIMUM = "stake_below_minimum"
     UNKNOWN_TASK = "unknown_task", Trait.RELAY_MAY_CAUSE
     TASK_CLOSED = "task_closed", Trait.RELAY_MAY_CAUSE
+    TASK_EXPIRED = "task_expired", Trait.RELAY_MAY_CAUSE
+    """The task passed its deadline unsettled and was refunded to its client."""
+    TASK_NOT_DRAWN = "task_not_drawn", Trait.RELAY_MAY_CAUSE
     NOT_AN_EVALUATOR = "not_an_evaluator", Trait.RELAY_MAY_CAUSE
-    PAYOUT_MISMATCH = "payout_mismatch"
+    """The sender holds no live evaluator ticket drawn for the task."""
+    RESULT_ALREADY_SENT = "result_already_sent", Trait.RELAY_MAY_CAUSE
+    """The evaluator's result for the task is on chain already: one result per evaluator."""
+    NOT_DRAWN_MINER = "not_drawn_miner"
+    """A ranking, or a final model, names a miner not drawn for the task (or since slashed)."""
+    BAD_RANKING = "bad_ranking"
+    MODEL_NOT_SIGNED = "model_not_signed"
+    """A ranked model without its miner's signature over it (the FinalModel item's)."""
     UNKNOWN_TICKET = "unknown_ticket", Trait.RELAY_MAY_CAUSE
     NOT_A_VERIFIER = "not_a_verifier", Trait.RELAY_MAY_CAUSE
     BAD_EVIDENCE_SIGNATURE = "bad_evidence_signature"

@@ -14,15 +14,15 @@ from tests.support.ledger import (
     signed,
     transfer,
 )
+from tests.support.settlement import ranked
 
+from pouw.blockchain.draw import draw_task
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
     Payload,
-    Payout,
-    RankedModel,
     SlashEvidence,
     TaskResult,
     Transaction,
@@ -122,9 +122,8 @@ def apply(state: LedgerState, *txs: Transaction) -> None:
             state.apply_transaction(tx, tx.txid(), height=1)
 
 
-def result(task_id: bytes, paid: int = ESCROW) -> TaskResult:
-    ranking = (RankedModel(miner=BOB.address, model_hash=sha256(b"model"), accuracy=0.9),)
-    return TaskResult(task_id, ranking, (Payout(recipient=BOB.address, amount=paid),))
+def result(task_id: bytes) -> TaskResult:
+    return TaskResult(task_id, (ranked(task_id, BOB, 0.9),))
 
 
 def evidence(ticket_id: bytes, offender: KeyPair) -> SlashEvidence:
@@ -134,7 +133,8 @@ def evidence(ticket_id: bytes, offender: KeyPair) -> SlashEvidence:
 
 @pytest.fixture
 def chain_state(state: LedgerState) -> tuple[LedgerState, bytes, bytes]:
-    """An open task (ALICE's), an evaluator, a verifier and BOB's miner ticket, on chain."""
+    """An open task (ALICE's), an evaluator, a verifier and BOB's miner ticket, on chain; the
+    task drawn from those tickets."""
     task = signed(ALICE, PayForTask(spec=DIGITS, reward=ESCROW), 0)
     miner_ticket = signed(BOB, BuyTicket(role=NodeRole.MINER, amount=MIN_STAKE), 0)
     apply(
@@ -144,7 +144,15 @@ def chain_state(state: LedgerState) -> tuple[LedgerState, bytes, bytes]:
         signed(EVALUATOR, BuyTicket(role=NodeRole.EVALUATOR, amount=MIN_STAKE), 0),
         signed(VERIFIER, BuyTicket(role=NodeRole.VERIFIER, amount=MIN_STAKE), 0),
     )
+    draw(state, task.txid())
     return state, task.txid(), miner_ticket.txid()
+
+
+def draw(state: LedgerState, task_id: bytes) -> None:
+    """Seat the task's workers from the tickets on chain, as the block after it would."""
+    record = state.tasks[task_id]
+    drawn = draw_task(list(state.tickets.values()), task_id, 1, 1, sha256(b"block"), 2)
+    state.tasks[task_id] = msgspec.structs.replace(record, drawn=drawn)
 
 
 Refused = Callable[[bytes, bytes], tuple[KeyPair, Payload]]
@@ -174,9 +182,9 @@ REFUSED_PAYLOADS: dict[str, tuple[str, Refused]] = {
         "not_an_evaluator",
         lambda task, ticket: (CAROL, result(task)),
     ),
-    "result paying other than the escrow": (
-        "payout_mismatch",
-        lambda task, ticket: (EVALUATOR, result(task, ESCROW - 1)),
+    "result ranking a miner not drawn": (
+        "not_drawn_miner",
+        lambda task, ticket: (EVALUATOR, TaskResult(task, (ranked(task, CAROL, 1.0),))),
     ),
     "slash of no ticket": (
         "unknown_ticket",
@@ -206,17 +214,18 @@ def test_admission_refuses_what_no_block_could_hold(
     assert len(pool) == 0 and state.snapshot() == before
 
 
-def test_a_result_may_follow_the_pending_ticket_that_makes_its_sender_an_evaluator(
+def test_a_ticket_bought_after_the_draw_makes_no_evaluator_and_one_result_closes_the_task(
     chain_state: tuple[LedgerState, bytes, bytes],
 ) -> None:
     state, task_id, _ = chain_state
     pool, before = Mempool(), state.snapshot()
     ticket = signed(CAROL, BuyTicket(role=NodeRole.EVALUATOR, amount=MIN_STAKE), 0)
     pool.add(ticket, state)
-    first = signed(CAROL, result(task_id), 1)
+    assert reason(pool, state, signed(CAROL, result(task_id), 1)) == "not_an_evaluator"
+    first = signed(EVALUATOR, result(task_id), 1)
     pool.add(first, state)
     assert state.snapshot() == before, "the trial left the state as it was"
-    assert reason(pool, state, signed(CAROL, result(task_id), 2)) == "task_closed"
+    assert reason(pool, state, signed(EVALUATOR, result(task_id), 2)) == "task_closed"
     assert pool.select(state, max_bytes=1 << 20, height=2) == [ticket, first]
 
 
@@ -234,10 +243,12 @@ def test_a_pending_transaction_the_tip_made_stale_does_not_refuse_its_successors
 ) -> None:
     state, task_id, _ = chain_state
     second_task = signed(ALICE, PayForTask(spec=DIGITS, reward=ESCROW), 1)
-    apply(state, second_task, signed(CAROL, BuyTicket(NodeRole.EVALUATOR, MIN_STAKE), 0))
+    apply(state, second_task)
+    draw(state, second_task.txid())
     pool = Mempool()
     pool.add(signed(EVALUATOR, result(task_id), 1), state)
-    apply(state, signed(CAROL, result(task_id), 1))  # CAROL's result closes the task first
+    closed = msgspec.structs.replace(state.tasks[task_id], status="completed")
+    state.tasks[task_id] = closed  # the tip closed the task first
     pool.add(signed(EVALUATOR, result(second_task.txid()), 2), state)
     assert len(pool) == 2  # the stale one waits for a replacement, as a stale transfer does
 

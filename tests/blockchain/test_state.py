@@ -21,10 +21,7 @@ from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
-    Payout,
-    RankedModel,
     SlashEvidence,
-    TaskResult,
     Transaction,
     Transfer,
 )
@@ -121,39 +118,7 @@ def test_pay_for_task_with_an_unknown_dataset(state: LedgerState) -> None:
     )
 
 
-def open_task_with_evaluator(state: LedgerState) -> bytes:
-    pay = signed(ALICE, PayForTask(spec=DIGITS, reward=1_000), 0)
-    ticket = signed(EVALUATOR, BuyTicket(role=NodeRole.EVALUATOR, amount=state.params.min_stake), 0)
-    apply(state, pay, ticket)
-    return pay.txid()
-
-
-def result_for(task_id: bytes, payouts: tuple[Payout, ...]) -> TaskResult:
-    ranking = (RankedModel(miner=BOB.address, model_hash=sha256(b"model"), accuracy=0.93),)
-    return TaskResult(task_id=task_id, ranking=ranking, payouts=payouts)
-
-
-def test_task_result_pays_out_the_escrow(state: LedgerState) -> None:
-    task_id = open_task_with_evaluator(state)
-    bob = state.balance(BOB.address)
-    payouts = (
-        Payout(recipient=BOB.address, amount=700),
-        Payout(recipient=CAROL.address, amount=300),
-    )
-    apply(state, signed(EVALUATOR, result_for(task_id, payouts), 1))
-    assert state.tasks[task_id].status == "completed"
-    assert state.balance(BOB.address) == bob + 700
-
-
-def test_task_result_rules(state: LedgerState) -> None:
-    task_id = open_task_with_evaluator(state)
-    full = (Payout(recipient=BOB.address, amount=1_000),)
-    assert reason_of(state, signed(EVALUATOR, result_for(sha256(b"?"), full), 1)) == "unknown_task"
-    assert reason_of(state, signed(BOB, result_for(task_id, full), 0)) == "not_an_evaluator"
-    short = (Payout(recipient=BOB.address, amount=999),)
-    assert reason_of(state, signed(EVALUATOR, result_for(task_id, short), 1)) == "payout_mismatch"
-    apply(state, signed(EVALUATOR, result_for(task_id, full), 1))
-    assert reason_of(state, signed(EVALUATOR, result_for(task_id, full), 2)) == "task_closed"
+# TASK_RESULT rules, settlement and refunds: tests/blockchain/test_settlement.py
 
 
 def slash(reporter: KeyPair, ticket_id: bytes, offender: KeyPair, nonce: int) -> Transaction:

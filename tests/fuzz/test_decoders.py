@@ -32,7 +32,6 @@ from pouw.blockchain.params import devnet_key, devnet_params, genesis_block
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
-    Payout,
     RankedModel,
     SlashEvidence,
     TaskResult,
@@ -115,8 +114,10 @@ TRANSACTIONS = [
     _tx(
         TaskResult(
             task_id=H,
-            ranking=(RankedModel(OTHER.address, H, 0.93),),
-            payouts=(Payout(OTHER.address, 99), Payout(KEY.address, 1)),
+            ranking=(
+                RankedModel(OTHER.address, H, 0.93, H, bytes(64)),
+                RankedModel(KEY.address, H, 0.5, H, bytes(64)),
+            ),
         ),
         nonce=3,
     ),

@@ -44,7 +44,6 @@ from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
     Payload,
-    Payout,
     RankedModel,
     Reward,
     SlashEvidence,
@@ -75,7 +74,10 @@ TX_REASONS = frozenset(
         # the ledger state (pouw.blockchain.state)
         "unexpected_reward", "bad_signature", "replay", "nonce_gap", "overspend", "zero_amount",
         "invalid_task_spec", "stake_below_minimum", "unknown_task", "task_closed",
-        "not_an_evaluator", "payout_mismatch", "unknown_ticket", "not_a_verifier",
+        "not_an_evaluator", "unknown_ticket", "not_a_verifier",
+        # task settlement (pouw.blockchain.settlement)
+        "task_expired", "task_not_drawn", "result_already_sent", "not_drawn_miner",
+        "bad_ranking", "model_not_signed",
         "bad_evidence_signature", "evidence_not_proven", "bad_reward", "devnet_key",
         # the mempool's own
         "duplicate", "duplicate_nonce", "too_many_pending", "mempool_full",
@@ -256,8 +258,7 @@ BEFORE_SIGNING: dict[str, Edit] = {
     "unknown_task": _set(
         payload=lambda draw, d: TaskResult(
             sha256(b"no such task"),
-            (RankedModel(d.recipient.address, sha256(b"m"), 0.5),),
-            (Payout(d.recipient.address, 1),),
+            (RankedModel(d.recipient.address, sha256(b"m"), 0.5, sha256(b"b"), bytes(64)),),
         )
     ),
     "unknown_ticket": _set(

@@ -8,14 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from tests.support.items import iteration_message
 
 from pouw.blockchain.block import Block, BlockHeader
 from pouw.blockchain.chain import AddStatus, ChainUpdate
-from pouw.blockchain.draw import Ticket
+from pouw.blockchain.draw import TaskDraw, Ticket
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params
-from pouw.blockchain.state import LedgerState, TaskRecord
-from pouw.blockchain.transactions import COIN, Payload
+from pouw.blockchain.settlement import TaskRecord, task_deadline
+from pouw.blockchain.state import LedgerState
+from pouw.blockchain.transactions import COIN, Payload, Transaction, sign_transaction
 from pouw.config import NodeConfig
 from pouw.crypto import KeyPair, sha256
 from pouw.economics.reputation import Reputation
@@ -47,7 +49,8 @@ def ticket(owner: KeyPair, role: NodeRole, number: int = 0) -> Ticket:
 
 
 def task(task_id: bytes, spec: TaskSpec = IRIS, height: int = 1) -> TaskRecord:
-    return TaskRecord(task_id, key("client").address, spec, 100 * COIN, height)
+    deadline = task_deadline(PARAMS, height)
+    return TaskRecord(task_id, key("client").address, spec, 100 * COIN, height, deadline=deadline)
 
 
 @dataclass
@@ -87,6 +90,8 @@ class FakeLedger:
         self.draws: dict[bytes, TaskAssignment] = {}
         self.submitted: list[Payload] = []
         self.refuse: InvalidTransaction | None = None
+        self.refused: list[Payload] = []
+        self.mempool: set[bytes] = set()
         self.accepted: list[Block] = []
         self.reject: InvalidBlock | None = None
         self.templates = 0
@@ -96,7 +101,16 @@ class FakeLedger:
         return self.chain.state
 
     def add_task(self, record: TaskRecord, assignment: TaskAssignment) -> None:
-        self.state.tasks[record.task_id] = record
+        """The task on chain, drawn as `assignment` says."""
+        drawn = TaskDraw(
+            sha256(record.task_id),
+            record.height + 1,
+            tuple(assignment.miners),
+            tuple(assignment.supervisors),
+            tuple(assignment.verifiers),
+            tuple(assignment.evaluators),
+        )
+        self.state.tasks[record.task_id] = msgspec.structs.replace(record, drawn=drawn)
         self.draws[record.task_id] = assignment
         for drawn in (
             *assignment.miners,
@@ -109,11 +123,17 @@ class FakeLedger:
     def draw(self, record: TaskRecord) -> TaskAssignment | None:
         return self.draws.get(record.task_id)
 
-    def submit(self, payload: Payload, fee: float = 0.01) -> object:
+    def submit(self, payload: Payload, fee: float = 0.01) -> Transaction:
+        """Signed by the node "node" at its next nonce and kept in `mempool` (by id)."""
         if self.refuse is not None:
+            self.refused.append(payload)
             raise self.refuse
+        tx = sign_transaction(
+            key("node"), payload, nonce=len(self.submitted), fee=0, chain_id=PARAMS.chain_id
+        )
         self.submitted.append(payload)
-        return payload
+        self.mempool.add(tx.txid())
+        return tx
 
     def accept_block(self, block: Block, encoded: bytes | None = None) -> ChainUpdate:
         if self.reject is not None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+from tests.node.fakes import task
+
 from pouw.crypto import KeyPair, sha256
 from pouw.ml.models import build_model, model_hash, model_to_bytes
 from pouw.node.items import FinalModel, has_valid_signature, sign_final_model
@@ -41,3 +44,10 @@ def test_an_item_without_its_model_or_unreadable_is_skipped(tmp_path: Path) -> N
     book.model_path(TASK, lost.model_hash).unlink()
     book.model_path(TASK, torn.model_hash).with_suffix(".final").write_bytes(b"\x93torn")
     assert TaskBook(tmp_path).stored_models(TASK) == [kept]
+
+
+def test_a_refunded_task_shows_so_with_its_deadline(tmp_path: Path) -> None:
+    record = msgspec.structs.replace(task(TASK), status="refunded")
+    view = TaskBook(tmp_path).view(record, None, evaluating=False)
+    assert view.phase == "refunded"
+    assert f"deadline (height {record.deadline})" in view.message

@@ -182,6 +182,7 @@ def test_an_unknown_phase_is_an_error_not_a_guess() -> None:
         ("training", {SYNCED: "True"}),
         ("completed", {SYNCED: "True", SUCCEEDED: "True"}),
         ("failed", {SYNCED: "True", SUCCEEDED: "False"}),
+        ("refunded", {SYNCED: "True", SUCCEEDED: "False"}),
     ],
 )
 def test_a_poll_sets_synced_and_on_the_end_succeeded(phase: str, types: dict[str, str]) -> None:

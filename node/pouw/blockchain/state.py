@@ -10,17 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import msgspec
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.draw import TaskDraw, Ticket, draw_task
+from pouw.blockchain.draw import Ticket, draw_task
 from pouw.blockchain.params import (
     ChainParams,
     bootstrap_task_id,
     devnet_public_keys,
     is_devnet_chain,
+)
+from pouw.blockchain.settlement import (
+    TaskRecord,
+    check_task_result,
+    due_for_refund,
+    record_result,
+    refunded,
+    task_deadline,
 )
 from pouw.blockchain.transactions import (
     BuyTicket,
@@ -34,28 +42,13 @@ from pouw.blockchain.transactions import (
 from pouw.crypto import address_of, sha256, verify_signature
 from pouw.errors import InvalidBlock, InvalidTransaction, Reason
 from pouw.roles import NodeRole
-from pouw.spec import TaskSpec, TaskSpecError, check_task_spec
+from pouw.spec import TaskSpecError, check_task_spec
 
 
 class Account(msgspec.Struct, frozen=True, array_like=True):
     balance: int = 0
     nonce: int = 0
     locked: int = 0
-
-
-TaskStatus = Literal["open", "completed"]
-
-
-class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
-    task_id: bytes
-    client: str
-    spec: TaskSpec
-    escrow: int
-    height: int
-    status: TaskStatus = "open"
-    result: TaskResult | None = None
-    drawn: TaskDraw | None = None
-    """Its workers, once block `height + draw_delay` is applied (`pouw.blockchain.draw`)."""
 
 
 class Position(msgspec.Struct, frozen=True, array_like=True):
@@ -210,6 +203,7 @@ class LedgerState:
                 for tx, txid in zip(block.transactions[1:], txids[1:], strict=True):
                     self.apply_transaction(tx, txid, height)
                 self._draw_tasks(height, block.hash())
+                self._refund_expired(height)
             except InvalidTransaction as error:
                 self.revert(changes)
                 raise InvalidBlock(error.reason, error.detail, height) from None
@@ -236,6 +230,11 @@ class LedgerState:
                 tickets, task.task_id, task.spec.miners, confirmed_at, block_hash, height
             )
             self._put_task(task.task_id, msgspec.structs.replace(task, drawn=drawn))
+
+    def _refund_expired(self, height: int) -> None:
+        for task in due_for_refund(self.tasks.values(), height):
+            self._put_task(task.task_id, refunded(task, height))
+            self._credit(task.client, task.escrow)
 
     def apply_reward(self, tx: Transaction, expected_amount: int) -> None:
         payload = tx.payload
@@ -304,25 +303,9 @@ class LedgerState:
                 f"stake {payload.amount} < minimum {self.params.min_stake}",
             )
         if isinstance(payload, TaskResult):
-            self._check_task_result(payload, sender)
+            check_task_result(self.tasks.get(payload.task_id), payload, sender, self.tickets)
         if isinstance(payload, SlashEvidence):
             self._check_slash(payload, sender)
-
-    def _check_task_result(self, result: TaskResult, sender: str) -> None:
-        task = self.tasks.get(result.task_id)
-        if task is None:
-            raise InvalidTransaction(Reason.UNKNOWN_TASK, result.task_id.hex())
-        if task.status != "open":
-            raise InvalidTransaction(
-                Reason.TASK_CLOSED, f"task {result.task_id.hex()[:16]} is {task.status}"
-            )
-        if not self.holds_role(sender, NodeRole.EVALUATOR):
-            raise InvalidTransaction(Reason.NOT_AN_EVALUATOR, f"{sender} holds no evaluator ticket")
-        paid = sum(p.amount for p in result.payouts)
-        if paid != task.escrow:
-            raise InvalidTransaction(
-                Reason.PAYOUT_MISMATCH, f"payouts {paid} != escrow {task.escrow}"
-            )
 
     def _check_slash(self, slash: SlashEvidence, sender: str) -> None:
         ticket = self.tickets.get(slash.ticket_id)
@@ -347,7 +330,8 @@ class LedgerState:
             self._credit(payload.recipient, payload.amount)
         elif isinstance(payload, PayForTask):
             record = TaskRecord(txid, sender, payload.spec, payload.reward, height)
-            self._put_task(txid, record)
+            deadline = task_deadline(self.params, height)
+            self._put_task(txid, msgspec.structs.replace(record, deadline=deadline))
         elif isinstance(payload, BuyTicket):
             ticket = Ticket(
                 txid, sender, tx.sender, payload.role, payload.amount, height, payload.preferences
@@ -355,11 +339,11 @@ class LedgerState:
             self._put_ticket(txid, ticket)
         elif isinstance(payload, TaskResult):
             task = self.tasks[payload.task_id]
-            self._put_task(
-                payload.task_id, msgspec.structs.replace(task, status="completed", result=payload)
-            )
-            for payout in payload.payouts:
-                self._credit(payout.recipient, payout.amount)
+            updated = record_result(task, payload, sender, self.tickets, height)
+            self._put_task(payload.task_id, updated)
+            if updated.status == "completed":
+                for payout in updated.payouts:
+                    self._credit(payout.recipient, payout.amount)
         elif isinstance(payload, SlashEvidence):
             self._confiscate(self.tickets[payload.ticket_id], reporter=sender)
 

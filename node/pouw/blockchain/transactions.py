@@ -69,17 +69,30 @@ class Payout(msgspec.Struct, frozen=True, array_like=True):
 
 
 class RankedModel(msgspec.Struct, frozen=True, array_like=True):
+    """A drawn miner's final model as an evaluator ranked it, with the miner's own signature
+    over it (its FinalModel item's, over `final_model_body`), so every node checks that the
+    ranked model is one the miner handed in."""
+
     miner: Address
     model_hash: Hash
     accuracy: Annotated[float, Meta(ge=0.0, le=1.0)]
+    bytes_hash: Hash
+    """sha256 of the model's bytes (safetensors)."""
+    signature: Signature
+
+
+def final_model_body(task_id: bytes, miner: bytes, model_hash: bytes, bytes_hash: bytes) -> bytes:
+    """What a miner signs for its final model of a task: its hash and the hash of its bytes."""
+    return canonical_bytes((b"pouw-final-model", task_id, miner, model_hash, bytes_hash))
 
 
 class TaskResult(msgspec.Struct, frozen=True, array_like=True, tag="task_result"):
-    """An evaluator closes a task: the ranking of final models and the split of its escrow."""
+    """A drawn evaluator's ranking of a task's final models. It carries no payouts: once a
+    majority of the drawn evaluators agree, the ledger splits the escrow itself
+    (`pouw.blockchain.settlement`)."""
 
     task_id: Hash
     ranking: Annotated[tuple[RankedModel, ...], Meta(max_length=256)]
-    payouts: Annotated[tuple[Payout, ...], Meta(max_length=256)]
 
 
 class SlashEvidence(msgspec.Struct, frozen=True, array_like=True, tag="slash"):

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from cachetools import FIFOCache
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.state import LedgerState, TaskRecord
+from pouw.blockchain.settlement import TaskRecord
+from pouw.blockchain.state import LedgerState
 from pouw.crypto import address_of
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import MalformedData

@@ -278,10 +278,15 @@ class Intake:
             return rejected(Reason.ID_MISMATCH)
         if self.announcer.knows(ItemKind.MODEL, item_id):
             return ItemResult(Verdict.KNOWN)
+        record = self.ledger.chain.state.tasks.get(final.task_id)
+        if record is None:
+            return rejected(Reason.UNKNOWN_TASK)
+        if record.drawn is None:  # a relay a block ahead may know the draw: not its fault
+            return ItemResult(Verdict.KNOWN, Reason.TASK_NOT_DRAWN)
+        if all(ticket.public_key != final.miner for ticket in record.drawn.miners):
+            return rejected(Reason.NOT_DRAWN_MINER)
         if not has_valid_signature(final, final.miner):
             return rejected(Reason.BAD_SIGNATURE)
-        if final.task_id not in self.ledger.chain.state.tasks:
-            return rejected(Reason.UNKNOWN_TASK)
         self.announcer.remember(ItemKind.MODEL, item_id, payload)
         take_final_model(self.context, final)
         return ItemResult(Verdict.ACCEPTED)

@@ -2,7 +2,8 @@
 
 - IterationRecord: a miner's IT_RES: the iteration message, its compressed update and the
   miner's signature over H(message || H(update)) (what Miner publishes). Supervisors keep them.
-- FinalModel: a miner's model at the end of a task, for evaluators (safetensors).
+- FinalModel: a miner's model at the end of a task, for evaluators (safetensors); its signature
+  covers the sha256 of the model bytes, so no relay can put other bytes under its id.
 - BlockVerdict: a verifier's attestation that it re-executed a block and what it found.
 """
 
@@ -13,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from msgspec import Meta
 
+from pouw.blockchain.transactions import final_model_body
 from pouw.crypto import KeyPair, canonical_bytes, sha256, verify_signature
 from pouw.errors import MalformedData
 
@@ -61,7 +63,7 @@ class FinalModel(msgspec.Struct, frozen=True, array_like=True):
     signature: Signature = b""
 
     def body(self) -> bytes:
-        return canonical_bytes((b"pouw-final-model", self.task_id, self.miner, self.model_hash))
+        return final_model_body(self.task_id, self.miner, self.model_hash, sha256(self.model))
 
     def item_id(self) -> bytes:
         return sha256(self.body())

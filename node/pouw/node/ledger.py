@@ -14,7 +14,7 @@ import logging
 from pouw.blockchain.block import Block
 from pouw.blockchain.chain import AddStatus, Chain, ChainUpdate
 from pouw.blockchain.mempool import Mempool
-from pouw.blockchain.state import TaskRecord
+from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.transactions import (
     Payload,

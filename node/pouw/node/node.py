@@ -99,7 +99,7 @@ class PoUWNode:
         self.announcer = Announcer(context.background)
         self.ledger = Ledger(context, self.announcer)
         self.intake = Intake(context, self.ledger, self.announcer, self.health)
-        self.tally = ChainTally(context)
+        self.tally = ChainTally(context, lambda: self.ledger.chain.state)
         context.events.transaction_admitted.subscribe(context.tasks.note_payment)
         # The draw decides who evaluates and screens a task, so every node runs those two
         # (the screening first: the evaluator ranks by what it flagged); re-execution and the

@@ -1,14 +1,20 @@
 """What each main-chain block means for this node: its own counters (blocks mined, rewards
 earned), the blocks mined with each task's work, and the reputation of miners proven to
 cheat (a SLASH on chain is proof every node learns). Blocks leaving the main chain in a reorg
-are counted back out."""
+are counted back out.
+
+A task's payouts are the ledger's (no transaction carries them): a block whose TASK_RESULT
+settled a task is counted with what the main-chain state says that settlement paid, and that
+amount is remembered, so that the block leaving the main chain takes back what it brought."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from pouw.blockchain.block import Block
 from pouw.blockchain.chain import Chain
+from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import Reward, SlashEvidence, TaskResult
 from pouw.crypto import HASH_SIZE, address_of
 from pouw.errors import MalformedData
@@ -17,8 +23,12 @@ from pouw.node.context import NodeContext
 
 
 class ChainTally:
-    def __init__(self, context: NodeContext) -> None:
+    def __init__(self, context: NodeContext, state: Callable[[], LedgerState]) -> None:
         self.context = context
+        self.state = state
+        """The main chain's state, as the events find it (after the whole reorg)."""
+        self._settlement_pay: dict[bytes, int] = {}
+        """Block hash -> what the settlements in it paid this node, as counted."""
         context.events.block_connected.subscribe(lambda block: self.count(block, +1))
         context.events.block_disconnected.subscribe(lambda block: self.count(block, -1))
 
@@ -34,20 +44,33 @@ class ChainTally:
         counters, address = context.counters, context.address
         if block.header.miner == context.key.public_key:
             counters.blocks_mined += sign
+        results: set[bytes] = set()
         for tx in block.transactions:
             payload = tx.payload
             if isinstance(payload, Reward) and payload.recipient == address:
                 counters.rewards_earned += sign * payload.amount
             if isinstance(payload, TaskResult):
-                for payout in payload.payouts:
-                    if payout.recipient == address:
-                        counters.rewards_earned += sign * payout.amount
+                results.add(payload.task_id)
             if isinstance(payload, SlashEvidence) and sign > 0:
                 # evidence = IT_RES || H(update)
                 with contextlib.suppress(MalformedData):
                     cheat = decode_iteration_message(payload.evidence[:-HASH_SIZE])
                     context.reputation.rejected(address_of(cheat.miner))
+        self._count_settlements(block, results, sign)
         if block.iteration_message:
             with contextlib.suppress(MalformedData):
                 message = decode_iteration_message(block.iteration_message)
                 context.tasks.record_block(message.task_id, sign)
+
+    def _count_settlements(self, block: Block, task_ids: set[bytes], sign: int) -> None:
+        if sign < 0:
+            self.context.counters.rewards_earned -= self._settlement_pay.pop(block.hash(), 0)
+            return
+        tasks, address, earned = self.state().tasks, self.context.address, 0
+        for task_id in task_ids:
+            record = tasks.get(task_id)
+            if record and record.status == "completed" and record.closed_at == block.height:
+                earned += sum(p.amount for p in record.payouts if p.recipient == address)
+        if earned:
+            self._settlement_pay[block.hash()] = earned
+            self.context.counters.rewards_earned += earned

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from pouw.blockchain.state import TaskRecord
+from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.transactions import COIN, PayForTask, Transaction
 from pouw.crypto import address_of
 from pouw.economics.selection import TaskAssignment
@@ -41,7 +41,7 @@ class TaskProgress:
     failure: str = ""
     """Why the task cannot complete, when it cannot."""
     evaluating: bool = False
-    """This node's evaluator is scoring the final models (or gave up: see `failure`)."""
+    """This node's evaluator is scoring the final models, or sent its result."""
 
 
 class TaskBook:
@@ -122,6 +122,12 @@ class TaskBook:
                     f"best test accuracy {test_accuracy:.4f} is below the task's "
                     f"min_accuracy {record.spec.min_accuracy}"
                 )
+        elif record.status == "refunded":
+            phase = "refunded"
+            message = (
+                f"no result settled the task by its deadline (height {record.deadline}): "
+                "its escrow went back to the client"
+            )
         elif progress.failure:
             phase = "failed"
         elif evaluating:

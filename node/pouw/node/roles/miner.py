@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pouw.blockchain.block import Block, encode_block
 from pouw.blockchain.chain import AddStatus
 from pouw.blockchain.params import bootstrap_task_id
-from pouw.blockchain.state import Position, TaskRecord
+from pouw.blockchain.settlement import TaskRecord
+from pouw.blockchain.state import Position
 from pouw.crypto import ZERO_HASH
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, MalformedData

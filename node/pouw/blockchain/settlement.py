@@ -1,0 +1,204 @@
+"""How a client's task ends, by rule on every node: settled by its drawn evaluators, or refunded
+to its client at its deadline.
+
+- Only an evaluator drawn for the task (its ticket still live) may send a TASK_RESULT, once per
+  task: the ranking of final models, each by a drawn miner whose ticket is still live and
+  carrying that miner's signature over the model, best accuracy first. The transaction carries
+  no payouts: the ledger computes them.
+- The task settles when a majority of its drawn evaluators sent the same ranking (evaluation on
+  the withheld test set is deterministic on CPU, so honest evaluators agree). The escrow is
+  split (`split_escrow`) among the ranked miners, the drawn verifiers and the evaluators of that
+  majority; an evaluator in the minority, or silent, is not paid.
+- A task still open at its deadline (`height + task_deadline_blocks`) is refunded: when the block
+  at the deadline height is applied, after its transactions, the escrow goes back to the client.
+
+`LedgerState` applies what these functions decide through its tracked writes, so a reorg
+reverts a settlement or a refund with the block that made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Sequence
+from typing import Literal
+
+import msgspec
+
+from pouw.blockchain.draw import TaskDraw
+from pouw.blockchain.params import ChainParams
+from pouw.blockchain.transactions import (
+    Address,
+    Payout,
+    RankedModel,
+    TaskResult,
+    final_model_body,
+)
+from pouw.crypto import verify_signature
+from pouw.errors import InvalidTransaction, Reason
+from pouw.spec import TaskSpec
+
+TaskStatus = Literal["open", "completed", "refunded"]
+
+MINER_PERCENT = 75
+VERIFIER_PERCENT = 15
+EVALUATOR_PERCENT = 10
+"""The published split of an escrow. Supervisors are paid nothing from it: the IT_RES journal
+they keep is not on chain, so no node can check that they kept it (docs/protocol.md)."""
+
+
+class EvaluatorResult(msgspec.Struct, frozen=True, array_like=True):
+    """One drawn evaluator's ranking of a task, as its TASK_RESULT sent it."""
+
+    evaluator: Address
+    ranking: tuple[RankedModel, ...]
+
+
+class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
+    task_id: bytes
+    client: str
+    spec: TaskSpec
+    escrow: int
+    height: int
+    status: TaskStatus = "open"
+    result: TaskResult | None = None
+    """The ranking that settled the task."""
+    drawn: TaskDraw | None = None
+    """Its workers, once block `height + draw_delay` is applied (`pouw.blockchain.draw`)."""
+    deadline: int = 0
+    """The last height at which a result can settle the task; then its escrow is refunded."""
+    results: tuple[EvaluatorResult, ...] = ()
+    """The drawn evaluators' results so far, in the order they were mined."""
+    payouts: tuple[Payout, ...] = ()
+    """What the settlement (or the refund) paid."""
+    closed_at: int = 0
+    """The height of the block that settled or refunded the task."""
+
+
+def split_escrow(
+    escrow: int,
+    ranked_miners: Sequence[str],
+    verifiers: Sequence[str],
+    evaluators: Sequence[str],
+) -> tuple[Payout, ...]:
+    """Miners share MINER_PERCENT by rank (weights k, k-1, ..., 1 for k ranked miners);
+    verifiers and evaluators each share their role's percentage equally. A role with nobody to
+    pay leaves its share to the miners; rounding remainders go to the best miner."""
+    if not ranked_miners:
+        raise ValueError("a task closes with at least one ranked miner")
+    amounts: dict[str, int] = {}
+
+    def pay(address: str, amount: int) -> None:
+        amounts[address] = amounts.get(address, 0) + amount
+
+    miners_share = escrow
+    for percent, members in ((VERIFIER_PERCENT, verifiers), (EVALUATOR_PERCENT, evaluators)):
+        if members:
+            share = escrow * percent // 100
+            each = share // len(members)
+            for address in members:
+                pay(address, each)
+            miners_share -= each * len(members)
+    weights = list(range(len(ranked_miners), 0, -1))
+    total_weight = sum(weights)
+    paid = 0
+    for address, weight in zip(ranked_miners, weights, strict=True):
+        amount = miners_share * weight // total_weight
+        pay(address, amount)
+        paid += amount
+    pay(ranked_miners[0], miners_share - paid)
+    return tuple(Payout(address, amount) for address, amount in amounts.items() if amount > 0)
+
+
+def task_deadline(params: ChainParams, height: int) -> int:
+    return height + params.task_deadline_blocks
+
+
+def evaluation_height(params: ChainParams, record: TaskRecord) -> int:
+    """From this height on, an evaluator still waiting for a drawn miner's final model scores
+    the ones it has, so that its result can be mined before the deadline."""
+    earliest = record.height + params.draw_delay
+    return max(earliest, record.deadline - params.settlement_blocks)
+
+
+def check_task_result(
+    record: TaskRecord | None, result: TaskResult, sender: str, live: Container[bytes]
+) -> None:
+    """Raise unless `sender` may send `result` now; `live` holds the live tickets' ids."""
+    if record is None:
+        raise InvalidTransaction(Reason.UNKNOWN_TASK, result.task_id.hex())
+    task = result.task_id.hex()[:16]
+    if record.status == "refunded":
+        raise InvalidTransaction(
+            Reason.TASK_EXPIRED, f"task {task} passed its deadline {record.deadline}"
+        )
+    if record.status != "open":
+        raise InvalidTransaction(Reason.TASK_CLOSED, f"task {task} is {record.status}")
+    if record.drawn is None:
+        raise InvalidTransaction(Reason.TASK_NOT_DRAWN, f"task {task} has no workers drawn yet")
+    if not any(t.owner == sender and t.ticket_id in live for t in record.drawn.evaluators):
+        raise InvalidTransaction(
+            Reason.NOT_AN_EVALUATOR, f"{sender} holds no live evaluator ticket drawn for {task}"
+        )
+    if any(entry.evaluator == sender for entry in record.results):
+        raise InvalidTransaction(
+            Reason.RESULT_ALREADY_SENT, f"{sender} already sent its result for {task}"
+        )
+    _check_ranking(record.task_id, record.drawn, result.ranking, live)
+
+
+def _check_ranking(
+    task_id: bytes, drawn: TaskDraw, ranking: Sequence[RankedModel], live: Container[bytes]
+) -> None:
+    keys = {t.owner: t.public_key for t in drawn.miners if t.ticket_id in live}
+    ranked = [entry.miner for entry in ranking]
+    outsiders = [miner for miner in ranked if miner not in keys]
+    if outsiders:
+        raise InvalidTransaction(
+            Reason.NOT_DRAWN_MINER, f"{outsiders[0]} holds no live miner ticket drawn for the task"
+        )
+    if not ranking or len(set(ranked)) != len(ranked):
+        raise InvalidTransaction(Reason.BAD_RANKING, "one entry per ranked miner, at least one")
+    if list(ranking) != sorted(ranking, key=lambda entry: (-entry.accuracy, entry.miner)):
+        raise InvalidTransaction(Reason.BAD_RANKING, "best accuracy first, ties by address")
+    for entry in ranking:
+        key = keys[entry.miner]
+        body = final_model_body(task_id, key, entry.model_hash, entry.bytes_hash)
+        if not verify_signature(key, entry.signature, body):
+            raise InvalidTransaction(
+                Reason.MODEL_NOT_SIGNED, f"{entry.miner} did not sign the model ranked for it"
+            )
+
+
+def record_result(
+    record: TaskRecord, result: TaskResult, sender: str, live: Container[bytes], height: int
+) -> TaskRecord:
+    """The task with `sender`'s checked result added; settled, with its payouts, once a majority
+    of its drawn evaluators agree."""
+    assert record.drawn is not None, "check_task_result passed"
+    results = (*record.results, EvaluatorResult(sender, result.ranking))
+    agreeing = [entry.evaluator for entry in results if entry.ranking == result.ranking]
+    if len(agreeing) <= len(record.drawn.evaluators) // 2:
+        return msgspec.structs.replace(record, results=results)
+    payouts = split_escrow(
+        record.escrow,
+        [entry.miner for entry in result.ranking],
+        [t.owner for t in record.drawn.verifiers if t.ticket_id in live],
+        agreeing,
+    )
+    return msgspec.structs.replace(
+        record,
+        status="completed",
+        result=result,
+        results=results,
+        payouts=payouts,
+        closed_at=height,
+    )
+
+
+def due_for_refund(tasks: Iterable[TaskRecord], height: int) -> list[TaskRecord]:
+    """Client tasks still open once the block at their deadline height is applied."""
+    return [t for t in tasks if t.status == "open" and t.client and t.deadline <= height]
+
+
+def refunded(record: TaskRecord, height: int) -> TaskRecord:
+    refund = (Payout(record.client, record.escrow),) if record.escrow else ()
+    return msgspec.structs.replace(record, status="refunded", payouts=refund, closed_at=height)
