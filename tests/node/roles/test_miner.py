@@ -150,11 +150,16 @@ def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> N
     assert role.job is not None and role.job.task_id == NEW
 
 
-def test_a_diverged_task_is_marked_failed_and_left(tmp_path: Path) -> None:
+def test_a_failed_task_is_marked_failed_and_left_also_after_a_restart(tmp_path: Path) -> None:
     node, ledger, _, role = setup(tmp_path)
     ledger.add_task(task(OLD), assignment([node.key]))
     changed(node)
     assert role.job is not None
-    role.on_failed(role.job, "loss is nan")
+    role.on_failed(role.job, "training diverged: loss is nan")
     assert node.tasks.of(OLD).failure == "training diverged: loss is nan"
     assert role.job is not None and not role.job.client_task
+    restarted = context(tmp_path)  # a fresh task book, the same data dir
+    again = MinerRole(restarted, ledger, FakeAnnouncer())  # type: ignore[arg-type]
+    changed(restarted)
+    assert again.job is not None and not again.job.client_task
+    assert restarted.tasks.of(OLD).failure == "training diverged: loss is nan"
