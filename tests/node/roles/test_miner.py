@@ -162,4 +162,5 @@ def test_a_failed_task_is_marked_failed_and_left_also_after_a_restart(tmp_path: 
     again = MinerRole(restarted, ledger, FakeAnnouncer())  # type: ignore[arg-type]
     changed(restarted)
     assert again.job is not None and not again.job.client_task
-    assert restarted.tasks.of(OLD).failure == "training diverged: loss is nan"
+    view = restarted.tasks.view(task(OLD), assignment([node.key]), evaluating=False)
+    assert (view.phase, view.message) == ("failed", "training diverged: loss is nan")
