@@ -20,6 +20,7 @@ from pouw.blockchain.chain import AddStatus
 from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.state import Position, TaskRecord
 from pouw.crypto import ZERO_HASH
+from pouw.economics.schedule import training_order
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, MalformedData
 from pouw.mining.checkpoint import TrainerCheckpoints
@@ -242,10 +243,12 @@ class MinerRole:
                 self._worker.wake()
 
     def _choose_job(self) -> Job | None:
-        """The oldest open client task this node was drawn for, else the bootstrap task."""
+        """The open client task this node was drawn for that pays best for its work
+        (`pouw.economics.schedule`), else the bootstrap task."""
         state, tasks = self.ledger.chain.state, self.context.tasks
-        for record in sorted(state.tasks.values(), key=lambda r: r.height):
-            if record.status != "open" or record.task_id in self._finished:
+        open_tasks = [record for record in state.tasks.values() if record.status == "open"]
+        for record in training_order(open_tasks):
+            if record.task_id in self._finished:
                 continue
             if tasks.of(record.task_id).failure:
                 continue
