@@ -144,20 +144,34 @@ def test_a_host_off_the_allow_list_is_never_asked(server: Server, allowed: froze
     assert server.requests == 0
 
 
+ENDLESS = 256 * 1024 * 1024
+"""What the endless stream offers: a reader without the cap would hold all of it."""
+SOCKET_BUFFERS = 32 * 1024 * 1024
+"""More than loopback TCP buffers take before a writer whose reader hung up fails."""
+
+
 def test_an_endless_stream_is_cut_at_the_cap_as_it_streams(server: Server) -> None:
+    sent, finished = [0], threading.Event()
+
     def endless(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
-        handler.end_headers()
+        handler.end_headers()  # no Content-Length: the body ends when the server says so
+        chunk = b"z" * 65536
         try:
-            for _ in range(1024 * CAP // 4096):
-                handler.wfile.write(b"z" * 4096)
+            while sent[0] < ENDLESS:
+                handler.wfile.write(chunk)
+                sent[0] += len(chunk)
         except OSError:
-            return
+            pass  # the reader hung up
+        finally:
+            finished.set()
 
     server.answer = endless
     source = DatasetSource(allowed_hosts=ALLOWED, max_bytes=CAP)
     with pytest.raises(DatasetError, match=f"over the {CAP} byte cap"):
         read(source, spec("endless.npz", url=server.url()))
+    assert finished.wait(DEADLINE_S)
+    assert sent[0] < SOCKET_BUFFERS, f"the reader took {sent[0]} bytes before hanging up"
 
 
 def test_a_redirect_off_the_allow_list_is_refused(server: Server) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pouw.ml import datasets
 from pouw.ml.datasets import (
     DatasetError,
     DatasetIntegrityError,
@@ -38,6 +39,15 @@ def test_builtin_datasets_load_and_split(name: str, features: int, classes: int)
 @pytest.mark.parametrize("name", sorted(BUILTIN_SHAPES))
 def test_the_shape_table_specs_are_checked_against_is_the_loaders(name: str) -> None:
     assert load_dataset(DatasetSpec(name=name)).shape == BUILTIN_SHAPES[name]
+
+
+def test_loaded_datasets_are_kept_within_a_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    digits = load_dataset(DatasetSpec(name="digits"))
+    bound = digits.nbytes + 1  # room for digits, or for the small sets, never both
+    monkeypatch.setattr(datasets, "_cache", datasets.dataset_cache(bound))
+    for name in ("digits", "iris", "wine", "breast_cancer", "digits"):
+        load_dataset(DatasetSpec(name=name, split_seed=7))
+        assert 0 < datasets._cache.currsize <= bound
 
 
 def write_npz(path: Path) -> str:

@@ -51,8 +51,15 @@ class Dataset:
 
 MAX_CACHED_BYTES = 1024 * 1024 * 1024
 """Loaded datasets kept in memory at most (the least recently used go first)."""
-_cache: LRUCache[DatasetSpec, Dataset] = LRUCache(MAX_CACHED_BYTES, getsizeof=lambda d: d.nbytes)
-"""By spec: a file's spec pins its bytes by sha256, so any node's copy is the same data."""
+
+
+def dataset_cache(max_bytes: int) -> LRUCache[DatasetSpec, Dataset]:
+    """Loaded datasets by spec, at most `max_bytes` of tensors: a file's spec pins its bytes
+    by sha256, so any node's copy is the same data."""
+    return LRUCache(max_bytes, getsizeof=lambda dataset: dataset.nbytes)
+
+
+_cache = dataset_cache(MAX_CACHED_BYTES)
 _cache_lock = threading.Lock()
 
 
