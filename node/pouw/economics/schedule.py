@@ -15,9 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from fractions import Fraction
+from typing import Protocol, TypeVar
 
-from pouw.blockchain.state import TaskRecord
 from pouw.spec import ModelSpec, TaskSpec, TaskSpecError, dataset_shape, model_parameters
+
+
+class OpenTask(Protocol):
+    """What the order reads of a task on chain (`pouw.blockchain.state.TaskRecord`)."""
+
+    @property
+    def task_id(self) -> bytes: ...
+    @property
+    def spec(self) -> TaskSpec: ...
+    @property
+    def escrow(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+
+
+Task = TypeVar("Task", bound=OpenTask)
 
 UNTRAINABLE = 2**128
 """The work of a spec that breaks the spec rules (none on chain does): it ranks last."""
@@ -46,11 +62,11 @@ def training_work(spec: TaskSpec) -> int:
     return max(1, spec.epochs * max(1, rows - test_rows) * cost)
 
 
-def price(record: TaskRecord) -> Fraction:
+def price(record: OpenTask) -> Fraction:
     """Base units of escrow per unit of work."""
     return Fraction(record.escrow, training_work(record.spec))
 
 
-def training_order(records: Iterable[TaskRecord]) -> list[TaskRecord]:
+def training_order(records: Iterable[Task]) -> list[Task]:
     """`records`, best paid per unit of work first; the older, then the lower id, on a tie."""
     return sorted(records, key=lambda r: (-price(r), r.height, r.task_id))
