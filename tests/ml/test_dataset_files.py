@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,15 @@ def test_a_fifo_is_refused_without_stalling(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.npz")  # no writer: a blocking open or read would never return
     with pytest.raises(DatasetError, match=re.escape("'pipe.npz' is not a regular file")):
         read(DatasetSource(tmp_path), spec("pipe.npz"))
+
+
+def test_a_device_in_the_directory_is_refused_unread(tmp_path: Path) -> None:
+    try:  # /dev/zero's twin: reading it would never end
+        os.mknod(tmp_path / "zero.npz", stat.S_IFCHR | 0o600, os.makedev(1, 5))
+    except PermissionError:
+        pytest.skip("making a device node needs CAP_MKNOD")
+    with pytest.raises(DatasetError, match=re.escape("'zero.npz' is not a regular file")):
+        read(DatasetSource(tmp_path), spec("zero.npz"))
 
 
 @pytest.mark.parametrize("target", ["/etc/passwd", "/dev/zero"])
