@@ -168,16 +168,29 @@ class MiningWorker:
         return trainer
 
 
+FAILURE_PREFIXES = {
+    "dataset": "dataset refused: ",
+    "diverged": "training diverged: ",
+    "error": "training failed: ",
+}
+"""How a job's failure reason starts, by kind (`pouw_training_failures_total{kind}`)."""
+
+
+def failure_kind(why: str) -> str:
+    """The kind of a reason `failure_reason` wrote ("error" for any other)."""
+    return next((k for k, prefix in FAILURE_PREFIXES.items() if why.startswith(prefix)), "error")
+
+
 def failure_reason(error: Exception) -> str:
     """Why a job failed, as the task's status says it (one line, bounded)."""
     cause = error.__cause__ if isinstance(error, MinerPipelineError) else None
     if isinstance(cause, Exception):
         error = cause
     if isinstance(error, TrainingDiverged):
-        why = f"training diverged: {error}"
+        why = f"{FAILURE_PREFIXES['diverged']}{error}"
     elif isinstance(error, DatasetError):
-        why = f"dataset refused: {error}"
+        why = f"{FAILURE_PREFIXES['dataset']}{error}"
     else:
-        why = f"training failed: {type(error).__name__}: {error}"
+        why = f"{FAILURE_PREFIXES['error']}{type(error).__name__}: {error}"
     line = " ".join(why.split())
     return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 3] + "..."

@@ -159,6 +159,8 @@ def test_a_failed_task_is_marked_failed_and_left_also_after_a_restart(tmp_path: 
     assert role.job is not None
     role.on_failed(role.job, "training diverged: loss is nan")
     assert node.tasks.of(OLD).failure == "training diverged: loss is nan"
+    failures = node.metrics.registry.get_sample_value
+    assert failures("pouw_training_failures_total", {"kind": "diverged"}) == 1
     assert role.job is not None and not role.job.client_task
     restarted = context(tmp_path)  # a fresh task book, the same data dir
     again = MinerRole(restarted, ledger, FakeAnnouncer())  # type: ignore[arg-type]

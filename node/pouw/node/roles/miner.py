@@ -48,7 +48,7 @@ from pouw.node.items import (
 )
 from pouw.node.ledger import Ledger
 from pouw.node.training_failures import FILE_NAME, TrainingFailures
-from pouw.node.worker import FinishedTraining, Job, MiningWorker
+from pouw.node.worker import FinishedTraining, Job, MiningWorker, failure_kind
 from pouw.roles import NodeRole
 from pouw.security import SenderScreen
 from pouw.security.detection import MIN_UPDATES
@@ -346,6 +346,7 @@ class MinerRole:
         self.context.tasks.of(job.task_id).failure = why
         if job.client_task:
             self._failures.record(job.task_id, why)
+            self.context.metrics.training_failures.labels(failure_kind(why)).inc()
         self.refresh_job()
 
     def on_finished(self, done: FinishedTraining) -> None:
