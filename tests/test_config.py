@@ -54,6 +54,8 @@ FULL_ENV = {
     "POUW_LOG_LEVEL": "debug",
     "POUW_CHAIN_ID": "testnet",
     "POUW_GENESIS_FILE": "/etc/pouw/genesis/genesis.json",
+    "POUW_DATASET_DIR": "/srv/datasets",
+    "POUW_DATASET_HOSTS": "Data.Example.org, [2001:db8::1],10.0.0.7",
 }
 
 
@@ -75,6 +77,14 @@ def test_from_env_reads_every_variable() -> None:
     assert config.node_key_file == Path("/var/run/pouw/keys/miners-0.key")
     assert config.genesis_file == Path("/etc/pouw/genesis/genesis.json")
     assert (config.device, config.log_level, config.chain_id) == ("cuda", "DEBUG", "testnet")
+    assert config.dataset_directory == Path("/srv/datasets")
+    assert config.dataset_hosts == ("data.example.org", "2001:db8::1", "10.0.0.7")
+
+
+def test_datasets_default_to_the_data_dir_and_no_downloads() -> None:
+    config = NodeConfig.from_env({"POUW_DATA_DIR": "/var/lib/pouw"})
+    assert config.dataset_directory == Path("/var/lib/pouw/datasets")
+    assert config.dataset_hosts == ()
 
 
 def test_unset_variables_keep_defaults() -> None:
@@ -102,6 +112,9 @@ def test_to_env_round_trips() -> None:
         ("POUW_DEVICE", "tpu"),
         ("POUW_LOG_LEVEL", "loud"),
         ("POUW_NODE_ID", "  "),
+        ("POUW_DATASET_HOSTS", "evil.org/path"),
+        ("POUW_DATASET_HOSTS", "user@host"),
+        ("POUW_DATASET_DIR", " "),
     ],
 )
 def test_bad_values_name_the_variable_and_value_in_one_line(variable: str, value: str) -> None:

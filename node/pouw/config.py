@@ -7,6 +7,7 @@ and what is allowed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +21,9 @@ ATTACKS = ("sign_flip", "scale", "noise", "little_is_enough", "fake_work", "stal
 """What POUW_ATTACK may name (`pouw.security.ATTACKS`, kept here without torch for the CLI)."""
 DEVNET_CHAIN_PREFIX = "pouw-devnet"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
+"""A DNS name or an IPv4 or IPv6 address, lowercase and without brackets, as
+`urllib.parse.urlsplit(url).hostname` writes it."""
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -69,6 +73,11 @@ class NodeConfig:
     attack: str | None = None
     """Test and demo only (`pouw devnet --byzantine`): this miner misbehaves as a Byzantine
     miner of this kind (pouw.node.byzantine). Refused off devnet chains and for other roles."""
+    dataset_dir: Path | None = None
+    """The only place a task's dataset file is read from, by its plain name (POUW_DATASET_DIR;
+    None: `data_dir`/datasets)."""
+    dataset_hosts: tuple[str, ...] = ()
+    """Hosts a task's dataset may be downloaded from (POUW_DATASET_HOSTS; empty: none)."""
     block_time_ms: int | None = None
     """Devnet only (`pouw devnet` sets it from its node count and the machine's cores): the
     chain's target block time, a consensus parameter, so every node of the chain sets the same
@@ -82,6 +91,11 @@ class NodeConfig:
             self.node_key_file = Path(self.node_key_file)
         if self.genesis_file is not None:
             self.genesis_file = Path(self.genesis_file)
+        if self.dataset_dir is not None:
+            self.dataset_dir = Path(self.dataset_dir)
+        for host in self.dataset_hosts:
+            _require("dataset_hosts", host, _is_host_name(host), "each must be a host name")
+        self.dataset_hosts = tuple(_host_name(host) for host in self.dataset_hosts)
         self.bootstrap_peers = [
             _check_peer("bootstrap_peers", host, port) for host, port in self.bootstrap_peers
         ]
@@ -149,6 +163,10 @@ class NodeConfig:
         except ConfigError as error:
             raise ConfigError(_name_variable(str(error))) from None
 
+    @property
+    def dataset_directory(self) -> Path:
+        return self.dataset_dir if self.dataset_dir is not None else self.data_dir / "datasets"
+
     def to_env(self) -> dict[str, str]:
         """The POUW_* variables that `from_env` turns back into this config."""
         env: dict[str, str] = {}
@@ -160,6 +178,9 @@ class NodeConfig:
                 env[variable] = "true" if value else "false"
             elif field_name == "bootstrap_peers":
                 env[variable] = ",".join(_format_peer(host, port) for host, port in value)
+            elif field_name == "dataset_hosts":
+                if value:
+                    env[variable] = ",".join(value)
             elif isinstance(value, NodeRole):
                 env[variable] = value.value
             else:
@@ -251,6 +272,22 @@ def _peers(raw: str) -> list[Peer]:
     return peers
 
 
+def _hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(_host_name(part) for part in raw.split(",") if part.strip())
+    for host in hosts:
+        if not _is_host_name(host):
+            raise ValueError(f"{host!r} is not a host name (list them as host,host)")
+    return hosts
+
+
+def _host_name(host: str) -> str:
+    return host.strip().strip("[]").lower()
+
+
+def _is_host_name(host: object) -> bool:
+    return isinstance(host, str) and _HOST_NAME.fullmatch(_host_name(host)) is not None
+
+
 def _check_peer(name: str, host: object, port: object) -> Peer:
     _require(name, (host, port), isinstance(host, str) and bool(host), "host must be a name")
     _require(name, (host, port), _is_port(port), "port must be an integer from 1 to 65535")
@@ -289,6 +326,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_CHAIN_ID": ("chain_id", _text),
     "POUW_GENESIS_FILE": ("genesis_file", lambda raw: Path(_text(raw))),
     "POUW_ATTACK": ("attack", _choice(ATTACKS, str.lower)),
+    "POUW_DATASET_DIR": ("dataset_dir", lambda raw: Path(_text(raw))),
+    "POUW_DATASET_HOSTS": ("dataset_hosts", _hosts),
 }
 ENV_VARIABLES = tuple(ENVIRONMENT)
 SECRET_FILES = {

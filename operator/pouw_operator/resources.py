@@ -151,6 +151,9 @@ class DatasetSpec(TypedDict, total=False):
     sha256: str
     testFraction: float
     splitSeed: int
+    rows: int
+    features: int
+    classes: int
 
 
 class HyperparametersSpec(TypedDict, total=False):

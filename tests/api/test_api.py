@@ -185,6 +185,35 @@ def test_a_spec_the_ledger_refuses_gets_422_with_its_message(api: TestClient) ->
     assert "not a built-in dataset" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        ({"model": {"layers": [64, 10]}, "dataset": {"name": "iris"}}, "has 4 features"),
+        ({"model": {"layers": [4, 10]}, "dataset": {"name": "iris"}}, "has 3 classes"),
+        (
+            {"model": {"layers": [8, 10], "architecture": "cnn", "input_shape": [1, 4, 4]}},
+            "holds 16 values but dataset 'digits' has 64 features",
+        ),
+        (
+            {"dataset": {"name": "../../etc/passwd", "format": "csv", "sha256": "0" * 64}},
+            "is not a file name in the dataset directory",
+        ),
+        (
+            {"dataset": {"name": "d.npz", "format": "npz", "sha256": "0" * 64, "url": "/dev/zero"}},
+            "must be an http or https URL",
+        ),
+    ],
+    ids=["iris-64-10", "iris-4-10", "cnn-shape", "path", "local-url"],
+)
+def test_an_unrunnable_spec_is_refused_at_submission_naming_the_mismatch(
+    api: TestClient, fake: FakeNode, change: dict[str, Any], rule: str
+) -> None:
+    response = api.post("/tasks", json={**TASK, **change}, headers=AUTH)
+    assert response.status_code == 422
+    assert rule in response.json()["detail"]
+    assert fake.submitted == []
+
+
 def test_a_refused_transaction_gets_409_with_its_rule(api: TestClient, fake: FakeNode) -> None:
     fake.refuse_with = InvalidTransaction(Reason.OVERSPEND, "spends 5, balance is 1")
     for path, body in (("/tasks", TASK), ("/stake", {"amount": 5, "role": "miner"})):

@@ -118,6 +118,16 @@ def test_pay_for_task_with_an_unknown_dataset(state: LedgerState) -> None:
     )
 
 
+def test_pay_for_task_whose_model_cannot_consume_its_dataset(state: LedgerState) -> None:
+    spec = msgspec.structs.replace(
+        DIGITS, model=ModelSpec(layers=(64, 10)), dataset=DatasetSpec(name="iris")
+    )
+    with pytest.raises(InvalidTransaction) as caught:
+        apply(state, signed(ALICE, PayForTask(spec=spec, reward=1), 0))
+    assert caught.value.reason == "invalid_task_spec"
+    assert "model.layers[0]=64 but dataset 'iris' has 4 features" in str(caught.value)
+
+
 # TASK_RESULT rules, settlement and refunds: tests/blockchain/test_settlement.py
 
 

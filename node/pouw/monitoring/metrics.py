@@ -19,6 +19,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 ATTACK_KINDS = ("fake_work", "anomalous_update")
 """The `kind` label values of pouw_attacks_detected_total."""
+TRAINING_FAILURE_KINDS = ("dataset", "diverged", "error")
+"""The `kind` label values of pouw_training_failures_total (`pouw.node.worker`)."""
 
 
 class NodeMetrics:
@@ -90,6 +92,14 @@ class NodeMetrics:
             "1 while this node is drawn for an open client task it has not finished training",
             registry=r,
         )
+        self.training_failures = Counter(
+            "pouw_training_failures",
+            "Client tasks whose training failed on this node (so it trains them no more), by kind",
+            ["kind"],
+            registry=r,
+        )
+        for kind in TRAINING_FAILURE_KINDS:
+            self.training_failures.labels(kind)
         self.api_requests = Counter(
             "pouw_api_requests", "HTTP API requests, by status class", ["status"], registry=r
         )

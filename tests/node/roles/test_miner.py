@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import torch
 from tests.node.fakes import (
     IRIS,
@@ -23,6 +24,7 @@ from tests.node.fakes import (
 
 from pouw.blockchain.chain import AddStatus, ChainUpdate
 from pouw.blockchain.params import bootstrap_task_id
+from pouw.blockchain.state import TaskRecord
 from pouw.crypto import sha256
 from pouw.errors import InvalidBlock, Reason
 from pouw.mining.miner import PublishedIteration
@@ -61,7 +63,7 @@ def test_without_a_drawn_task_it_trains_the_bootstrap_task(tmp_path: Path) -> No
     assert role.activity.describe() == "not mining"
 
 
-def test_it_trains_the_oldest_open_task_it_was_drawn_for(tmp_path: Path) -> None:
+def test_of_equally_paid_tasks_it_trains_the_oldest_it_was_drawn_for(tmp_path: Path) -> None:
     node, ledger, _, role = setup(tmp_path)
     ledger.add_task(task(NEW, height=5), assignment([PEERS[0], node.key]))
     ledger.add_task(task(OLD, height=2), assignment([node.key, *PEERS]))
@@ -150,11 +152,40 @@ def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> N
     assert role.job is not None and role.job.task_id == NEW
 
 
-def test_a_diverged_task_is_marked_failed_and_left(tmp_path: Path) -> None:
+def test_a_failed_task_is_marked_failed_and_left_also_after_a_restart(tmp_path: Path) -> None:
     node, ledger, _, role = setup(tmp_path)
     ledger.add_task(task(OLD), assignment([node.key]))
     changed(node)
     assert role.job is not None
-    role.on_failed(role.job, "loss is nan")
+    role.on_failed(role.job, "training diverged: loss is nan")
     assert node.tasks.of(OLD).failure == "training diverged: loss is nan"
+    failures = node.metrics.registry.get_sample_value
+    assert failures("pouw_training_failures_total", {"kind": "diverged"}) == 1
     assert role.job is not None and not role.job.client_task
+    restarted = context(tmp_path)  # a fresh task book, the same data dir
+    again = MinerRole(restarted, ledger, FakeAnnouncer())  # type: ignore[arg-type]
+    changed(restarted)
+    assert again.job is not None and not again.job.client_task
+    view = restarted.tasks.view(task(OLD), assignment([node.key]), evaluating=False)
+    assert (view.phase, view.message) == ("failed", "training diverged: loss is nan")
+
+
+CHEAP_AND_HUGE = msgspec.structs.replace(IRIS, epochs=10_000)
+
+
+def test_a_well_paid_task_is_trained_and_finished_while_a_cheap_huge_one_waits(
+    tmp_path: Path,
+) -> None:
+    node, ledger, _, role = setup(tmp_path)
+    ledger.add_task(
+        TaskRecord(OLD, key("client").address, CHEAP_AND_HUGE, 1, 1), assignment([node.key])
+    )
+    changed(node)
+    assert role.job is not None and role.job.task_id == OLD  # nothing better: it trains
+    ledger.add_task(task(NEW, height=9), assignment([node.key]))  # 100 coins, 4 epochs
+    changed(node)
+    assert role.job is not None and role.job.task_id == NEW, "the better paid task first"
+    trainer = TaskTrainer(NEW, IRIS, load_dataset(IRIS.dataset), node.key.public_key)
+    role.on_finished(FinishedTraining(role.job, trainer))
+    assert node.tasks.of(NEW).final_models[node.address].task_id == NEW
+    assert role.job is not None and role.job.task_id == OLD, "then the cheap one resumes"

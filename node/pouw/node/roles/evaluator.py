@@ -21,7 +21,7 @@ from pouw.blockchain.transactions import RankedModel, TaskResult
 from pouw.crypto import address_of, sha256
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidTransaction, Reason
-from pouw.ml.datasets import load_dataset
+from pouw.ml.datasets import BUILTIN_ONLY, DatasetSource, load_dataset
 from pouw.ml.iteration import evaluate
 from pouw.ml.models import CorruptModel, build_model, load_model_bytes, model_hash
 from pouw.node.context import NodeContext
@@ -111,7 +111,9 @@ class EvaluatorRole:
     async def _evaluate(
         self, record: TaskRecord, candidates: list[FinalModel], key: frozenset[bytes]
     ) -> None:
-        scored = await self.context.background.check(score_models, record, candidates)
+        scored = await self.context.background.check(
+            score_models, record, candidates, self.context.datasets
+        )
         progress = self.context.tasks.of(record.task_id)
         if not scored:
             log.warning("task %s: no final model passed evaluation yet", record.task_id.hex()[:16])
@@ -130,10 +132,10 @@ class EvaluatorRole:
 
 
 def score_models(
-    record: TaskRecord, candidates: list[FinalModel]
+    record: TaskRecord, candidates: list[FinalModel], source: DatasetSource = BUILTIN_ONLY
 ) -> list[tuple[FinalModel, float]]:
     """Test accuracy of each final model whose bytes load and match its claimed hash."""
-    dataset = load_dataset(record.spec.dataset)
+    dataset = load_dataset(record.spec.dataset, source)
     scored: list[tuple[FinalModel, float]] = []
     for final in candidates:
         model = build_model(record.spec.model, seed=record.task_id)

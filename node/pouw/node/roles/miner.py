@@ -21,6 +21,7 @@ from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.state import Position
 from pouw.crypto import ZERO_HASH
+from pouw.economics.schedule import training_order
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, MalformedData
 from pouw.mining.checkpoint import TrainerCheckpoints
@@ -30,6 +31,7 @@ from pouw.mining.peers import PeerUpdates
 from pouw.mining.segments import position, segment_start
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.aggregation import UNSCREENED
+from pouw.ml.datasets import load_dataset
 from pouw.ml.models import model_hash, model_to_bytes
 from pouw.network.messages import ItemKind
 from pouw.node.announcer import Announcer
@@ -46,7 +48,8 @@ from pouw.node.items import (
     sign_final_model,
 )
 from pouw.node.ledger import Ledger
-from pouw.node.worker import FinishedTraining, Job, MiningWorker
+from pouw.node.training_failures import FILE_NAME, TrainingFailures
+from pouw.node.worker import FinishedTraining, Job, MiningWorker, failure_kind
 from pouw.roles import NodeRole
 from pouw.security import SenderScreen
 from pouw.security.detection import MIN_UPDATES
@@ -121,6 +124,9 @@ class MinerRole:
         self._inboxes: dict[bytes, PeerUpdates] = {}
         self._unsent: list[IterationRecord] = []
         self._claim: Claim | None = None
+        self._failures = TrainingFailures(context.config.data_dir / FILE_NAME)
+        for task_id, why in self._failures.reasons().items():
+            context.tasks.of(task_id).failure = why  # failed here before a restart: left
         events = context.events
         events.chain_changed.subscribe(lambda _: self.refresh_job())
         events.peer_iteration.subscribe(self._take_update)
@@ -151,6 +157,8 @@ class MinerRole:
             entitlement=self._entitlement,
         )
         self.stats = miner.stats
+        self._forget_closed_failures()
+        datasets = context.datasets
         self._worker = MiningWorker(
             miner,
             context.key.public_key,
@@ -160,6 +168,7 @@ class MinerRole:
             on_failed=lambda job, why: background.call_soon(self.on_failed, job, why),
             checkpoints=self._trainer_checkpoints(),
             sealed_up_to=self._sealed_up_to,
+            datasets=lambda spec: load_dataset(spec, datasets),
         )
         self.refresh_job()
         self._worker.start()
@@ -177,6 +186,10 @@ class MinerRole:
         log.warning("node %s is a Byzantine miner (%s): devnet demo", self.context.node_id, attack)
         bootstrap = bootstrap_task_id(self.context.params)
         return ByzantineMiner(attack, lambda task: task != bootstrap, self.context.key.public_key)
+
+    def _forget_closed_failures(self) -> None:
+        tasks = self.ledger.chain.state.tasks
+        self._failures.keep_only(t for t, record in tasks.items() if record.status == "open")
 
     def _trainer_checkpoints(self) -> TrainerCheckpoints:
         """This node's saved trainers, less those of tasks no longer open."""
@@ -231,10 +244,12 @@ class MinerRole:
                 self._worker.wake()
 
     def _choose_job(self) -> Job | None:
-        """The oldest open client task this node was drawn for, else the bootstrap task."""
+        """The open client task this node was drawn for that pays best for its work
+        (`pouw.economics.schedule`), else the bootstrap task."""
         state, tasks = self.ledger.chain.state, self.context.tasks
-        for record in sorted(state.tasks.values(), key=lambda r: r.height):
-            if record.status != "open" or record.task_id in self._finished:
+        open_tasks = [record for record in state.tasks.values() if record.status == "open"]
+        for record in training_order(open_tasks):
+            if record.task_id in self._finished:
                 continue
             if tasks.of(record.task_id).failure:
                 continue
@@ -327,7 +342,12 @@ class MinerRole:
             self.hold.pause_training(self._stopping)
 
     def on_failed(self, job: Job, why: str) -> None:
-        self.context.tasks.of(job.task_id).failure = f"training diverged: {why}"
+        """The job's training failed (its spec, its dataset or its numbers): the task shows
+        `failed` with why, and this node does not pick it again, also after a restart."""
+        self.context.tasks.of(job.task_id).failure = why
+        if job.client_task:
+            self._failures.record(job.task_id, why)
+            self.context.metrics.training_failures.labels(failure_kind(why)).inc()
         self.refresh_job()
 
     def on_finished(self, done: FinishedTraining) -> None:
