@@ -28,6 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pouw.blockchain.block import Block, decode_block, encode_block, sign_block
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.blockchain.params import devnet_key, devnet_params, genesis_block
 from pouw.blockchain.transactions import (
     BuyTicket,
@@ -45,7 +46,6 @@ from pouw.blockchain.transactions import (
 )
 from pouw.crypto import canonical_bytes, sha256
 from pouw.errors import MalformedData
-from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.ml.compression import CompressedUpdate, StromCompressor
 from pouw.ml.models import CorruptModel, build_model, load_model_bytes, model_to_bytes
 from pouw.network.messages import (

@@ -807,7 +807,7 @@ MESSAGE_FIELDS: dict[str, Callable[[Any], st.SearchStrategy[Any]]] = {
 def test_reexecution_refuses_mutated_work_with_a_documented_reason(
     mined: tuple[Any, list[Block]], data: st.DataObject
 ) -> None:
-    from pouw.mining.messages import decode_iteration_message
+    from pouw.blockchain.iteration_message import decode_iteration_message
 
     rig, blocks = mined
     block = blocks[data.draw(st.integers(0, len(blocks) - 1), label="block")]

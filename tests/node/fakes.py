@@ -13,6 +13,7 @@ from tests.support.items import iteration_message
 from pouw.blockchain.block import Block, BlockHeader
 from pouw.blockchain.chain import AddStatus, ChainUpdate
 from pouw.blockchain.draw import Ticket
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params
 from pouw.blockchain.state import LedgerState, TaskRecord
 from pouw.blockchain.transactions import COIN, Payload
@@ -21,7 +22,6 @@ from pouw.crypto import KeyPair, sha256
 from pouw.economics.reputation import Reputation
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, InvalidTransaction
-from pouw.mining.messages import IterationMessage
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.messages import ItemKind
 from pouw.node.context import Background, Counters, NodeContext

@@ -1,7 +1,7 @@
 """Transactions: typed payloads inside one signed envelope.
 
-A transaction's id is the hash of its unsigned body; the signature covers the id under a
-chain-specific domain, so a transaction cannot be replayed on another chain.
+A transaction's id is the hash of its unsigned body; the signature covers the id as a
+`SignedKind.TRANSACTION` on its chain, so a transaction cannot be replayed on another chain.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pouw.crypto import (
     PUBLIC_KEY_SIZE,
     SIGNATURE_SIZE,
     KeyPair,
+    SignedKind,
     address_of,
     canonical_bytes,
     sha256,
-    verify_signature,
+    verify_as,
 )
 from pouw.errors import MalformedData
 from pouw.roles import NodeRole
@@ -123,19 +124,15 @@ class Transaction(msgspec.Struct, frozen=True, array_like=True):
         return sha256(self.body_bytes())
 
     def has_valid_signature(self, chain_id: str, txid: bytes | None = None) -> bool:
-        message = signing_message(chain_id, txid if txid is not None else self.txid())
-        return verify_signature(self.sender, self.signature, message)
-
-
-def signing_message(chain_id: str, txid: bytes) -> bytes:
-    return b"pouw-tx\x00" + chain_id.encode() + b"\x00" + txid
+        txid = txid if txid is not None else self.txid()
+        return verify_as(SignedKind.TRANSACTION, chain_id, self.sender, self.signature, txid)
 
 
 def sign_transaction(
     key: KeyPair, payload: Payload, *, nonce: int, fee: int, chain_id: str
 ) -> Transaction:
     unsigned = Transaction(payload=payload, sender=key.public_key, nonce=nonce, fee=fee)
-    signature = key.sign(signing_message(chain_id, unsigned.txid()))
+    signature = key.sign_as(SignedKind.TRANSACTION, chain_id, unsigned.txid())
     return msgspec.structs.replace(unsigned, signature=signature)
 
 

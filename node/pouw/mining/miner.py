@@ -1,10 +1,10 @@
 """The miner loop: every training iteration is also a bounded round of nonce trials.
 
 The training thread runs forward/backward, derives the precursor from the iteration
-(`pouw.mining.messages`), tries its nonce budget against the current block template and takes
-the optimizer step. At each segment start (`pouw.mining.segments`) it first applies its peers'
-updates through the task's aggregator (`pouw.mining.peers`), then takes the checkpoint that
-every block of the segment carries. A pipeline thread does the rest off the training thread:
+(`pouw.blockchain.iteration_message`), tries its nonce budget against the current block
+template and takes the optimizer step. At each segment start (`pouw.mining.segments`) it first
+applies its peers' updates through the task's aggregator (`pouw.mining.peers`), then takes the
+checkpoint that every block of the segment carries. A pipeline thread does the rest off the training thread:
 Strom compression of the update for peers, signing, and sealing found blocks.
 """
 
@@ -23,11 +23,11 @@ import msgspec
 import torch
 
 from pouw.blockchain.block import Block, BlockHeader, meets_difficulty, seal_hash, sign_block
+from pouw.blockchain.iteration_message import NO_UPDATES_HASH, IterationMessage, iteration_body
 from pouw.blockchain.params import ChainParams
-from pouw.crypto import ZERO_HASH, KeyPair, sha256
+from pouw.crypto import ZERO_HASH, KeyPair, SignedKind, sha256
 from pouw.errors import PouwError
 from pouw.mining.budget import derive_nonce, node_budget, nonce_budget
-from pouw.mining.messages import NO_UPDATES_HASH, IterationMessage
 from pouw.mining.peers import apply_correction
 from pouw.mining.segments import checkpoint_bytes
 from pouw.mining.trainer import TaskTrainer
@@ -303,7 +303,8 @@ class Miner:
                     trainer.peers.add(self.key.public_key, update)
                 if self.tampering is not None:
                     update = self.tampering.update(trainer, compressed).to_bytes()
-            signature = self.key.sign(sha256(item.encoded + sha256(update)))
+            body = iteration_body(item.encoded, update)
+            signature = self.key.sign_as(SignedKind.ITERATION, self.params.chain_id, body)
             if self.on_iteration is not None:
                 self.on_iteration(PublishedIteration(item.encoded, update, signature))
             if (

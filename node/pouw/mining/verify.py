@@ -24,11 +24,11 @@ from cachetools import LRUCache
 from torch import nn
 
 from pouw.blockchain.block import Block
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.blockchain.params import ChainParams
 from pouw.crypto import sha256
 from pouw.errors import InvalidBlock, MalformedData, Reason
 from pouw.mining.budget import OVER_BUDGET_SEARCH, nonce_budget, nonce_index
-from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.segments import (
     checkpoint_hash,
     initial_checkpoint,

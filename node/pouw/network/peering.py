@@ -1,4 +1,5 @@
-"""Peering: the hello handshake (same chain, max_peers, duplicates), goodbyes, peer exchange,
+"""Peering: the hello handshake (same chain, each side signs the other's challenge for this
+link, max_peers, duplicates), goodbyes, peer exchange,
 dialling from the address book with backoff, heartbeats (pings carry our tip, so a peer that
 fell behind notices and syncs; silent peers are dropped; bootstrap peers redialled), and
 cutting and healing the partition (faults.py)."""
@@ -10,6 +11,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from pouw.crypto import SignedKind, verify_as
 from pouw.network.drops import DropReason
 from pouw.network.faults import Partition
 from pouw.network.messages import (
@@ -22,6 +24,7 @@ from pouw.network.messages import (
     Peers,
     Ping,
     Pong,
+    challenge_body,
 )
 from pouw.network.peers import UNSPECIFIED_HOSTS, Link, PeerInfo, format_address
 from pouw.network.settings import NetworkSettings
@@ -125,11 +128,19 @@ class Peering:
                 continue
             if address in self._partition.blocked:
                 continue
-            self._wire.send(self._wire.dial(address), self._hello())
+            link = self._wire.dial(address)
+            self._wire.send(link, self._hello(link))
             room -= 1
 
-    def _hello(self) -> Hello:
+    def _hello(self, link: Link, answer_to: tuple[bytes, bytes] | None = None) -> Hello:
+        """Our hello on `link`, with its challenge and, given the peer's (challenge, key), our
+        answer to it."""
         info = self._chain_info()
+        answer = b""
+        if answer_to is not None:
+            challenge, peer = answer_to
+            key = self._wire.key
+            answer = key.sign_as(SignedKind.HELLO, info.chain_id, challenge_body(challenge, peer))
         return Hello(
             info.chain_id,
             info.genesis_hash,
@@ -138,6 +149,8 @@ class Peering:
             info.total_work,
             self._wire.host,
             self._wire.port,
+            link.challenge,
+            answer,
         )
 
     # -- hello and goodbye -----------------------------------------------------------------------
@@ -155,6 +168,12 @@ class Peering:
             return
         if link.peer_key is not None and sender != link.peer_key and link.direction == "in":
             raise DropMessage(DropReason.IMPERSONATION)
+        proven = self._proves_link(link, sender, hello)
+        if hello.challenge != link.answered:
+            link.answered = hello.challenge
+            self._wire.send(link, self._hello(link, (hello.challenge, sender)))
+        if not proven:
+            return  # admitted once its next hello answers our challenge
         listen = (hello.listen_host, hello.listen_port)
         if hello.listen_host in UNSPECIFIED_HOSTS:
             seen_at = link.address[0] if link.address else link.remote_ip
@@ -171,12 +190,20 @@ class Peering:
             if link.address is not None:
                 self._links.book.succeeded(link.address)
             self._links.book.add(listen)
-            if link.direction == "in":
-                self._wire.send(link, self._hello())
             self._wire.send(link, Peers(self._addresses(exclude=listen)))
             self._wire.update_gauge()
         if hello.total_work > ours.total_work:
             self._start_sync(link)
+
+    def _proves_link(self, link: Link, sender: bytes, hello: Hello) -> bool:
+        """Whether the hello answers the challenge we sent on this link, signed for us by its
+        sender; an answer that does not is a hello replayed or relayed from elsewhere."""
+        if not hello.answer:
+            return False
+        body = challenge_body(link.challenge, self._wire.key.public_key)
+        if not verify_as(SignedKind.HELLO, self._wire.chain_id, sender, hello.answer, body):
+            raise DropMessage(DropReason.BAD_HANDSHAKE)
+        return True
 
     def _admit(self, link: Link, sender: bytes, listen: Address) -> bool:
         """Whether a new peer may have this link (max_peers, duplicates)."""
@@ -199,7 +226,7 @@ class Peering:
         self._learn(bye.addresses)
         if bye.reason == "hello_first":
             if link.direction == "out" and link.ready:
-                self._wire.send(link, self._hello())  # it restarted and forgot us
+                self._wire.send(link, self._hello(link))  # it restarted and forgot us
             return
         if bye.reason == "full" and link.address is not None:
             self._links.book.defer(link.address, FULL_RETRY_S)

@@ -9,10 +9,10 @@ import contextlib
 
 from pouw.blockchain.block import Block
 from pouw.blockchain.chain import Chain
+from pouw.blockchain.iteration_message import decode_iteration_message
 from pouw.blockchain.transactions import Reward, SlashEvidence, TaskResult
 from pouw.crypto import HASH_SIZE, address_of
 from pouw.errors import MalformedData
-from pouw.mining.messages import decode_iteration_message
 from pouw.node.context import NodeContext
 
 

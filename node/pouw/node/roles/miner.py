@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 from pouw.blockchain.block import Block, encode_block
 from pouw.blockchain.chain import AddStatus
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.state import Position, TaskRecord
 from pouw.crypto import ZERO_HASH
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, MalformedData
 from pouw.mining.checkpoint import TrainerCheckpoints
-from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.miner import Miner, MiningStats, PublishedIteration
 from pouw.mining.peers import PeerUpdates
 from pouw.mining.segments import position, segment_start
@@ -307,7 +307,9 @@ class MinerRole:
         records, self._unsent = self._unsent, []
         if records:
             key = self.context.key
-            batch = sign_batch(key, IterationBatch(key.public_key, tuple(records)))
+            batch = sign_batch(
+                key, self.context.params.chain_id, IterationBatch(key.public_key, tuple(records))
+            )
             self.announcer.announce(ItemKind.ITERATION, batch.item_id(), encode_item(batch))
 
     def _template(self) -> Block | None:
@@ -336,6 +338,7 @@ class MinerRole:
         self._inboxes.pop(job.task_id, None)  # nobody takes from it any more
         final = sign_final_model(
             key,
+            self.context.params.chain_id,
             FinalModel(
                 task_id=job.task_id,
                 miner=key.public_key,

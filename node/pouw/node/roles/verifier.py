@@ -59,7 +59,11 @@ class VerifierRole:
 
     def _tell(self, block: Block, *, valid: bool, reason: str = "") -> None:
         key = self.context.key
-        verdict = sign_verdict(key, BlockVerdict(block.hash(), key.public_key, valid, reason))
+        verdict = sign_verdict(
+            key,
+            self.context.params.chain_id,
+            BlockVerdict(block.hash(), key.public_key, valid, reason),
+        )
         self.intake.attestations.add(verdict, block_known=valid)  # a rejected block is not kept
         self.announcer.announce(ItemKind.VERDICT, verdict.item_id(), encode_item(verdict))
 

@@ -98,3 +98,9 @@ NO_UPDATES_HASH = sha256(b"")
 
 def initial_commitment(task_id: bytes, miner: bytes) -> bytes:
     return hash_concat(b"pouw-commitment", task_id, miner)
+
+
+def iteration_body(message: bytes, update: bytes) -> bytes:
+    """What an IT_RES signature covers (as `SignedKind.ITERATION`): the encoded message and the
+    hash of its update. Slashing evidence carries this body (`pouw.blockchain.slashing`)."""
+    return message + sha256(update)
