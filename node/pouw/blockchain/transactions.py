@@ -6,6 +6,7 @@ A transaction's id is the hash of its unsigned body; the signature covers the id
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Final
 
 import msgspec
@@ -37,6 +38,8 @@ Address = Annotated[str, Meta(pattern="^pw[0-9a-f]{40}$")]
 PublicKey = Annotated[bytes, Meta(min_length=PUBLIC_KEY_SIZE, max_length=PUBLIC_KEY_SIZE)]
 Signature = Annotated[bytes, Meta(max_length=SIGNATURE_SIZE)]
 ShortText = Annotated[str, Meta(max_length=256)]
+MAX_STATEMENT_BYTES: Final = 1 << 20
+"""A statement (or a block) presented as slashing evidence, checkpoint included."""
 
 
 def coins(amount: float) -> int:
@@ -83,13 +86,42 @@ class TaskResult(msgspec.Struct, frozen=True, array_like=True, tag="task_result"
     payouts: Annotated[tuple[Payout, ...], Meta(max_length=256)]
 
 
+class EvidenceKind(StrEnum):
+    """The statements whose conflicting pairs prove a key cheated (`pouw.blockchain.slashing`)."""
+
+    ITERATION = "iteration"
+    FINAL_MODEL = "final_model"
+    VERDICT = "verdict"
+    TASK_RESULT = "task_result"
+
+
+class Statement(msgspec.Struct, frozen=True, array_like=True):
+    """A signed statement as its signer signed it: the body of its kind and the signature."""
+
+    body: Annotated[bytes, Meta(max_length=MAX_STATEMENT_BYTES)]
+    signature: Signature
+
+
+class Equivocation(msgspec.Struct, frozen=True, array_like=True, tag="equivocation"):
+    """Two different statements of one kind by one key for the same slot."""
+
+    kind: EvidenceKind
+    first: Statement
+    second: Statement
+
+
+class FailedReexecution(msgspec.Struct, frozen=True, array_like=True, tag="failed_reexecution"):
+    """A block signed by the ticket's key whose iteration fails re-execution: the encoded
+    block (its transactions may be left out; the header still commits to them)."""
+
+    block: Annotated[bytes, Meta(max_length=MAX_STATEMENT_BYTES)]
+
+
 class SlashEvidence(msgspec.Struct, frozen=True, array_like=True, tag="slash"):
-    """Proof that a ticket holder cheated: a message it signed that fails re-execution."""
+    """Proof that a ticket's key cheated, which every node checks (`pouw.blockchain.slashing`)."""
 
     ticket_id: Hash
-    reason: ShortText
-    evidence: Annotated[bytes, Meta(max_length=1 << 20)]
-    evidence_signature: Signature
+    proof: Equivocation | FailedReexecution
 
 
 class Reward(msgspec.Struct, frozen=True, array_like=True, tag="reward"):

@@ -4,8 +4,8 @@ The training thread runs forward/backward, derives the precursor from the iterat
 (`pouw.blockchain.iteration_message`), tries its nonce budget against the current block
 template and takes the optimizer step. At each segment start (`pouw.mining.segments`) it first
 applies its peers' updates through the task's aggregator (`pouw.mining.peers`), then takes the
-checkpoint that every block of the segment carries. A pipeline thread does the rest off the training thread:
-Strom compression of the update for peers, signing, and sealing found blocks.
+checkpoint that every block of the segment carries. A pipeline thread does the rest off the
+training thread: Strom compression of the update for peers, signing, and sealing found blocks.
 """
 
 from __future__ import annotations

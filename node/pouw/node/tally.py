@@ -10,8 +10,9 @@ import contextlib
 from pouw.blockchain.block import Block
 from pouw.blockchain.chain import Chain
 from pouw.blockchain.iteration_message import decode_iteration_message
+from pouw.blockchain.slashing import offender
 from pouw.blockchain.transactions import Reward, SlashEvidence, TaskResult
-from pouw.crypto import HASH_SIZE, address_of
+from pouw.crypto import address_of
 from pouw.errors import MalformedData
 from pouw.node.context import NodeContext
 
@@ -43,10 +44,9 @@ class ChainTally:
                     if payout.recipient == address:
                         counters.rewards_earned += sign * payout.amount
             if isinstance(payload, SlashEvidence) and sign > 0:
-                # evidence = IT_RES || H(update)
-                with contextlib.suppress(MalformedData):
-                    cheat = decode_iteration_message(payload.evidence[:-HASH_SIZE])
-                    context.reputation.rejected(address_of(cheat.miner))
+                cheat = offender(payload)
+                if cheat is not None:
+                    context.reputation.rejected(address_of(cheat))
         if block.iteration_message:
             with contextlib.suppress(MalformedData):
                 message = decode_iteration_message(block.iteration_message)
