@@ -42,6 +42,7 @@ from pouw.blockchain.state import LedgerState
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.transactions import (
     BuyTicket,
+    FailedReexecution,
     PayForTask,
     Payload,
     Payout,
@@ -261,7 +262,7 @@ BEFORE_SIGNING: dict[str, Edit] = {
         )
     ),
     "unknown_ticket": _set(
-        payload=lambda draw, d: SlashEvidence(sha256(b"no ticket"), "loss_mismatch", b"", bytes(64))
+        payload=lambda draw, d: SlashEvidence(sha256(b"no ticket"), FailedReexecution(b""))
     ),
     "reward": _set(payload=lambda draw, d: Reward(d.recipient.address, d.amount)),
     "unfunded": _set(key=lambda draw, d: STRANGER, nonce=lambda draw, d: 0),

@@ -92,7 +92,7 @@ def test_peers_updates_reach_the_trainers_inbox_never_its_own(tmp_path: Path) ->
 
 def published(node: NodeContext, task_id: bytes, iteration: int) -> PublishedIteration:
     message = message_of(node.key, task_id, iteration=iteration)
-    return PublishedIteration(message.encode(), b"", node.key.sign(b"the digest"))
+    return PublishedIteration(message.encode(), b"", bytes(64))
 
 
 def test_its_iterations_go_out_in_signed_batches_for_client_tasks_only(tmp_path: Path) -> None:
@@ -113,7 +113,9 @@ def test_its_iterations_go_out_in_signed_batches_for_client_tasks_only(tmp_path:
     ((kind, item_id, payload),) = announcer.announced
     batch = decode_item(IterationBatch, payload)
     assert kind == ItemKind.ITERATION and batch.item_id() == item_id
-    assert len(batch.records) == 3 and has_valid_signature(batch, node.key.public_key)
+    assert len(batch.records) == 3 and has_valid_signature(
+        batch, node.key.public_key, node.params.chain_id
+    )
     for iteration in range(ITERATION_BATCH_MAX):
         role.on_iteration(published(node, OLD, iteration))
     assert len(announcer.announced) == 2  # a full batch does not wait for the tick
@@ -144,7 +146,7 @@ def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> N
     (final,) = stored
     assert (final.task_id, final.miner) == (OLD, node.key.public_key)
     assert final.model_hash == model_hash(trainer.model)
-    assert has_valid_signature(final, node.key.public_key)
+    assert has_valid_signature(final, node.key.public_key, node.params.chain_id)
     assert node.tasks.of(OLD).final_models[node.address] == final
     assert announcer.kinds() == [ItemKind.MODEL]
     assert role.job is not None and role.job.task_id == NEW

@@ -66,7 +66,7 @@ class EvaluatorRole:
             self._first_final_model.pop(task_id, None)
             return
         progress = self.context.tasks.of(task_id)
-        if progress.evaluating:
+        if progress.evaluating or self._result_pending(task_id):
             return
         assignment = self.ledger.draw(record)
         if assignment is None or not assignment.holds(NodeRole.EVALUATOR, self.context.address):
@@ -84,6 +84,17 @@ class EvaluatorRole:
         candidates = [models[m] for m in ranked if m in models]
         candidates = candidates or [models[m] for m in drawn if m in models]
         self.context.background.spawn(self._evaluate(record, assignment, candidates))
+
+    def _result_pending(self, task_id: bytes) -> bool:
+        """Our TASK_RESULT for the task waits in the mempool (a restart replays it from the
+        journal): a second one that differs would be slashing evidence against us."""
+        key = self.context.key.public_key
+        return any(
+            tx.sender == key
+            and isinstance(tx.payload, TaskResult)
+            and tx.payload.task_id == task_id
+            for tx in self.ledger.mempool.transactions()
+        )
 
     def _left_out(self, record: TaskRecord, assignment: TaskAssignment) -> set[str]:
         """Drawn miners slashed since the draw, and those the screening excludes."""

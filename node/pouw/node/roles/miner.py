@@ -124,6 +124,14 @@ class MinerRole:
         events.chain_changed.subscribe(lambda _: self.refresh_job())
         events.peer_iteration.subscribe(self._take_update)
         events.tick.subscribe(lambda _: self.flush_iterations())
+        events.final_model.subscribe(self._own_final_model)
+
+    def _own_final_model(self, final: FinalModel) -> None:
+        """A final model of ours (restored after a restart): the task is never trained again,
+        since a second, different final model for it is slashing evidence."""
+        if final.miner == self.context.key.public_key and final.task_id not in self._finished:
+            self._finished.add(final.task_id)
+            self.refresh_job()
 
     @property
     def activity(self) -> Activity:
