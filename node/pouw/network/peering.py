@@ -168,17 +168,19 @@ class Peering:
             return
         if link.peer_key is not None and sender != link.peer_key and link.direction == "in":
             raise DropMessage(DropReason.IMPERSONATION)
+        listen = (hello.listen_host, hello.listen_port)
+        if hello.listen_host in UNSPECIFIED_HOSTS:
+            seen_at = link.address[0] if link.address else link.remote_ip
+            listen = (seen_at or hello.listen_host, hello.listen_port)
+        first = link.peer_key != sender
+        if first and not self._has_room(link, sender, listen):
+            return  # said before we answer: a dialler never counts a full node as its peer
         proven = self._proves_link(link, sender, hello)
         if hello.challenge != link.answered:
             link.answered = hello.challenge
             self._wire.send(link, self._hello(link, (hello.challenge, sender)))
         if not proven:
             return  # admitted once its next hello answers our challenge
-        listen = (hello.listen_host, hello.listen_port)
-        if hello.listen_host in UNSPECIFIED_HOSTS:
-            seen_at = link.address[0] if link.address else link.remote_ip
-            listen = (seen_at or hello.listen_host, hello.listen_port)
-        first = link.peer_key != sender
         link.chain = ChainInfo(
             hello.chain_id, hello.genesis_hash, hello.height, hello.tip_hash, hello.total_work
         )
@@ -205,14 +207,20 @@ class Peering:
             raise DropMessage(DropReason.BAD_HANDSHAKE)
         return True
 
+    def _has_room(self, link: Link, sender: bytes, listen: Address) -> bool:
+        """Whether we have room for the sender (max_peers), else tell it we are full."""
+        if sender in self._links.peer_links() or self._links.peer_count() < self._max_peers:
+            return True
+        self._wire.send(link, Bye("full", self._addresses(exclude=listen)))
+        self._wire.disconnect(link)
+        self._links.book.add(listen)  # for the next node we turn away
+        return False
+
     def _admit(self, link: Link, sender: bytes, listen: Address) -> bool:
-        """Whether a new peer may have this link (max_peers, duplicates)."""
-        existing = self._links.peer_links().get(sender)
-        if existing is None and self._links.peer_count() >= self._max_peers:
-            self._wire.send(link, Bye("full", self._addresses(exclude=listen)))
-            self._wire.disconnect(link)
-            self._links.book.add(listen)  # for the next node we turn away
+        """Whether a new peer, proven on this link, may have it (max_peers, duplicates)."""
+        if not self._has_room(link, sender, listen):
             return False
+        existing = self._links.peer_links().get(sender)
         if existing is not None and existing.direction == link.direction:
             if link.direction == "out":  # the same node under a second address
                 if link.address is not None:
