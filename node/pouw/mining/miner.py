@@ -23,9 +23,9 @@ import msgspec
 import torch
 
 from pouw.blockchain.block import Block, BlockHeader, meets_difficulty, seal_hash, sign_block
-from pouw.blockchain.iteration_message import NO_UPDATES_HASH, IterationMessage, iteration_body
+from pouw.blockchain.iteration_message import NO_UPDATES_HASH, IterationMessage, sign_iteration
 from pouw.blockchain.params import ChainParams
-from pouw.crypto import ZERO_HASH, KeyPair, SignedKind, sha256
+from pouw.crypto import ZERO_HASH, KeyPair, sha256
 from pouw.errors import PouwError
 from pouw.mining.budget import derive_nonce, node_budget, nonce_budget
 from pouw.mining.peers import apply_correction
@@ -303,8 +303,7 @@ class Miner:
                     trainer.peers.add(self.key.public_key, update)
                 if self.tampering is not None:
                     update = self.tampering.update(trainer, compressed).to_bytes()
-            body = iteration_body(item.encoded, update)
-            signature = self.key.sign_as(SignedKind.ITERATION, self.params.chain_id, body)
+            signature = sign_iteration(self.key, self.params.chain_id, item.encoded, update)
             if self.on_iteration is not None:
                 self.on_iteration(PublishedIteration(item.encoded, update, signature))
             if (

@@ -115,6 +115,18 @@ def challenge_body(challenge: bytes, recipient: bytes) -> bytes:
     return canonical_bytes((challenge, recipient))
 
 
+def answer_challenge(key: KeyPair, chain_id: str, challenge: bytes, recipient: bytes) -> bytes:
+    return key.sign_as(SignedKind.HELLO, chain_id, challenge_body(challenge, recipient))
+
+
+def answers_challenge(
+    chain_id: str, sender: bytes, answer: bytes, challenge: bytes, recipient: bytes
+) -> bool:
+    """Whether `answer` is `sender`'s answer to `challenge`, given to `recipient`."""
+    body = challenge_body(challenge, recipient)
+    return verify_as(SignedKind.HELLO, chain_id, sender, answer, body)
+
+
 class Ping(msgspec.Struct, frozen=True, array_like=True):
     """A heartbeat; it carries our tip so that a peer which fell behind notices and syncs."""
 

@@ -11,7 +11,6 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from pouw.crypto import SignedKind, verify_as
 from pouw.network.drops import DropReason
 from pouw.network.faults import Partition
 from pouw.network.messages import (
@@ -24,7 +23,8 @@ from pouw.network.messages import (
     Peers,
     Ping,
     Pong,
-    challenge_body,
+    answer_challenge,
+    answers_challenge,
 )
 from pouw.network.peers import UNSPECIFIED_HOSTS, Link, PeerInfo, format_address
 from pouw.network.settings import NetworkSettings
@@ -138,9 +138,7 @@ class Peering:
         info = self._chain_info()
         answer = b""
         if answer_to is not None:
-            challenge, peer = answer_to
-            key = self._wire.key
-            answer = key.sign_as(SignedKind.HELLO, info.chain_id, challenge_body(challenge, peer))
+            answer = answer_challenge(self._wire.key, info.chain_id, *answer_to)
         return Hello(
             info.chain_id,
             info.genesis_hash,
@@ -202,8 +200,8 @@ class Peering:
         sender; an answer that does not is a hello replayed or relayed from elsewhere."""
         if not hello.answer:
             return False
-        body = challenge_body(link.challenge, self._wire.key.public_key)
-        if not verify_as(SignedKind.HELLO, self._wire.chain_id, sender, hello.answer, body):
+        ours = self._wire.key.public_key
+        if not answers_challenge(self._wire.chain_id, sender, hello.answer, link.challenge, ours):
             raise DropMessage(DropReason.BAD_HANDSHAKE)
         return True
 
