@@ -16,7 +16,7 @@ from pouw.blockchain.draw import Ticket
 from pouw.blockchain.iteration_message import IterationMessage
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params
 from pouw.blockchain.state import LedgerState, TaskRecord
-from pouw.blockchain.transactions import COIN, Payload
+from pouw.blockchain.transactions import COIN, Payload, Transaction
 from pouw.config import NodeConfig
 from pouw.crypto import KeyPair, sha256
 from pouw.economics.reputation import Reputation
@@ -79,9 +79,18 @@ class FakeSeal:
             raise failure
 
 
+@dataclass
+class FakeMempool:
+    pending: list[Transaction] = field(default_factory=list)
+
+    def transactions(self) -> list[Transaction]:
+        return list(self.pending)
+
+
 class FakeLedger:
     def __init__(self, params: ChainParams = PARAMS) -> None:
         self.chain = FakeChain(LedgerState.genesis(params))
+        self.mempool = FakeMempool()
         self.seal = FakeSeal()
         self.template: Block | None = None
         self.draws: dict[bytes, TaskAssignment] = {}

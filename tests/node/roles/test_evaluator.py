@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
-from tests.node.fakes import IRIS, FakeLedger, assignment, context, key, task
+from tests.node.fakes import IRIS, PARAMS, FakeLedger, assignment, context, key, task
 
-from pouw.blockchain.transactions import TaskResult
+from pouw.blockchain.transactions import TaskResult, sign_transaction
 from pouw.crypto import KeyPair, sha256
 from pouw.errors import InvalidTransaction, Reason
 from pouw.ml.models import build_model, model_hash, model_to_bytes
@@ -188,6 +188,17 @@ def test_a_refused_result_is_tried_again(tmp_path: Path) -> None:
 
     run(scenario)
     assert len(result(ledger).ranking) == 3
+
+
+def test_a_result_of_ours_still_pending_is_not_signed_again(tmp_path: Path) -> None:
+    """A restart replays our TASK_RESULT into the mempool from the journal: a second one that
+    differs would be slashing evidence against us (`pouw.blockchain.slashing`)."""
+    node, ledger, _, clock = setup(tmp_path)
+    ours = TaskResult(TASK_ID, (), ())
+    ledger.mempool.pending.append(
+        sign_transaction(node.key, ours, nonce=0, fee=1, chain_id=PARAMS.chain_id)
+    )
+    assert_never_evaluated(node, ledger, clock)
 
 
 def test_a_closed_task_is_not_evaluated(tmp_path: Path) -> None:

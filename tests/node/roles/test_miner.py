@@ -133,6 +133,19 @@ def test_its_blocks_are_announced_once_the_ledger_takes_them(tmp_path: Path) -> 
     assert ledger.templates == 1  # the template is rebuilt on the tip
 
 
+def test_a_task_whose_final_model_it_signed_is_never_trained_again(tmp_path: Path) -> None:
+    """After a restart its stored final model comes back: a second, different one for the task
+    would be slashing evidence against it (`pouw.blockchain.slashing`)."""
+    node, ledger, _, role = setup(tmp_path)
+    ledger.add_task(task(OLD, height=2), assignment([node.key]))
+    changed(node)
+    assert role.job is not None and role.job.task_id == OLD
+    node.events.final_model.emit(FinalModel(OLD, node.key.public_key, sha256(b"m"), b"", 9))
+    assert role.job is not None and role.job.task_id != OLD
+    changed(node)
+    assert role.job is not None and role.job.task_id != OLD
+
+
 def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> None:
     node, ledger, announcer, role = setup(tmp_path)
     ledger.add_task(task(OLD, height=2), assignment([node.key]))
