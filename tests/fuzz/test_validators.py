@@ -76,8 +76,10 @@ TX_REASONS = frozenset(
         # the ledger state (pouw.blockchain.state)
         "unexpected_reward", "bad_signature", "replay", "nonce_gap", "overspend", "zero_amount",
         "invalid_task_spec", "stake_below_minimum", "unknown_task", "task_closed",
-        "not_an_evaluator", "payout_mismatch", "unknown_ticket", "not_a_verifier",
-        "bad_evidence_signature", "evidence_not_proven", "bad_reward", "devnet_key",
+        "not_an_evaluator", "payout_mismatch", "unknown_ticket", "bad_reward", "devnet_key",
+        # a slash's proof (pouw.blockchain.slashing)
+        "reporter_without_ticket", "malformed_evidence", "bad_evidence_signature",
+        "evidence_wrong_ticket", "evidence_not_proven",
         # the mempool's own
         "duplicate", "duplicate_nonce", "too_many_pending", "mempool_full",
     }
