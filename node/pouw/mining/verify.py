@@ -164,6 +164,15 @@ class BlockVerifier:
         self._verified[block_hash] = verification
         return verification
 
+    def failure(self, block: Block) -> Reason | None:
+        """Why the block fails re-execution, None when it holds: what slashing evidence asks
+        (`pouw.blockchain.slashing.ReexecutionCheck`), cached like every re-execution."""
+        try:
+            self.reexecute(block)
+        except InvalidBlock as error:
+            return error.reason
+        return None
+
     def _reexecute(self, block: Block, block_hash: bytes) -> Verification:
         started = time.perf_counter()
         message, spec = self.check_seal(block)

@@ -25,7 +25,7 @@ from pouw.blockchain.transactions import (
     sign_transaction,
 )
 from pouw.economics.selection import TaskAssignment, assignment_of
-from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData, PouwError, Reason
+from pouw.errors import InvalidTransaction, MalformedData, PouwError
 from pouw.mining.claims import ClaimRule
 from pouw.mining.verify import BlockVerifier
 from pouw.network.messages import ItemKind
@@ -81,20 +81,11 @@ class Ledger:
         self._chain = Chain(
             ChainStore(self.context.config.data_dir),
             self.context.params,
-            reexecution=self.reexecution_failure,
+            reexecution=self.seal.failure,  # a block rejected already costs nothing again
         )
         self._chain.seal_rules = (self.seal,)
         self._chain.claim_rule = ClaimRule()
         self.context.metrics.chain_height.set(self._chain.height)
-
-    def reexecution_failure(self, block: Block) -> Reason | None:
-        """Slashing evidence's re-execution (`pouw.blockchain.slashing`): the seal's, cached by
-        block hash, so a block this node rejected already costs nothing again."""
-        try:
-            self.seal.reexecute(block)
-        except InvalidBlock as error:
-            return error.reason
-        return None
 
     def close(self) -> None:
         if self._template_timer is not None:
