@@ -342,6 +342,17 @@ def test_a_block_is_re_executed_only_once_the_cheap_checks_hold() -> None:
     assert reexecutions.blocks == []
 
 
+def test_a_block_of_a_task_no_longer_open_proves_nothing() -> None:
+    """Nodes' re-execution looks up open tasks only: a closed task's block is not re-run."""
+    ledger, reexecutions, task_id = _with_task(Reason.LOSS_MISMATCH)
+    miner = ledger.tickets[NodeRole.MINER]
+    record = ledger.state.tasks[task_id]
+    ledger.state.tasks[task_id] = msgspec.structs.replace(record, status="completed")
+    proof = FailedReexecution(_signed_block(BOB, miner, task_id))
+    assert ledger.refusal(miner, proof) == Reason.EVIDENCE_NOT_PROVEN
+    assert reexecutions.blocks == []
+
+
 def test_a_ledger_that_re_executes_nothing_takes_no_failed_re_execution() -> None:
     ledger = Ledger()
     task_id = ledger.apply(CAROL, PayForTask(DIGITS, 10)).txid()

@@ -160,6 +160,14 @@ def test_a_fake_work_block_is_slashing_evidence_every_node_checks(tmp_path: Path
                 with pytest.raises(InvalidTransaction) as refused:
                     state.apply_transaction(slash, slash.txid(), height=1)
                 assert refused.value.reason == outcome
+    # A node that re-ran the fake block answers for other checkpoint bytes (the block hash does
+    # not cover them) as a node that never saw it: not proven.
+    verifier = BlockVerifier(params, _spec_in(LedgerState.genesis(params)))
+    reason = verifier.failure(fake)
+    assert reason is not None and reason.fake_work
+    for other_bytes in (b"", fake.checkpoint[:-1]):
+        swapped = msgspec.structs.replace(fake, checkpoint=other_bytes)
+        assert verifier.failure(swapped) == Reason.CHECKPOINT_BYTES
 
 
 class _Trainer:

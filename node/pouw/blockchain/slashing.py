@@ -215,8 +215,9 @@ class SlashingRule:
             raise MalformedData("the block's IT_RES is not the one its header names")
         message = decode_iteration_message(block.iteration_message)
         _check_ticket(ticket, NodeRole.MINER, message.ticket_id)
-        if message.task_id not in state.tasks:
-            raise _NotProven(f"task {message.task_id.hex()[:16]} is not on this branch")
+        task = state.tasks.get(message.task_id)
+        if task is None or task.status != "open":
+            raise _NotProven(f"task {message.task_id.hex()[:16]} is not open on this branch")
         if not meets_difficulty(header.seal_hash(), header.difficulty):
             raise _NotProven("the block's seal does not meet its difficulty")
         if self.reexecution is None:

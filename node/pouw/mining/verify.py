@@ -166,7 +166,15 @@ class BlockVerifier:
 
     def failure(self, block: Block) -> Reason | None:
         """Why the block fails re-execution, None when it holds: what slashing evidence asks
-        (`pouw.blockchain.slashing.ReexecutionCheck`), cached like every re-execution."""
+        (`pouw.blockchain.slashing.ReexecutionCheck`). Cached like every re-execution, so the
+        checkpoint's bytes, which the block hash does not cover, are checked first: a node
+        that re-ran this block before answers as one that never saw it."""
+        try:
+            message = decode_iteration_message(block.iteration_message)
+            if checkpoint_hash(read_checkpoint(block.checkpoint)) != message.checkpoint_hash:
+                return Reason.CHECKPOINT_BYTES
+        except (MalformedData, CorruptModel):
+            return Reason.CHECKPOINT_BYTES
         try:
             self.reexecute(block)
         except InvalidBlock as error:
