@@ -21,6 +21,7 @@ from tests.support.evidence import (
 from tests.support.ledger import BOB, CAROL, EVALUATOR, VERIFIER, ledger_params, signed
 
 from pouw.blockchain.block import Block, BlockHeader, encode_block, sign_block
+from pouw.blockchain.slashing import offender
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import (
     COIN,
@@ -359,3 +360,13 @@ def test_a_ledger_that_re_executes_nothing_takes_no_failed_re_execution() -> Non
     miner = ledger.tickets[NodeRole.MINER]
     proof = FailedReexecution(_signed_block(BOB, miner, task_id))
     assert ledger.refusal(miner, proof) == Reason.EVIDENCE_NOT_PROVEN
+
+
+def test_a_mined_slash_names_its_offender_for_reputation() -> None:
+    miner = sha256(b"ticket")
+    proofs: list[Proof] = [equivocation(BOB, miner, TASK, kind) for kind in EvidenceKind]
+    proofs.append(FailedReexecution(_signed_block(BOB, miner, TASK)))
+    assert {offender(SlashEvidence(miner, proof)) for proof in proofs} == {BOB.public_key}
+    junk = Equivocation(EvidenceKind.VERDICT, Statement(b"", b""), Statement(b"", b""))
+    assert offender(SlashEvidence(miner, junk)) is None
+    assert offender(SlashEvidence(miner, FailedReexecution(b"junk"))) is None
