@@ -53,6 +53,7 @@ ReexecutionCheck = Callable[["Block"], Reason | None]
 """Re-executes a block's iteration: the reason it fails, or None when it holds."""
 
 FINAL_MODEL_TAG = b"pouw-final-model"
+"""The first field of a final model's signed body (`pouw.node.items.FinalModel.body`)."""
 VERDICT_TAG = b"pouw-verdict"
 T = TypeVar("T")
 _Hash = Annotated[bytes, Meta(min_length=HASH_SIZE, max_length=HASH_SIZE)]
@@ -128,15 +129,15 @@ def _read_verdict(body: bytes) -> Claim:
     verdict = _decode(_verdict_body, body)
     if verdict.tag != VERDICT_TAG:
         raise MalformedData("not a verdict's body")
-    return Claim(verdict.verifier, verdict.block_hash, "" if verdict.valid else verdict.reason)
+    return Claim(verdict.verifier, verdict.block_hash, None if verdict.valid else verdict.reason)
 
 
 def _verdicts_conflict(first: object, second: object) -> bool:
-    """One verdict passes the block and the other fails it for fake work: re-execution is
-    bit-exact, so no honest verifier says both. Other refusals (a dataset missing, bytes a
+    """One verdict passes the block (None) and the other fails it for fake work: re-execution
+    is bit-exact, so no honest verifier says both. Other refusals (a dataset missing, bytes a
     relay broke) may honestly turn into a pass."""
-    failed = second if first == "" else first if second == "" else ""
-    return isinstance(failed, str) and failed in _FAKE_WORK
+    failed = second if first is None else first if second is None else None
+    return failed in _FAKE_WORK
 
 
 _FAKE_WORK = frozenset(reason.value for reason in Reason if reason.fake_work)

@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from pouw.blockchain.iteration_message import iteration_body
+from pouw.blockchain.slashing import VERDICT_TAG
 from pouw.crypto import KeyPair, SignedKind, canonical_bytes, sha256, verify_as
 from pouw.errors import MalformedData
 
@@ -78,7 +79,7 @@ class BlockVerdict(msgspec.Struct, frozen=True, array_like=True):
 
     def body(self) -> bytes:
         return canonical_bytes(
-            (b"pouw-verdict", self.block_hash, self.verifier, self.valid, self.reason)
+            (VERDICT_TAG, self.block_hash, self.verifier, self.valid, self.reason)
         )
 
     def item_id(self) -> bytes:
