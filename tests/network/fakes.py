@@ -20,7 +20,7 @@ import zmq
 import zmq.asyncio
 
 from pouw.blockchain.block import Block, BlockHeader, decode_block, encode_block
-from pouw.crypto import ZERO_HASH, KeyPair, SignedKind, sha256
+from pouw.crypto import ZERO_HASH, KeyPair, sha256
 from pouw.errors import MalformedData
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.messages import (
@@ -30,7 +30,7 @@ from pouw.network.messages import (
     ItemKind,
     ItemResult,
     Verdict,
-    challenge_body,
+    answer_challenge,
     open_frame,
     seal,
 )
@@ -308,8 +308,8 @@ class RawPeer:
         await self.send(hello())
         reply = await self.receive(Hello, wait_s)
         if reply is not None:
-            body = challenge_body(reply[1].challenge, reply[0])
-            await self.send(hello(self.key.sign_as(SignedKind.HELLO, CHAIN, body)))
+            node, theirs = reply
+            await self.send(hello(answer_challenge(self.key, CHAIN, theirs.challenge, node)))
 
     async def receive(self, kind: type[T], wait_s: float) -> tuple[bytes, T] | None:
         """The next frame carrying a `kind` (others are skipped) and its sender, if one
