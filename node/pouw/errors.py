@@ -68,8 +68,15 @@ class Reason(StrEnum):
     """A ranked model without its miner's signature over it (the FinalModel item's)."""
     UNKNOWN_TICKET = "unknown_ticket", Trait.RELAY_MAY_CAUSE
     NOT_A_VERIFIER = "not_a_verifier", Trait.RELAY_MAY_CAUSE
+    REPORTER_WITHOUT_TICKET = "reporter_without_ticket", Trait.RELAY_MAY_CAUSE
+    """A SLASH from an account that holds no live ticket (`pouw.blockchain.slashing`)."""
+    MALFORMED_EVIDENCE = "malformed_evidence"
     BAD_EVIDENCE_SIGNATURE = "bad_evidence_signature"
+    """A statement not signed by the ticket's key as the kind it is presented as."""
+    EVIDENCE_WRONG_TICKET = "evidence_wrong_ticket"
+    """The evidence is about another ticket, signer or role than the one slashed."""
     EVIDENCE_NOT_PROVEN = "evidence_not_proven"
+    """The statements do not conflict, or the block's re-execution shows no fake work."""
     # -- blocks: the work claim against the branch's state (pouw.mining.claims) -----------------
     NOT_DRAWN = "not_drawn", Trait.FAKE_WORK
     """The block's miner holds no live MINER ticket drawn for the iteration's task and slot."""

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import msgspec
 import pytest
+from tests.support.evidence import equivocation
 from tests.support.ledger import (
     ALICE,
     BOB,
@@ -21,6 +22,7 @@ from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import (
     BuyTicket,
+    EvidenceKind,
     PayForTask,
     Payload,
     SlashEvidence,
@@ -127,8 +129,8 @@ def result(task_id: bytes) -> TaskResult:
 
 
 def evidence(ticket_id: bytes, offender: KeyPair) -> SlashEvidence:
-    message = b"signed iteration message"
-    return SlashEvidence(ticket_id, "fake_work", message, offender.sign(sha256(message)))
+    proof = equivocation(offender, ticket_id, sha256(b"task"), EvidenceKind.ITERATION)
+    return SlashEvidence(ticket_id, proof)
 
 
 @pytest.fixture
@@ -190,8 +192,8 @@ REFUSED_PAYLOADS: dict[str, tuple[str, Refused]] = {
         "unknown_ticket",
         lambda task, ticket: (VERIFIER, evidence(sha256(b"?"), BOB)),
     ),
-    "slash from a non-verifier": (
-        "not_a_verifier",
+    "slash from an account holding no ticket": (
+        "reporter_without_ticket",
         lambda task, ticket: (CAROL, evidence(ticket, BOB)),
     ),
     "slash with forged evidence": (

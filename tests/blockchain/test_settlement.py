@@ -13,6 +13,7 @@ from tests.support.ledger import make_block, mine
 from tests.support.settlement import (
     BEST_M0,
     BEST_M1,
+    CHAIN_ID,
     CLIENT,
     DEADLINE_BLOCKS,
     E0,
@@ -36,9 +37,12 @@ from pouw.blockchain.transactions import (
     COIN,
     BuyTicket,
     TaskResult,
+    final_model_body,
 )
-from pouw.crypto import sha256
+from pouw.crypto import SignedKind, sha256
 from pouw.errors import InvalidBlock
+from pouw.node.items import FinalModel, sign_final_model
+from pouw.node.roles.evaluator import task_result
 from pouw.roles import NodeRole
 
 
@@ -80,6 +84,41 @@ def test_a_ranked_model_must_be_one_its_miner_signed(ledger: Ledger) -> None:
     other_task = ranked(sha256(b"another task"), M0, 0.9)
     replayed = TaskResult(ledger.task_id, (other_task, second))
     assert ledger.refusal(evaluator, replayed) == "model_not_signed"
+
+
+@pytest.mark.parametrize("kind", [k for k in SignedKind if k != SignedKind.FINAL_MODEL])
+def test_a_ranked_models_signature_counts_only_as_a_final_model_of_this_chain(
+    ledger: Ledger, kind: SignedKind
+) -> None:
+    evaluator = ledger.evaluators()[0]
+    best, second = BEST_M0
+    body = final_model_body(ledger.task_id, M0.public_key, best.model_hash, best.bytes_hash)
+    as_other_kind = msgspec.structs.replace(best, signature=M0.sign_as(kind, CHAIN_ID, body))
+    result = TaskResult(ledger.task_id, (as_other_kind, second))
+    assert ledger.refusal(evaluator, result) == "model_not_signed"
+    other_chain = ranked(ledger.task_id, M0, best.accuracy, chain_id="pouw-elsewhere")
+    result = TaskResult(ledger.task_id, (other_chain, second))
+    assert ledger.refusal(evaluator, result) == "model_not_signed"
+
+
+def test_a_ranking_of_final_models_as_their_miners_signed_them_is_accepted(
+    ledger: Ledger,
+) -> None:
+    """The ledger checks a ranked model against the very signature the miner's FinalModel item
+    carries (`sign_final_model`: a `final_model` on this chain over a body with its bytes)."""
+    models = [
+        sign_final_model(
+            miner,
+            CHAIN_ID,
+            FinalModel(ledger.task_id, miner.public_key, sha256(data), data, iterations=10),
+        )
+        for miner, data in ((M0, b"m0's model"), (M1, b"m1's model"))
+    ]
+    result = task_result(ledger.record, list(zip(models, (0.9, 0.8), strict=True)))
+    evaluator = ledger.evaluators()[0]
+    ledger.chain.state.check_payload(result, evaluator.address)
+    mine(ledger.chain, [ledger.tx(evaluator, result)])
+    assert [entry.evaluator for entry in ledger.record.results] == [evaluator.address]
 
 
 def test_a_majority_of_the_drawn_evaluators_settles_at_the_published_split(

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.evidence import equivocation
 from tests.support.ledger import (
     ALICE,
     BOB,
@@ -20,6 +21,7 @@ from tests.support.ledger import (
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import (
     BuyTicket,
+    EvidenceKind,
     PayForTask,
     SlashEvidence,
     Transaction,
@@ -132,14 +134,10 @@ def test_pay_for_task_whose_model_cannot_consume_its_dataset(state: LedgerState)
 
 
 def slash(reporter: KeyPair, ticket_id: bytes, offender: KeyPair, nonce: int) -> Transaction:
-    evidence = b"signed iteration message"
-    payload = SlashEvidence(
-        ticket_id=ticket_id,
-        reason="fake_work",
-        evidence=evidence,
-        evidence_signature=offender.sign(sha256(evidence)),
-    )
-    return signed(reporter, payload, nonce)
+    """Two IT_RES of `offender` that conflict (`tests/blockchain/test_slashing.py` has every
+    kind of evidence)."""
+    proof = equivocation(offender, ticket_id, sha256(b"task"), EvidenceKind.ITERATION)
+    return signed(reporter, SlashEvidence(ticket_id, proof), nonce)
 
 
 def test_slashing_confiscates_stake(state: LedgerState) -> None:
@@ -165,7 +163,7 @@ def test_slashing_rules(state: LedgerState) -> None:
     )
     apply(state, ticket_tx, verifier_ticket)
     assert reason_of(state, slash(VERIFIER, sha256(b"no such"), BOB, 1)) == "unknown_ticket"
-    assert reason_of(state, slash(CAROL, ticket_tx.txid(), BOB, 0)) == "not_a_verifier"
+    assert reason_of(state, slash(CAROL, ticket_tx.txid(), BOB, 0)) == "reporter_without_ticket"
     assert reason_of(state, slash(VERIFIER, ticket_tx.txid(), CAROL, 1)) == "bad_evidence_signature"
 
 

@@ -42,6 +42,7 @@ from pouw.blockchain.state import LedgerState
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.transactions import (
     BuyTicket,
+    FailedReexecution,
     PayForTask,
     Payload,
     RankedModel,
@@ -74,11 +75,13 @@ TX_REASONS = frozenset(
         # the ledger state (pouw.blockchain.state)
         "unexpected_reward", "bad_signature", "replay", "nonce_gap", "overspend", "zero_amount",
         "invalid_task_spec", "stake_below_minimum", "unknown_task", "task_closed",
-        "not_an_evaluator", "unknown_ticket", "not_a_verifier",
+        "not_an_evaluator", "unknown_ticket", "bad_reward", "devnet_key",
         # task settlement (pouw.blockchain.settlement)
         "task_expired", "task_not_drawn", "result_already_sent", "not_drawn_miner",
         "bad_ranking", "model_not_signed",
-        "bad_evidence_signature", "evidence_not_proven", "bad_reward", "devnet_key",
+        # a slash's proof (pouw.blockchain.slashing)
+        "reporter_without_ticket", "malformed_evidence", "bad_evidence_signature",
+        "evidence_wrong_ticket", "evidence_not_proven",
         # the mempool's own
         "duplicate", "duplicate_nonce", "too_many_pending", "mempool_full",
     }
@@ -262,7 +265,7 @@ BEFORE_SIGNING: dict[str, Edit] = {
         )
     ),
     "unknown_ticket": _set(
-        payload=lambda draw, d: SlashEvidence(sha256(b"no ticket"), "loss_mismatch", b"", bytes(64))
+        payload=lambda draw, d: SlashEvidence(sha256(b"no ticket"), FailedReexecution(b""))
     ),
     "reward": _set(payload=lambda draw, d: Reward(d.recipient.address, d.amount)),
     "unfunded": _set(key=lambda draw, d: STRANGER, nonce=lambda draw, d: 0),
@@ -808,7 +811,7 @@ MESSAGE_FIELDS: dict[str, Callable[[Any], st.SearchStrategy[Any]]] = {
 def test_reexecution_refuses_mutated_work_with_a_documented_reason(
     mined: tuple[Any, list[Block]], data: st.DataObject
 ) -> None:
-    from pouw.mining.messages import decode_iteration_message
+    from pouw.blockchain.iteration_message import decode_iteration_message
 
     rig, blocks = mined
     block = blocks[data.draw(st.integers(0, len(blocks) - 1), label="block")]

@@ -53,6 +53,7 @@ def test_drop_reasons_cost_what_they_did_as_free_strings() -> None:
         "unknown_type": 10,
         "wrong_chain": 100,
         "impersonation": 100,
+        "bad_handshake": 50,
         "rate_limited": 2,
         "stale": 2,
         "unsolicited": 1,

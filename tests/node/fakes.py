@@ -14,6 +14,7 @@ from tests.support.items import iteration_message
 from pouw.blockchain.block import Block, BlockHeader
 from pouw.blockchain.chain import AddStatus, ChainUpdate
 from pouw.blockchain.draw import TaskDraw, Ticket
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params
 from pouw.blockchain.settlement import TaskRecord, task_deadline
 from pouw.blockchain.state import LedgerState
@@ -23,7 +24,6 @@ from pouw.crypto import KeyPair, sha256
 from pouw.economics.reputation import Reputation
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, InvalidTransaction
-from pouw.mining.messages import IterationMessage
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.messages import ItemKind
 from pouw.node.context import Background, Counters, NodeContext
@@ -82,16 +82,30 @@ class FakeSeal:
             raise failure
 
 
+@dataclass
+class FakeMempool:
+    pending: list[Transaction] = field(default_factory=list)
+
+    def transactions(self) -> list[Transaction]:
+        return list(self.pending)
+
+    def __contains__(self, txid: object) -> bool:
+        return any(tx.txid() == txid for tx in self.pending)
+
+    def clear(self) -> None:
+        self.pending.clear()
+
+
 class FakeLedger:
     def __init__(self, params: ChainParams = PARAMS) -> None:
         self.chain = FakeChain(LedgerState.genesis(params))
+        self.mempool = FakeMempool()
         self.seal = FakeSeal()
         self.template: Block | None = None
         self.draws: dict[bytes, TaskAssignment] = {}
         self.submitted: list[Payload] = []
         self.refuse: InvalidTransaction | None = None
         self.refused: list[Payload] = []
-        self.mempool: set[bytes] = set()
         self.accepted: list[Block] = []
         self.reject: InvalidBlock | None = None
         self.templates = 0
@@ -124,7 +138,7 @@ class FakeLedger:
         return self.draws.get(record.task_id)
 
     def submit(self, payload: Payload, fee: float = 0.01) -> Transaction:
-        """Signed by the node "node" at its next nonce and kept in `mempool` (by id)."""
+        """Signed by the node's key at its next nonce and kept in `mempool`."""
         if self.refuse is not None:
             self.refused.append(payload)
             raise self.refuse
@@ -132,7 +146,7 @@ class FakeLedger:
             key("node"), payload, nonce=len(self.submitted), fee=0, chain_id=PARAMS.chain_id
         )
         self.submitted.append(payload)
-        self.mempool.add(tx.txid())
+        self.mempool.pending.append(tx)
         return tx
 
     def accept_block(self, block: Block, encoded: bytes | None = None) -> ChainUpdate:

@@ -39,7 +39,7 @@ def final(miner: KeyPair, junk: bool = False) -> FinalModel:
     model = build_model(IRIS.model, seed=miner.public_key)
     data = b"\x00" * 64 if junk else model_to_bytes(model)
     return sign_final_model(
-        miner, FinalModel(TASK_ID, miner.public_key, model_hash(model), data, 10)
+        miner, PARAMS.chain_id, FinalModel(TASK_ID, miner.public_key, model_hash(model), data, 10)
     )
 
 

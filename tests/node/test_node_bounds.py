@@ -9,16 +9,19 @@ from pathlib import Path
 from tests.support.items import iteration_message
 from tests.support.nodes import local_node
 
+from pouw.config import NodeConfig
 from pouw.crypto import KeyPair, sha256
 from pouw.network.messages import ItemKind, Verdict
 from pouw.node.items import IterationBatch, IterationRecord, encode_item, sign_batch
 from pouw.roles import NodeRole
 
+CHAIN = NodeConfig().chain_id
+
 
 def _batch(key: KeyPair, task_id: bytes) -> IterationBatch:
     message = iteration_message(task_id, key.public_key).encode()
-    record = IterationRecord(message, b"", key.sign(b"unchecked by the relay"))
-    return sign_batch(key, IterationBatch(key.public_key, (record,)))
+    record = IterationRecord(message, b"", bytes(64))  # unchecked by the relay
+    return sign_batch(key, CHAIN, IterationBatch(key.public_key, (record,)))
 
 
 def test_iterations_for_a_task_not_on_chain_leave_nothing_behind(tmp_path: Path) -> None:

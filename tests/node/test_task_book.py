@@ -14,13 +14,15 @@ from pouw.node.items import FinalModel, has_valid_signature, sign_final_model
 from pouw.node.tasks import TaskBook
 from pouw.spec import ModelSpec
 
+CHAIN = "pouw-test"
+
 TASK = sha256(b"task")
 
 
 def _final(key: KeyPair, seed: bytes) -> FinalModel:
     model = build_model(ModelSpec(layers=(4, 8, 3)), seed=seed)
     unsigned = FinalModel(TASK, key.public_key, model_hash(model), model_to_bytes(model), 40)
-    return sign_final_model(key, unsigned)
+    return sign_final_model(key, CHAIN, unsigned)
 
 
 def test_stored_final_models_come_back_after_a_restart(tmp_path: Path) -> None:
@@ -32,7 +34,7 @@ def test_stored_final_models_come_back_after_a_restart(tmp_path: Path) -> None:
     assert sorted(restored, key=lambda f: f.model_hash) == sorted(
         finals, key=lambda f: f.model_hash
     )
-    assert all(has_valid_signature(final, final.miner) for final in restored)
+    assert all(has_valid_signature(final, final.miner, CHAIN) for final in restored)
     assert TaskBook(tmp_path).stored_models(sha256(b"another task")) == []
 
 

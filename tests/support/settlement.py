@@ -20,7 +20,7 @@ from pouw.blockchain.transactions import (
     Transaction,
     final_model_body,
 )
-from pouw.crypto import KeyPair, sha256
+from pouw.crypto import KeyPair, SignedKind, sha256
 from pouw.errors import InvalidTransaction
 from pouw.roles import NodeRole
 from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
@@ -32,6 +32,7 @@ SPEC = TaskSpec(model=ModelSpec(layers=(4, 8, 3)), dataset=DatasetSpec(name="iri
 ESCROW = 100 * COIN
 DEADLINE_BLOCKS = 8
 TASK_ID = signed(CLIENT, PayForTask(SPEC, ESCROW), 0).txid()
+CHAIN_ID = devnet_params().chain_id
 
 
 class Ledger:
@@ -87,11 +88,14 @@ class Ledger:
         return self.chain.state.balance(key.address)
 
 
-def ranked(task_id: bytes, miner: KeyPair, accuracy: float) -> RankedModel:
+def ranked(
+    task_id: bytes, miner: KeyPair, accuracy: float, chain_id: str = CHAIN_ID
+) -> RankedModel:
     """`miner`'s final model of the task, signed by it as its FinalModel item is."""
     model_hash, bytes_hash = sha256(miner.public_key), sha256(b"bytes of " + miner.public_key)
     body = final_model_body(task_id, miner.public_key, model_hash, bytes_hash)
-    return RankedModel(miner.address, model_hash, accuracy, bytes_hash, miner.sign(body))
+    signature = miner.sign_as(SignedKind.FINAL_MODEL, chain_id, body)
+    return RankedModel(miner.address, model_hash, accuracy, bytes_hash, signature)
 
 
 def ranking(*entries: tuple[KeyPair, float]) -> tuple[RankedModel, ...]:

@@ -31,13 +31,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from pouw.bench.draw_bias import ALPHAS, draw_bias
 from pouw.bench.mining import DEMO, MiningRig
 from pouw.blockchain.block import Block
+from pouw.blockchain.iteration_message import decode_iteration_message
 from pouw.blockchain.store import ChainStore
 from pouw.crypto import address_of, sha256
 from pouw.devnet import BUILTIN_TASKS, Devnet, with_epochs
 from pouw.devnet_report import chain_census
 from pouw.errors import InvalidBlock, MalformedData
 from pouw.mining.budget import derive_nonce, nonce_budget
-from pouw.mining.messages import decode_iteration_message
 from pouw.mining.verify import BlockVerifier
 from pouw.ml.iteration import configure_determinism, forward_backward
 

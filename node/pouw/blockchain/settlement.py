@@ -32,7 +32,7 @@ from pouw.blockchain.transactions import (
     TaskResult,
     final_model_body,
 )
-from pouw.crypto import verify_signature
+from pouw.crypto import SignedKind, verify_as
 from pouw.errors import InvalidTransaction, Reason
 from pouw.spec import TaskSpec
 
@@ -120,9 +120,14 @@ def evaluation_height(params: ChainParams, record: TaskRecord) -> int:
 
 
 def check_task_result(
-    record: TaskRecord | None, result: TaskResult, sender: str, live: Container[bytes]
+    record: TaskRecord | None,
+    result: TaskResult,
+    sender: str,
+    live: Container[bytes],
+    chain_id: str,
 ) -> None:
-    """Raise unless `sender` may send `result` now; `live` holds the live tickets' ids."""
+    """Raise unless `sender` may send `result` now; `live` holds the live tickets' ids; the
+    ranked models' signatures are checked as final models on `chain_id`."""
     if record is None:
         raise InvalidTransaction(Reason.UNKNOWN_TASK, result.task_id.hex())
     task = result.task_id.hex()[:16]
@@ -142,11 +147,15 @@ def check_task_result(
         raise InvalidTransaction(
             Reason.RESULT_ALREADY_SENT, f"{sender} already sent its result for {task}"
         )
-    _check_ranking(record.task_id, record.drawn, result.ranking, live)
+    _check_ranking(record.task_id, record.drawn, result.ranking, live, chain_id)
 
 
 def _check_ranking(
-    task_id: bytes, drawn: TaskDraw, ranking: Sequence[RankedModel], live: Container[bytes]
+    task_id: bytes,
+    drawn: TaskDraw,
+    ranking: Sequence[RankedModel],
+    live: Container[bytes],
+    chain_id: str,
 ) -> None:
     keys = {t.owner: t.public_key for t in drawn.miners if t.ticket_id in live}
     ranked = [entry.miner for entry in ranking]
@@ -162,7 +171,7 @@ def _check_ranking(
     for entry in ranking:
         key = keys[entry.miner]
         body = final_model_body(task_id, key, entry.model_hash, entry.bytes_hash)
-        if not verify_signature(key, entry.signature, body):
+        if not verify_as(SignedKind.FINAL_MODEL, chain_id, key, entry.signature, body):
             raise InvalidTransaction(
                 Reason.MODEL_NOT_SIGNED, f"{entry.miner} did not sign the model ranked for it"
             )

@@ -30,6 +30,7 @@ from pouw.blockchain.settlement import (
     refunded,
     task_deadline,
 )
+from pouw.blockchain.slashing import ReexecutionCheck, SlashingRule
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
@@ -39,7 +40,7 @@ from pouw.blockchain.transactions import (
     Transaction,
     Transfer,
 )
-from pouw.crypto import address_of, sha256, verify_signature
+from pouw.crypto import address_of
 from pouw.errors import InvalidBlock, InvalidTransaction, Reason
 from pouw.roles import NodeRole
 from pouw.spec import TaskSpecError, check_task_spec
@@ -92,31 +93,24 @@ class StateTables:
     positions: dict[bytes, Position]
 
 
-EvidenceCheck = Callable[[SlashEvidence, Ticket], str | None]
-"""Returns None when the evidence proves cheating, else why it does not."""
-
-
-def _signature_only_evidence_check(evidence: SlashEvidence, ticket: Ticket) -> str | None:
-    del evidence, ticket
-    return None
-
-
 class LedgerState:
-    def __init__(self, params: ChainParams, evidence_check: EvidenceCheck | None = None) -> None:
+    def __init__(self, params: ChainParams, reexecution: ReexecutionCheck | None = None) -> None:
+        """`reexecution` re-runs a block's iteration for slashing evidence (None: a failed
+        re-execution proves nothing here, `pouw.blockchain.slashing`)."""
         self.params = params
         self.accounts: dict[str, Account] = {}
         self.tickets: dict[bytes, Ticket] = {}
         self.tasks: dict[bytes, TaskRecord] = {}
         self.positions: dict[bytes, Position] = {}
         """(task id + ticket id) -> how far that ticket's work on the task went."""
-        self.evidence_check = evidence_check or _signature_only_evidence_check
+        self.slashing = SlashingRule(reexecution)
         self._changes: StateChanges | None = None
 
     @classmethod
     def genesis(
-        cls, params: ChainParams, evidence_check: EvidenceCheck | None = None
+        cls, params: ChainParams, reexecution: ReexecutionCheck | None = None
     ) -> LedgerState:
-        state = cls(params, evidence_check)
+        state = cls(params, reexecution)
         task_id = bootstrap_task_id(params)
         if params.bootstrap_task is not None and task_id is not None:
             state.tasks[task_id] = TaskRecord(task_id, "", params.bootstrap_task, 0, 0)
@@ -303,25 +297,15 @@ class LedgerState:
                 f"stake {payload.amount} < minimum {self.params.min_stake}",
             )
         if isinstance(payload, TaskResult):
-            check_task_result(self.tasks.get(payload.task_id), payload, sender, self.tickets)
-        if isinstance(payload, SlashEvidence):
-            self._check_slash(payload, sender)
-
-    def _check_slash(self, slash: SlashEvidence, sender: str) -> None:
-        ticket = self.tickets.get(slash.ticket_id)
-        if ticket is None:
-            raise InvalidTransaction(Reason.UNKNOWN_TICKET, slash.ticket_id.hex())
-        if not self.holds_role(sender, NodeRole.VERIFIER, NodeRole.SUPERVISOR):
-            raise InvalidTransaction(Reason.NOT_A_VERIFIER, f"{sender} holds no verifier ticket")
-        if not verify_signature(
-            ticket.public_key, slash.evidence_signature, sha256(slash.evidence)
-        ):
-            raise InvalidTransaction(
-                Reason.BAD_EVIDENCE_SIGNATURE, "evidence not signed by the ticket owner"
+            check_task_result(
+                self.tasks.get(payload.task_id),
+                payload,
+                sender,
+                self.tickets,
+                self.params.chain_id,
             )
-        why_not = self.evidence_check(slash, ticket)
-        if why_not is not None:
-            raise InvalidTransaction(Reason.EVIDENCE_NOT_PROVEN, why_not)
+        if isinstance(payload, SlashEvidence):
+            self.slashing.check(payload, sender, self)
 
     def _apply_payload(
         self, payload: object, tx: Transaction, txid: bytes, sender: str, height: int

@@ -33,6 +33,9 @@ class DropReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type", 10
     WRONG_CHAIN = "wrong_chain", 100
     IMPERSONATION = "impersonation", 100
+    BAD_HANDSHAKE = "bad_handshake", 50
+    """A hello whose answer does not sign the challenge we sent on this link, for us, with
+    the sender's key: a hello replayed or relayed from another link."""
     RATE_LIMITED = "rate_limited", 2
     STALE = "stale", 2
     UNSOLICITED = "unsolicited", 1

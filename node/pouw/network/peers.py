@@ -5,6 +5,7 @@ Nothing here does I/O; the Network drives it.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import OrderedDict
@@ -12,7 +13,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from pouw.network.messages import ChainInfo, ItemKind
+from pouw.network.messages import CHALLENGE_SIZE, ChainInfo, ItemKind
 
 K = TypeVar("K", bound=Hashable)
 
@@ -122,10 +123,14 @@ class Link:
     pending_inv: dict[ItemKind, list[bytes]] = field(default_factory=dict)
     known: BoundedSet[tuple[ItemKind, bytes]] = field(default_factory=lambda: BoundedSet(4096))
     """Items this peer has (it announced or sent them, or we did): never announced to it."""
+    challenge: bytes = field(default_factory=lambda: os.urandom(CHALLENGE_SIZE))
+    """Our fresh nonce for this link: the peer is admitted once its hello signs it."""
+    answered: bytes | None = None
+    """The peer's challenge we last answered on this link."""
 
     @property
     def ready(self) -> bool:
-        """The peer said a valid hello on this link."""
+        """The peer said a hello on this link that answered our challenge."""
         return self.peer_key is not None and not self.closed
 
     @property

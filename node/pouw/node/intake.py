@@ -13,12 +13,12 @@ from typing import Protocol
 
 from pouw.blockchain.block import Block, decode_block
 from pouw.blockchain.chain import AddStatus
+from pouw.blockchain.iteration_message import decode_iteration_message
 from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import decode_transaction, encode_transaction
 from pouw.crypto import address_of
 from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData, Reason, ReorgTooDeep
-from pouw.mining.messages import decode_iteration_message
 from pouw.monitoring.health import HealthTracker
 from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
 from pouw.node.announcer import Announcer
@@ -56,6 +56,7 @@ class Intake:
         self.ledger = ledger
         self.announcer = announcer
         self.health = health
+        self._chain_id = context.params.chain_id
         self.block_checks: list[BlockCheck] = [self.reexecute]
         """Every node re-executes a peer's block (in the checking thread) before taking it;
         roles add their own checks after."""
@@ -256,7 +257,7 @@ class Intake:
             return rejected(Reason.ID_MISMATCH)
         if self.announcer.knows(ItemKind.ITERATION, item_id):
             return ItemResult(Verdict.KNOWN)
-        if not has_valid_signature(batch, batch.miner):
+        if not has_valid_signature(batch, batch.miner, self._chain_id):
             return rejected(Reason.BAD_SIGNATURE)
         events, tasks = self.context.events, self.context.tasks
         on_chain = self.ledger.chain.state.tasks
@@ -285,7 +286,7 @@ class Intake:
             return ItemResult(Verdict.KNOWN, Reason.TASK_NOT_DRAWN)
         if all(ticket.public_key != final.miner for ticket in record.drawn.miners):
             return rejected(Reason.NOT_DRAWN_MINER)
-        if not has_valid_signature(final, final.miner):
+        if not has_valid_signature(final, final.miner, self._chain_id):
             return rejected(Reason.BAD_SIGNATURE)
         self.announcer.remember(ItemKind.MODEL, item_id, payload)
         take_final_model(self.context, final)
@@ -297,7 +298,7 @@ class Intake:
             return rejected(Reason.ID_MISMATCH)
         if self.announcer.knows(ItemKind.VERDICT, item_id):
             return ItemResult(Verdict.KNOWN)
-        if not has_valid_signature(verdict, verdict.verifier):
+        if not has_valid_signature(verdict, verdict.verifier, self._chain_id):
             return rejected(Reason.BAD_SIGNATURE)
         block = self.ledger.chain.block(verdict.block_hash)
         if not may_attest(verdict.verifier, block, *self._attesting()):
@@ -322,7 +323,7 @@ class Intake:
             if record.status != "open":
                 continue
             for final in self.context.tasks.stored_models(task_id):
-                if has_valid_signature(final, final.miner):
+                if has_valid_signature(final, final.miner, self._chain_id):
                     take_final_model(self.context, final)
 
 

@@ -83,7 +83,11 @@ class Ledger:
 
     def open(self) -> None:
         """The stored chain, and the journaled transactions that still apply."""
-        self._chain = Chain(ChainStore(self.context.config.data_dir), self.context.params)
+        self._chain = Chain(
+            ChainStore(self.context.config.data_dir),
+            self.context.params,
+            reexecution=self.seal.failure,  # a block rejected already costs nothing again
+        )
         self._chain.seal_rules = (self.seal,)
         self._chain.claim_rule = ClaimRule()
         self.context.metrics.chain_height.set(self._chain.height)

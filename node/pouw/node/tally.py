@@ -14,11 +14,12 @@ from collections.abc import Callable
 
 from pouw.blockchain.block import Block
 from pouw.blockchain.chain import Chain
+from pouw.blockchain.iteration_message import decode_iteration_message
+from pouw.blockchain.slashing import offender
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import Reward, SlashEvidence, TaskResult
-from pouw.crypto import HASH_SIZE, address_of
+from pouw.crypto import address_of
 from pouw.errors import MalformedData
-from pouw.mining.messages import decode_iteration_message
 from pouw.node.context import NodeContext
 
 
@@ -52,10 +53,9 @@ class ChainTally:
             if isinstance(payload, TaskResult):
                 results.add(payload.task_id)
             if isinstance(payload, SlashEvidence) and sign > 0:
-                # evidence = IT_RES || H(update)
-                with contextlib.suppress(MalformedData):
-                    cheat = decode_iteration_message(payload.evidence[:-HASH_SIZE])
-                    context.reputation.rejected(address_of(cheat.miner))
+                cheat = offender(payload)
+                if cheat is not None:
+                    context.reputation.rejected(address_of(cheat))
         self._count_settlements(block, results, sign)
         if block.iteration_message:
             with contextlib.suppress(MalformedData):

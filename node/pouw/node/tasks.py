@@ -11,12 +11,12 @@ from pathlib import Path
 
 import msgspec
 
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.transactions import COIN, PayForTask, Transaction
 from pouw.crypto import address_of
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import MalformedData
-from pouw.mining.messages import IterationMessage
 from pouw.node.items import FinalModel, decode_item, encode_item
 from pouw.node.views import MinerProgress, TaskPhase, TaskView
 

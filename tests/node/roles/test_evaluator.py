@@ -12,7 +12,7 @@ import msgspec
 from tests.node.fakes import IRIS, PARAMS, FakeLedger, assignment, context, key, task
 
 from pouw.blockchain.settlement import evaluation_height
-from pouw.blockchain.transactions import TaskResult
+from pouw.blockchain.transactions import TaskResult, sign_transaction
 from pouw.crypto import KeyPair, sha256
 from pouw.errors import InvalidTransaction, Reason
 from pouw.ml.models import build_model, model_hash, model_to_bytes
@@ -228,6 +228,17 @@ def test_a_refusal_no_retry_can_change_ends_its_tries(tmp_path: Path) -> None:
         assert node.tasks.of(TASK_ID).evaluating, "not scored again"
 
     run(scenario)
+
+
+def test_a_result_of_ours_still_pending_is_not_signed_again(tmp_path: Path) -> None:
+    """A restart replays our TASK_RESULT into the mempool from the journal: a second one that
+    differs would be slashing evidence against us (`pouw.blockchain.slashing`)."""
+    node, ledger, _ = setup(tmp_path)
+    ours = TaskResult(TASK_ID, ())
+    ledger.mempool.pending.append(
+        sign_transaction(node.key, ours, nonce=0, fee=1, chain_id=PARAMS.chain_id)
+    )
+    assert_never_evaluated(node, ledger)
 
 
 def test_a_closed_task_is_not_evaluated(tmp_path: Path) -> None:

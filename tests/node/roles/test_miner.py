@@ -94,7 +94,7 @@ def test_peers_updates_reach_the_trainers_inbox_never_its_own(tmp_path: Path) ->
 
 def published(node: NodeContext, task_id: bytes, iteration: int) -> PublishedIteration:
     message = message_of(node.key, task_id, iteration=iteration)
-    return PublishedIteration(message.encode(), b"", node.key.sign(b"the digest"))
+    return PublishedIteration(message.encode(), b"", bytes(64))
 
 
 def test_its_iterations_go_out_in_signed_batches_for_client_tasks_only(tmp_path: Path) -> None:
@@ -115,7 +115,9 @@ def test_its_iterations_go_out_in_signed_batches_for_client_tasks_only(tmp_path:
     ((kind, item_id, payload),) = announcer.announced
     batch = decode_item(IterationBatch, payload)
     assert kind == ItemKind.ITERATION and batch.item_id() == item_id
-    assert len(batch.records) == 3 and has_valid_signature(batch, node.key.public_key)
+    assert len(batch.records) == 3 and has_valid_signature(
+        batch, node.key.public_key, node.params.chain_id
+    )
     for iteration in range(ITERATION_BATCH_MAX):
         role.on_iteration(published(node, OLD, iteration))
     assert len(announcer.announced) == 2  # a full batch does not wait for the tick
@@ -133,6 +135,19 @@ def test_its_blocks_are_announced_once_the_ledger_takes_them(tmp_path: Path) -> 
     assert ledger.templates == 1  # the template is rebuilt on the tip
 
 
+def test_a_task_whose_final_model_it_signed_is_never_trained_again(tmp_path: Path) -> None:
+    """After a restart its stored final model comes back: a second, different one for the task
+    would be slashing evidence against it (`pouw.blockchain.slashing`)."""
+    node, ledger, _, role = setup(tmp_path)
+    ledger.add_task(task(OLD, height=2), assignment([node.key]))
+    changed(node)
+    assert role.job is not None and role.job.task_id == OLD
+    node.events.final_model.emit(FinalModel(OLD, node.key.public_key, sha256(b"m"), b"", 9))
+    assert role.job is not None and role.job.task_id != OLD
+    changed(node)
+    assert role.job is not None and role.job.task_id != OLD
+
+
 def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> None:
     node, ledger, announcer, role = setup(tmp_path)
     ledger.add_task(task(OLD, height=2), assignment([node.key]))
@@ -146,7 +161,7 @@ def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> N
     (final,) = stored
     assert (final.task_id, final.miner) == (OLD, node.key.public_key)
     assert final.model_hash == model_hash(trainer.model)
-    assert has_valid_signature(final, node.key.public_key)
+    assert has_valid_signature(final, node.key.public_key, node.params.chain_id)
     assert node.tasks.of(OLD).final_models[node.address] == final
     assert announcer.kinds() == [ItemKind.MODEL]
     assert role.job is not None and role.job.task_id == NEW

@@ -6,8 +6,10 @@ ledger settles the task once a majority of the drawn evaluators agree
 It waits for every drawn miner's final model until the task's evaluation height (its deadline
 less the chain's settlement blocks), then scores the ones it has. A missing, corrupt or junk
 model never ends its watch: with nothing valid to rank it waits for more, and at the deadline
-the ledger refunds the client. A result refused, or dropped from the mempool unmined, is sent
-again. Miners slashed since the draw, and those the node's screening
+the ledger refunds the client. A result refused is scored and sent again; one dropped from the
+mempool unmined is sent again as it was: it never signs a second, different result for a task
+while its first may still be mined, which would be slashing evidence against it
+(`pouw.blockchain.slashing`). Miners slashed since the draw, and those the node's screening
 flagged in most of their rounds (unless nobody else delivered), are left out of the ranking.
 """
 
@@ -48,8 +50,9 @@ class EvaluatorRole:
         """Tasks with final models here, looked at again every other tick."""
         self._scored: dict[bytes, frozenset[bytes]] = {}
         """Task -> the candidates (item ids) last scored with nothing valid among them."""
-        self._sent_txids: dict[bytes, bytes] = {}
-        """Task -> the id of the TASK_RESULT this node sent, until the chain holds it."""
+        self._sent_results: dict[bytes, TaskResult] = {}
+        """Task -> the TASK_RESULT this node signed and the mempool admitted, until the chain
+        holds it."""
         context.events.final_model.subscribe(self._arrived)
         context.events.tick.subscribe(self._on_tick)
 
@@ -67,14 +70,14 @@ class EvaluatorRole:
         if record is None or record.status != "open" or self._sent(record):
             self._watching.discard(task_id)
             self._scored.pop(task_id, None)
-            self._sent_txids.pop(task_id, None)
+            self._sent_results.pop(task_id, None)
             return
         progress = self.context.tasks.of(task_id)
-        sent = self._sent_txids.get(task_id)
-        if sent is not None and sent not in self.ledger.mempool:
-            del self._sent_txids[task_id]  # dropped unmined (evicted, or reorged stale): again
-            progress.evaluating = False
-        if progress.evaluating:
+        if progress.evaluating or self._result_pending(task_id):
+            return
+        sent = self._sent_results.get(task_id)
+        if sent is not None:  # dropped unmined (evicted, or reorged stale): the same again
+            self._submit(record, sent)
             return
         assignment = self.ledger.draw(record)
         if assignment is None or not assignment.holds(NodeRole.EVALUATOR, self.context.address):
@@ -90,6 +93,17 @@ class EvaluatorRole:
 
     def _sent(self, record: TaskRecord) -> bool:
         return any(entry.evaluator == self.context.address for entry in record.results)
+
+    def _result_pending(self, task_id: bytes) -> bool:
+        """Our TASK_RESULT for the task waits in the mempool (a restart replays it from the
+        journal): a second one that differs would be slashing evidence against us."""
+        key = self.context.key.public_key
+        return any(
+            tx.sender == key
+            and isinstance(tx.payload, TaskResult)
+            and tx.payload.task_id == task_id
+            for tx in self.ledger.mempool.transactions()
+        )
 
     def _candidates(self, record: TaskRecord, assignment: TaskAssignment) -> list[FinalModel]:
         """The drawn miners' final models to score: none until every miner still ranked
@@ -120,15 +134,19 @@ class EvaluatorRole:
             self._scored[record.task_id] = key
             progress.evaluating = False
             return
+        self._submit(record, task_result(record, scored))
+
+    def _submit(self, record: TaskRecord, result: TaskResult) -> None:
+        """Send `result`; refused, it is tried again on a later tick, unless no try can pass."""
         try:
-            tx = self.ledger.submit(task_result(record, scored))
-            self._sent_txids[record.task_id] = tx.txid()
+            self.ledger.submit(result)
+            self._sent_results[record.task_id] = result
         except InvalidTransaction as error:
             log.warning("task result refused: %s", error)
             if error.reason in FINAL_REFUSALS:
                 self._watching.discard(record.task_id)
                 return
-            progress.evaluating = False  # tried again on a later tick
+        self.context.tasks.of(record.task_id).evaluating = False
 
 
 def score_models(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pouw.blockchain.block import Block, encode_block
 from pouw.blockchain.chain import AddStatus
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.state import Position
@@ -25,7 +26,6 @@ from pouw.economics.schedule import training_order
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, MalformedData
 from pouw.mining.checkpoint import TrainerCheckpoints
-from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.miner import Miner, MiningStats, PublishedIteration
 from pouw.mining.peers import PeerUpdates
 from pouw.mining.segments import position, segment_start
@@ -131,6 +131,14 @@ class MinerRole:
         events.chain_changed.subscribe(lambda _: self.refresh_job())
         events.peer_iteration.subscribe(self._take_update)
         events.tick.subscribe(lambda _: self.flush_iterations())
+        events.final_model.subscribe(self._own_final_model)
+
+    def _own_final_model(self, final: FinalModel) -> None:
+        """A final model of ours (restored after a restart): the task is never trained again,
+        since a second, different final model for it is slashing evidence."""
+        if final.miner == self.context.key.public_key and final.task_id not in self._finished:
+            self._finished.add(final.task_id)
+            self.refresh_job()
 
     @property
     def activity(self) -> Activity:
@@ -323,7 +331,9 @@ class MinerRole:
         records, self._unsent = self._unsent, []
         if records:
             key = self.context.key
-            batch = sign_batch(key, IterationBatch(key.public_key, tuple(records)))
+            batch = sign_batch(
+                key, self.context.params.chain_id, IterationBatch(key.public_key, tuple(records))
+            )
             self.announcer.announce(ItemKind.ITERATION, batch.item_id(), encode_item(batch))
 
     def _template(self) -> Block | None:
@@ -357,6 +367,7 @@ class MinerRole:
         self._inboxes.pop(job.task_id, None)  # nobody takes from it any more
         final = sign_final_model(
             key,
+            self.context.params.chain_id,
             FinalModel(
                 task_id=job.task_id,
                 miner=key.public_key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pouw.mining.messages import IterationMessage
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.node.context import NodeContext
 from pouw.node.items import IterationRecord, encode_item
 
