@@ -1,11 +1,14 @@
 """Final models a node received are kept on disk with their signed items: a restarted node
-(an evaluator above all) gets them back as they were received."""
+(an evaluator above all) gets them back as they were received; each miner within its share of
+the byte budget, one model per task."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pouw.budgets import FINAL_MODEL_BYTES_PER_SENDER
 from pouw.crypto import KeyPair, sha256
+from pouw.errors import Reason
 from pouw.ml.models import build_model, model_hash, model_to_bytes
 from pouw.node.items import FinalModel, has_valid_signature, sign_final_model
 from pouw.node.tasks import TaskBook
@@ -41,3 +44,32 @@ def test_an_item_without_its_model_or_unreadable_is_skipped(tmp_path: Path) -> N
     book.model_path(TASK, lost.model_hash).unlink()
     book.model_path(TASK, torn.model_hash).with_suffix(".final").write_bytes(b"\x93torn")
     assert TaskBook(tmp_path).stored_models(TASK) == [kept]
+
+
+def _large(key: KeyPair, task_id: bytes, size: int, fill: int = 1) -> FinalModel:
+    model = bytes([fill]) * size
+    return sign_final_model(key, FinalModel(task_id, key.public_key, sha256(model), model, 1))
+
+
+def test_a_miner_past_its_share_of_model_bytes_is_refused_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    miner, share = KeyPair.generate(), FINAL_MODEL_BYTES_PER_SENDER
+    book = TaskBook(tmp_path)
+    assert book.store_model(_large(miner, TASK, share // 2)) is None
+    refused = _large(miner, sha256(b"another task"), share // 2 + 1)
+    assert book.store_model(refused) == Reason.OVER_SENDER_BUDGET
+    assert not book.model_path(refused.task_id, refused.model_hash).exists()
+    assert book.model_budget.of(miner.address) <= share
+
+
+def test_a_miner_s_new_model_for_a_task_replaces_its_old_one_on_disk(tmp_path: Path) -> None:
+    miner = KeyPair.generate()
+    book = TaskBook(tmp_path)
+    first, second = _large(miner, TASK, 1024, fill=1), _large(miner, TASK, 2048, fill=2)
+    book.store_model(first)
+    book.store_model(second)
+    assert not book.model_path(TASK, first.model_hash).exists()
+    assert book.stored_models(TASK) == [second]
+    on_disk = sum(p.stat().st_size for p in (tmp_path / TASK.hex()).iterdir())
+    assert book.model_budget.used == on_disk

@@ -13,9 +13,10 @@ import msgspec
 
 from pouw.blockchain.state import TaskRecord
 from pouw.blockchain.transactions import COIN, PayForTask, Transaction
+from pouw.budgets import FINAL_MODEL_BYTES_PER_SENDER, FINAL_MODEL_BYTES_TOTAL, ByteBudget
 from pouw.crypto import address_of
 from pouw.economics.selection import TaskAssignment
-from pouw.errors import MalformedData
+from pouw.errors import MalformedData, Reason
 from pouw.mining.messages import IterationMessage
 from pouw.node.items import FinalModel, decode_item, encode_item
 from pouw.node.views import MinerProgress, TaskPhase, TaskView
@@ -47,6 +48,11 @@ class TaskProgress:
 class TaskBook:
     def __init__(self, models_dir: Path) -> None:
         self.models_dir = models_dir
+        self.model_budget: ByteBudget[str, tuple[bytes, str]] = ByteBudget(
+            FINAL_MODEL_BYTES_PER_SENDER, FINAL_MODEL_BYTES_TOTAL
+        )
+        """Final models' bytes by miner, each (task, miner) one model: what is held in memory
+        and the same bytes on disk."""
         self.progress: dict[bytes, TaskProgress] = {}
         self.pending: dict[bytes, tuple[str, float]] = {}
         """Paid-for tasks not yet on chain: task id -> (client address, reward in coins)."""
@@ -69,17 +75,33 @@ class TaskBook:
     def record_block(self, task_id: bytes, delta: int = 1) -> None:
         self.of(task_id).blocks += delta
 
-    def store_model(self, model: FinalModel) -> None:
+    def store_model(self, model: FinalModel) -> Reason | None:
+        """Keep a miner's final model (in place of its earlier one for the task), or say why
+        it does not fit the budget and keep nothing."""
         progress = self.of(model.task_id)
         miner = address_of(model.miner)
+        item = encode_item(msgspec.structs.replace(model, model=b""))
+        refused = self.model_budget.charge(
+            (model.task_id, miner), miner, len(model.model) + len(item)
+        )
+        if refused is not None:
+            return refused
+        earlier = progress.final_models.get(miner)
+        if earlier is not None and earlier.model_hash != model.model_hash:
+            self._delete_model(earlier)
         progress.final_models[miner] = model
         progress.miners.setdefault(miner, _MinerState()).finished = True
         path = self.model_path(model.task_id, model.model_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, model.model)
         # After the model: an item on disk means its model is there too.
-        item = msgspec.structs.replace(model, model=b"")
-        _write_atomically(path.with_suffix(FINAL_MODEL_ITEM), encode_item(item))
+        _write_atomically(path.with_suffix(FINAL_MODEL_ITEM), item)
+        return None
+
+    def _delete_model(self, model: FinalModel) -> None:
+        path = self.model_path(model.task_id, model.model_hash)
+        path.with_suffix(FINAL_MODEL_ITEM).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
     def stored_models(self, task_id: bytes) -> list[FinalModel]:
         """The final models of `task_id` stored here, as received (signatures unchecked)."""

@@ -14,10 +14,11 @@ from cachetools import FIFOCache
 
 from pouw.blockchain.block import Block
 from pouw.blockchain.transactions import SlashEvidence
+from pouw.budgets import RECENT_ITEM_BYTES_PER_KIND
 from pouw.crypto import address_of, sha256
 from pouw.errors import InvalidBlock, InvalidTransaction
 from pouw.network.messages import ItemKind
-from pouw.node.announcer import RECENT_ITEMS, Announcer
+from pouw.node.announcer import Announcer
 from pouw.node.context import NodeContext
 from pouw.node.intake import Intake
 from pouw.node.items import BlockVerdict, IterationRecord, encode_item, sign_verdict
@@ -38,8 +39,11 @@ class VerifierRole:
         self.ledger = ledger
         self.announcer = announcer
         self.intake = intake
-        self._records: FIFOCache[bytes, IterationRecord] = FIFOCache(RECENT_ITEMS)
-        """Recent IT_RES by message hash: the evidence a report attaches."""
+        self._records: FIFOCache[bytes, IterationRecord] = FIFOCache(
+            RECENT_ITEM_BYTES_PER_KIND, getsizeof=record_bytes
+        )
+        """Recent IT_RES by message hash, the oldest forgotten past RECENT_ITEM_BYTES_PER_KIND
+        of them: the evidence a report attaches."""
         self._awaiting: FIFOCache[bytes, tuple[Block, InvalidBlock]] = FIFOCache(AWAITED_EVIDENCE)
         self._reported: set[bytes] = set()
         events = context.events
@@ -65,7 +69,8 @@ class VerifierRole:
 
     def _keep_record(self, record: IterationRecord) -> None:
         message_id = sha256(record.message)
-        self._records[message_id] = record
+        if record_bytes(record) <= RECENT_ITEM_BYTES_PER_KIND:
+            self._records[message_id] = record
         awaited = self._awaiting.pop(message_id, None)
         if awaited is not None:
             self._report(*awaited)
@@ -101,3 +106,7 @@ class VerifierRole:
             return
         self._reported.add(tickets[0].ticket_id)
         log.info("slashing %s: its block at height %d %s", miner, block.header.height, error.reason)
+
+
+def record_bytes(record: IterationRecord) -> int:
+    return len(record.message) + len(record.update)
