@@ -31,7 +31,7 @@ from pouw.network.messages import (
     open_frame,
 )
 from pouw.network.peering import Peering
-from pouw.network.peers import BanScore, Link, TokenBucket
+from pouw.network.peers import WRITTEN, BanScore, Link, Sent, TokenBucket
 from pouw.network.settings import NetworkSettings
 from pouw.network.sync import FIRST_SERVE_BLOCKS, Sync
 from pouw.network.wire import Wire
@@ -47,9 +47,9 @@ class Recorded:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
 
-    def __call__(self, frame: bytes) -> bool:
+    def __call__(self, frame: bytes) -> Sent:
         self.frames.append(frame)
-        return True
+        return WRITTEN
 
     def bodies(self) -> list[Body]:
         return [open_frame(frame, CHAIN, LIMIT)[1] for frame in self.frames]

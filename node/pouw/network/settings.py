@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pouw.budgets import GOSSIP_FRAME_BYTES, OUTBOUND_BYTES_PER_PEER, OUTBOUND_BYTES_TOTAL
+
 
 @dataclass(frozen=True)
 class NetworkSettings:
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = GOSSIP_FRAME_BYTES
     rate_per_s: float = 2000.0
     """Frames a second one link may send us (token bucket), beyond `burst`."""
     burst: int = 4000
@@ -39,6 +41,9 @@ class NetworkSettings:
     import_queue: int = 4096
     serve_bytes: int = 32 * 1024 * 1024
     """Most payload bytes one getdata is answered with."""
+    max_queued_bytes: int = OUTBOUND_BYTES_PER_PEER
+    """Bytes queued to one peer unread before it is dropped (pouw.budgets)."""
+    max_queued_bytes_total: int = OUTBOUND_BYTES_TOTAL
     partition_file: Path | None = None
     """Fault injection for tests (faults.py): a file of peer addresses to cut this node off
     from, re-read every heartbeat. None: POUW_FAULT_PARTITION_FILE when set, else no file."""
