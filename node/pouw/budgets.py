@@ -48,6 +48,13 @@ OUTBOUND_BYTES_TOTAL: Final = 16 * GOSSIP_FRAME_BYTES
 """Bytes queued to every peer together, also to links already closed that ZeroMQ still holds
 (a ROUTER keeps a silent peer's queue until its TCP connection ends)."""
 
+IMPORT_BYTES_PER_PEER: Final = 4 * GOSSIP_FRAME_BYTES
+"""Items and sync batches of one peer waiting to be judged: a sync batch and a few large items
+(an honest peer sends only what we asked for)."""
+IMPORT_BYTES_TOTAL: Final = 16 * GOSSIP_FRAME_BYTES
+"""All peers' items waiting to be judged; past it an item is refused as overloaded and fetched
+again on a later announcement."""
+
 SERVE_AGAIN_AFTER_S: Final = 10.0
 """A getdata for an item this node sent the same link less than this ago is not answered
 again: twice the request timeout, after which an honest peer asks someone else."""
@@ -105,11 +112,11 @@ class ByteBudget(Generic[S, K]):
             return
         sender, size = charge
         self.used -= size
-        left = self._by_sender[sender] - size
-        if left:
+        left = self.of(sender) - size
+        if left > 0:
             self._by_sender[sender] = left
         else:
-            del self._by_sender[sender]
+            self._by_sender.pop(sender, None)
 
     def of(self, sender: S) -> int:
         """Bytes `sender` holds."""

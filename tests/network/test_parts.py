@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pouw.budgets import ByteBudget
 from pouw.crypto import KeyPair
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.drops import DropReason
@@ -175,6 +176,37 @@ def test_the_import_worker_scores_refusals_survives_bugs_and_calls_back_after_ea
     ]  # fmt: skip
     assert scores.penalised == [(liar, "loss_mismatch")]
     assert scores.counted == [DropReason.HANDLER_ERROR]
+
+
+def test_the_import_queue_holds_at_most_its_bytes_per_link_and_in_total() -> None:
+    """A peer answering our getdata with large items cannot fill the queue with its bytes:
+    past its share its items are refused as overloaded (fetched again later), and another
+    peer's still fit; a judged job gives its bytes back."""
+    scores = Scores()
+    queue = ImportQueue(
+        100,
+        penalise=lambda link, reason: scores.penalised.append((link, reason)),
+        count_drop=scores.counted.append,
+        budget=ByteBudget(per_sender=3000, total=4000),
+    )
+    importer = Recorder()
+    flooder, other = peer_link("flooder"), peer_link("other")
+    for _ in range(5):
+        queue.put(flooder, Data(ItemKind.TX, bytes(32), bytes(1000)), importer)
+    queue.put(other, Data(ItemKind.TX, bytes(32), bytes(1000)), importer)
+    queue.put(other, Blocks([bytes(500), bytes(600)]), importer)
+    assert importer.events == ["refused flooder", "refused flooder", "refused other"]
+    assert queue.budget.of(flooder) == 3000 and queue.budget.used == 4000
+    assert scores.counted == [DropReason.OVERLOADED] * 3 and scores.penalised == []
+
+    async def scenario() -> None:
+        worker = asyncio.ensure_future(queue.run())
+        while queue.waiting():
+            await asyncio.sleep(0)
+        worker.cancel()
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+    assert queue.budget.used == 0
 
 
 # -- sync --------------------------------------------------------------------------------------
