@@ -48,6 +48,12 @@ OUTBOUND_BYTES_TOTAL: Final = 16 * GOSSIP_FRAME_BYTES
 """Bytes queued to every peer together, also to links already closed that ZeroMQ still holds
 (a ROUTER keeps a silent peer's queue until its TCP connection ends)."""
 
+MEMPOOL_BYTES_PER_SENDER: Final = 4 * MIB
+"""A sender's pending transactions: its 64 (the count bound) of ordinary size, or a few slashes
+with their 1 MiB of evidence; more waits until blocks take some."""
+MEMPOOL_BYTES_TOTAL: Final = 64 * MIB
+"""All pending transactions: 32 full blocks (2 MiB each); past it the lowest fee goes."""
+
 IMPORT_BYTES_PER_PEER: Final = 4 * GOSSIP_FRAME_BYTES
 """Items and sync batches of one peer waiting to be judged: a sync batch and a few large items
 (an honest peer sends only what we asked for)."""
