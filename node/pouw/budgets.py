@@ -25,9 +25,10 @@ from a peer is larger, so every budget below holds at least one of the largest."
 FINAL_MODEL_BYTES_PER_SENDER: Final = 2 * GOSSIP_FRAME_BYTES
 """A miner's final models over all open tasks: two of the largest a node gossips (a miner is
 drawn for a task or two at a time; a third large model waits for the first task to close)."""
-FINAL_MODEL_BYTES_TOTAL: Final = 128 * MIB
+FINAL_MODEL_BYTES_TOTAL: Final = 64 * MIB
 """Every miner's final models, in memory (for the evaluator) and the same bytes on disk: a
-16-miner task of 8 MiB models (2 Mi parameters), or many small ones. The digits MLP's is 70 KB."""
+16-miner task of 4 MiB models (1 Mi parameters), or many small ones (the digits MLP's is
+70 KB). Which miners may send one at all is the final-model admission rule's to say."""
 
 ITERATION_JOURNAL_BYTES_PER_SENDER: Final = 256 * MIB
 """IT_RES records a supervisor keeps of one miner on disk: a 16 MiB-update miner's 16
@@ -36,7 +37,7 @@ about 1 KB)."""
 ITERATION_JOURNAL_BYTES_TOTAL: Final = 4096 * MIB
 """All miners' IT_RES records on a supervisor's disk: 16 miners at their full share."""
 
-RECENT_ITEM_BYTES_PER_KIND: Final = 4 * GOSSIP_FRAME_BYTES
+RECENT_ITEM_BYTES_PER_KIND: Final = 2 * GOSSIP_FRAME_BYTES
 """Items a node keeps, per kind, to answer peers' getdata (the announcer's cache; the oldest
 go first, it is a cache, not a store): a few of the largest or thousands of small ones."""
 

@@ -62,7 +62,7 @@ def _bytes_on_disk(directory: Path) -> int:
 
 
 def test_final_models_from_throwaway_keys_stay_within_the_byte_budget(tmp_path: Path) -> None:
-    """200 MiB of final models from 50 throwaway keys: the node keeps at most its budget in
+    """100 MiB of final models from 50 throwaway keys: the node keeps at most its budget in
     memory and on disk, and the model of a miner that came first is still there."""
 
     async def scenario() -> None:
@@ -71,10 +71,10 @@ def test_final_models_from_throwaway_keys_stay_within_the_byte_budget(tmp_path: 
         try:
             task_id = bootstrap_task_id(node.context.params)
             assert task_id is not None
-            honest = _model_of(KeyPair.generate(), task_id, 8 * MIB)
+            honest = _model_of(KeyPair.generate(), task_id, 4 * MIB)
             outcomes = []
             for final in [honest] + [
-                _model_of(KeyPair.generate(), task_id, 4 * MIB) for _ in range(50)
+                _model_of(KeyPair.generate(), task_id, 2 * MIB) for _ in range(50)
             ]:
                 outcomes.append(
                     await node.intake.on_item(
