@@ -30,6 +30,10 @@ FINAL_MODEL_BYTES_TOTAL: Final = 64 * MIB
 16-miner task of 4 MiB models (1 Mi parameters), or many small ones (the digits MLP's is
 70 KB). Which miners may send one at all is the final-model admission rule's to say."""
 
+PROGRESS_MINERS_PER_TASK: Final = 256
+"""Miners whose progress a node keeps per task (about 300 bytes each): a task seats at most 64;
+iterations from the 257th address on leave nothing behind."""
+
 ITERATION_JOURNAL_BYTES_PER_SENDER: Final = 256 * MIB
 """IT_RES records a supervisor keeps of one miner on disk: a 16 MiB-update miner's 16
 iterations, or a small model's hundreds of thousands (the digits MLP's compressed record is

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pouw.budgets import FINAL_MODEL_BYTES_PER_SENDER
+from tests.support.items import iteration_message
+
+from pouw.budgets import FINAL_MODEL_BYTES_PER_SENDER, PROGRESS_MINERS_PER_TASK
 from pouw.crypto import KeyPair, sha256
 from pouw.errors import Reason
 from pouw.ml.models import build_model, model_hash, model_to_bytes
@@ -73,3 +75,15 @@ def test_a_miner_s_new_model_for_a_task_replaces_its_old_one_on_disk(tmp_path: P
     assert book.stored_models(TASK) == [second]
     on_disk = sum(p.stat().st_size for p in (tmp_path / TASK.hex()).iterdir())
     assert book.model_budget.used == on_disk
+
+
+def test_progress_is_kept_for_a_bounded_number_of_miners_per_task(tmp_path: Path) -> None:
+    book = TaskBook(tmp_path)
+    first = KeyPair.generate()
+    book.record_iteration(iteration_message(TASK, first.public_key))
+    for _ in range(PROGRESS_MINERS_PER_TASK + 100):
+        book.record_iteration(iteration_message(TASK, KeyPair.generate().public_key))
+    book.record_iteration(iteration_message(TASK, first.public_key))
+    miners = book.of(TASK).miners
+    assert len(miners) == PROGRESS_MINERS_PER_TASK
+    assert miners[first.address].iterations == 2

@@ -187,9 +187,10 @@ class Link:
     """Items this peer has (it announced or sent them, or we did): never announced to it."""
     outbound: OutboundBytes = field(default_factory=OutboundBytes)
     served: RecentSet[tuple[ItemKind, bytes]] = field(
-        default_factory=lambda: RecentSet(SERVE_AGAIN_AFTER_S, 4096)
+        default_factory=lambda: RecentSet(SERVE_AGAIN_AFTER_S, 1024)
     )
-    """Items we sent this peer lately: a getdata for one of them again is not answered."""
+    """Items we sent this peer lately: a getdata for one of them again is not answered (the
+    last 1 024: about 200 KB a link)."""
 
     @property
     def ready(self) -> bool:

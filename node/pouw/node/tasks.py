@@ -13,7 +13,12 @@ import msgspec
 
 from pouw.blockchain.state import TaskRecord
 from pouw.blockchain.transactions import COIN, PayForTask, Transaction
-from pouw.budgets import FINAL_MODEL_BYTES_PER_SENDER, FINAL_MODEL_BYTES_TOTAL, ByteBudget
+from pouw.budgets import (
+    FINAL_MODEL_BYTES_PER_SENDER,
+    FINAL_MODEL_BYTES_TOTAL,
+    PROGRESS_MINERS_PER_TASK,
+    ByteBudget,
+)
 from pouw.crypto import address_of
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import MalformedData, Reason
@@ -61,7 +66,10 @@ class TaskBook:
         return self.progress.setdefault(task_id, TaskProgress())
 
     def record_iteration(self, message: IterationMessage) -> None:
-        state = self.of(message.task_id).miners.setdefault(address_of(message.miner), _MinerState())
+        miners, address = self.of(message.task_id).miners, address_of(message.miner)
+        if address not in miners and len(miners) >= PROGRESS_MINERS_PER_TASK:
+            return
+        state = miners.setdefault(address, _MinerState())
         state.epoch = max(state.epoch, message.epoch)
         state.iterations += 1
         state.loss = message.loss
