@@ -151,10 +151,12 @@ class Wire:
     def _settle_all(self) -> None:
         for link in self.links.links():
             self._queued -= link.outbound.settle()
-        for closed in list(self._draining):
+        self._settle_draining()
+
+    def _settle_draining(self) -> None:
+        for closed in self._draining:
             self._queued -= closed.settle()
-            if not closed.frames:
-                self._draining.remove(closed)
+        self._draining = [closed for closed in self._draining if closed.frames]
 
     def queued_bytes(self, link: Link | None = None) -> int:
         """Bytes handed to ZeroMQ and not written out yet: to `link`, or to every peer (links
@@ -172,6 +174,7 @@ class Wire:
         if bye is not None:
             self.send(link, Bye(bye))
         self.links.remove(link, linger_ms=50 if bye else 0)
+        self._settle_draining()
         if link.outbound.frames:
             self._draining.append(link.outbound)  # a ROUTER holds them until the peer goes
         reader = self._readers.pop(link, None)
