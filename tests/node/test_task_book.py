@@ -87,3 +87,16 @@ def test_progress_is_kept_for_a_bounded_number_of_miners_per_task(tmp_path: Path
     miners = book.of(TASK).miners
     assert len(miners) == PROGRESS_MINERS_PER_TASK
     assert miners[first.address].iterations == 2
+
+
+def test_a_task_s_result_frees_its_model_bytes_and_keeps_only_the_ranked_on_disk(
+    tmp_path: Path,
+) -> None:
+    book = TaskBook(tmp_path)
+    ranked, junk = (_large(KeyPair.generate(), TASK, 1024, fill=n) for n in (1, 2))
+    for final in (ranked, junk):
+        book.store_model(final)
+    book.settle(TASK, {ranked.model_hash})
+    assert book.model_budget.used == 0 and book.of(TASK).final_models == {}
+    assert book.model_bytes(TASK, ranked.model_hash) == ranked.model
+    assert not book.model_path(TASK, junk.model_hash).exists()

@@ -1,7 +1,7 @@
 """What each main-chain block means for this node: its own counters (blocks mined, rewards
-earned), the blocks mined with each task's work, and the reputation of miners proven to
-cheat (a SLASH on chain is proof every node learns). Blocks leaving the main chain in a reorg
-are counted back out."""
+earned), the blocks mined with each task's work, the reputation of miners proven to cheat (a
+SLASH on chain is proof every node learns), and the final models a task's result lets go of.
+Blocks leaving the main chain in a reorg are counted back out."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ class ChainTally:
                 for payout in payload.payouts:
                     if payout.recipient == address:
                         counters.rewards_earned += sign * payout.amount
+                if sign > 0:
+                    ranked = {entry.model_hash for entry in payload.ranking}
+                    context.tasks.settle(payload.task_id, ranked)
             if isinstance(payload, SlashEvidence) and sign > 0:
                 # evidence = IT_RES || H(update)
                 with contextlib.suppress(MalformedData):

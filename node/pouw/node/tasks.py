@@ -106,6 +106,16 @@ class TaskBook:
         _write_atomically(path.with_suffix(FINAL_MODEL_ITEM), item)
         return None
 
+    def settle(self, task_id: bytes, ranked: set[bytes]) -> None:
+        """The task's result is on chain: its final models leave memory and the budget, and
+        those it did not rank leave the disk (the ranked stay: the API serves the best)."""
+        progress = self.of(task_id)
+        for miner, model in progress.final_models.items():
+            self.model_budget.release((task_id, miner))
+            if model.model_hash not in ranked:
+                self._delete_model(model)
+        progress.final_models.clear()
+
     def _delete_model(self, model: FinalModel) -> None:
         path = self.model_path(model.task_id, model.model_hash)
         path.with_suffix(FINAL_MODEL_ITEM).unlink(missing_ok=True)
