@@ -35,11 +35,12 @@ PROGRESS_MINERS_PER_TASK: Final = 256
 iterations from the 257th address on leave nothing behind."""
 
 ITERATION_JOURNAL_BYTES_PER_SENDER: Final = 256 * MIB
-"""IT_RES records a supervisor keeps of one miner on disk: a 16 MiB-update miner's 16
-iterations, or a small model's hundreds of thousands (the digits MLP's compressed record is
-about 1 KB)."""
+"""IT_RES records a supervisor keeps of one miner in one task, on disk: a 16 MiB-update
+miner's 16 iterations, or a small model's hundreds of thousands (the digits MLP's compressed
+record is about 1 KB)."""
 ITERATION_JOURNAL_BYTES_TOTAL: Final = 4096 * MIB
-"""All miners' IT_RES records on a supervisor's disk: 16 miners at their full share."""
+"""All IT_RES records on a supervisor's disk: 16 miners at their full share. Journals are not
+pruned: a supervisor that reaches it journals nothing more until they are."""
 
 RECENT_ITEM_BYTES_PER_KIND: Final = 2 * GOSSIP_FRAME_BYTES
 """Items a node keeps, per kind, to answer peers' getdata (the announcer's cache; the oldest

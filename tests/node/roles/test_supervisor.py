@@ -40,7 +40,7 @@ def test_records_from_throwaway_miners_stay_within_the_journal_budget(tmp_path: 
     for _ in range(40):
         _send(node, KeyPair.generate(), iterations=8, size=64 * KIB)  # 512 KiB each
     assert supervisor.journal_of(TASK_ID).stat().st_size <= 1024 * KIB
-    assert supervisor.budget.of(honest.address) == journaled
+    assert supervisor.budget.of((TASK_ID.hex(), honest.address)) == journaled
     assert _over_budget(node, "over_sender_budget") > 0
     assert _over_budget(node, "store_full") > 0
 
