@@ -67,6 +67,18 @@ IMPORT_BYTES_TOTAL: Final = 16 * GOSSIP_FRAME_BYTES
 """All peers' items waiting to be judged; past it an item is refused as overloaded and fetched
 again on a later announcement."""
 
+# Fixed-size entries are bounded by count; their bytes are the count times about 210 bytes (a
+# kind and a 32-byte id in an ordered dict, measured with tracemalloc).
+RELAY_SEEN_ITEMS: Final = 65_536
+"""Items the relay knows it has (never fetched again): about 14 MB."""
+RELAY_REQUESTS: Final = 65_536
+"""Items asked of a peer and not arrived; an inv beyond it is ignored until they drain: about
+20 MB with their announcers."""
+RELAY_DEFERRED: Final = 65_536
+"""Announcements waiting for room in the import queue, oldest forgotten first: about 14 MB."""
+KNOWN_ITEMS_PER_LINK: Final = 4096
+"""Items a peer is known to have (never announced to it): about 1 MB a link."""
+
 SERVE_AGAIN_AFTER_S: Final = 10.0
 """A getdata for an item this node sent the same link less than this ago is not answered
 again: twice the request timeout, after which an honest peer asks someone else."""

@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
-from pouw.budgets import SERVE_AGAIN_AFTER_S
+from pouw.budgets import KNOWN_ITEMS_PER_LINK, SERVE_AGAIN_AFTER_S
 from pouw.network.messages import ChainInfo, ItemKind
 
 K = TypeVar("K", bound=Hashable)
@@ -183,7 +183,9 @@ class Link:
     synced_to: bytes | None = None
     """The peer's tip when our last sync from it ended (not retried until it moves)."""
     pending_inv: dict[ItemKind, list[bytes]] = field(default_factory=dict)
-    known: BoundedSet[tuple[ItemKind, bytes]] = field(default_factory=lambda: BoundedSet(4096))
+    known: BoundedSet[tuple[ItemKind, bytes]] = field(
+        default_factory=lambda: BoundedSet(KNOWN_ITEMS_PER_LINK)
+    )
     """Items this peer has (it announced or sent them, or we did): never announced to it."""
     outbound: OutboundBytes = field(default_factory=OutboundBytes)
     served: RecentSet[tuple[ItemKind, bytes]] = field(

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pouw.budgets import GOSSIP_FRAME_BYTES, OUTBOUND_BYTES_PER_PEER, OUTBOUND_BYTES_TOTAL
+from pouw.budgets import (
+    GOSSIP_FRAME_BYTES,
+    OUTBOUND_BYTES_PER_PEER,
+    OUTBOUND_BYTES_TOTAL,
+    RELAY_SEEN_ITEMS,
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class NetworkSettings:
     max_clock_skew_s: float = 600.0
     cache_items: int = 4096
     cache_bytes: int = 64 * 1024 * 1024
-    seen_items: int = 65_536
+    seen_items: int = RELAY_SEEN_ITEMS
     inv_delay_s: float = 0.005
     """Announcements of items other than blocks wait this long to be sent together."""
     import_queue: int = 4096
