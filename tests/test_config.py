@@ -48,6 +48,7 @@ FULL_ENV = {
     "POUW_DATA_DIR": "/var/lib/pouw",
     "POUW_API_PORT": "9090",
     "POUW_API_TOKEN": "s3cret",
+    "POUW_API_INSECURE": "no",
     "POUW_NETWORK_KEY": "cluster-secret",
     "POUW_NODE_KEY_FILE": "/var/run/pouw/keys/miners-0.key",
     "POUW_DEVICE": "CUDA",

@@ -6,6 +6,8 @@ and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -56,6 +58,9 @@ class NodeConfig:
     data_dir: Path = Path(".data/node")
     api_port: int = 8080
     api_token: str | None = None
+    api_insecure: bool = False
+    """POUW_API_INSECURE: let `pouw node` serve its API beyond loopback without a token (anyone
+    who reaches it may pay, stake and submit); refused otherwise (check_api_exposure)."""
     device: str = "cpu"
     enable_security: bool = True
     """CurveZMQ encryption of peer traffic."""
@@ -319,6 +324,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_DATA_DIR": ("data_dir", lambda raw: Path(_text(raw))),
     "POUW_API_PORT": ("api_port", _port),
     "POUW_API_TOKEN": ("api_token", _text),
+    "POUW_API_INSECURE": ("api_insecure", _boolean),
     "POUW_NETWORK_KEY": ("network_key", _text),
     "POUW_NODE_KEY_FILE": ("node_key_file", lambda raw: Path(_text(raw))),
     "POUW_DEVICE": ("device", _choice(DEVICES, str.lower)),
@@ -362,3 +368,31 @@ def _name_variable(message: str) -> str:
     field_name, _, rest = message.partition("=")
     variable = _FIELD_TO_VARIABLE.get(field_name)
     return f"{variable}={rest}" if variable else message
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) reaches only this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_api_exposure(config: NodeConfig) -> None:
+    """An API beyond loopback without a token would take anyone's writes: refused, unless
+    POUW_API_INSECURE allows it (then warned at every start)."""
+    if config.api_token is not None or is_loopback(config.host):
+        return
+    if not config.api_insecure:
+        raise ConfigError(
+            f"POUW_HOST={config.host} serves the API beyond loopback without POUW_API_TOKEN: "
+            "set POUW_API_TOKEN (or POUW_HOST=127.0.0.1; POUW_API_INSECURE=1 allows anonymous "
+            "writes anyway)"
+        )
+    logging.getLogger("pouw.config").warning(
+        "INSECURE: POUW_API_INSECURE is set and POUW_HOST=%s has no POUW_API_TOKEN: anyone who "
+        "reaches this API can pay, stake and submit tasks with this node's key",
+        config.host,
+    )

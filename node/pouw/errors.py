@@ -138,6 +138,11 @@ class Reason(StrEnum):
     MALFORMED = "malformed"
     ID_MISMATCH = "id_mismatch"
     FOREIGN_ITERATION = "foreign_iteration"
+    # -- byte budgets (pouw.budgets) --------------------------------------------------------------
+    OVER_SENDER_BUDGET = "over_sender_budget"
+    """The item's author already holds its share of the store's bytes."""
+    STORE_FULL = "store_full", Trait.RELAY_MAY_CAUSE
+    """The store holds its total of bytes: refused, not held against the relay."""
 
 
 class Rejected(PouwError):

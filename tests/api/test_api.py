@@ -16,6 +16,7 @@ from pouw.api.app import MAX_BODY_BYTES, create_app
 from pouw.blockchain.transactions import Transfer, encode_transaction, sign_transaction
 from pouw.crypto import KeyPair
 from pouw.errors import InvalidTransaction, Reason
+from pouw.node.requests import RequestConflict
 from pouw.roles import NodeRole
 from tests.api.fake_node import DONE_ID, NEW_ID, TOKEN, TRAINING_ID, FakeNode
 
@@ -365,3 +366,13 @@ def test_a_malformed_transaction_or_address_is_a_422(api: TestClient, hex_text: 
     relayed = api.post("/transactions", json={"transaction": hex_text}, headers=AUTH)
     assert relayed.status_code == 422
     assert api.get("/accounts/not-an-address").status_code == 422
+
+
+def test_a_request_id_reused_with_another_body_is_409_naming_it(
+    api: TestClient, fake: FakeNode
+) -> None:
+    fake.refuse_with = RequestConflict("stake", "K")
+    answer = api.post("/stake", headers=AUTH, json={"amount": 5.0, "request_id": "K"})
+    assert answer.status_code == 409
+    assert answer.json()["reason"] == "request_id_reused"
+    assert "'K'" in answer.json()["detail"] and "/stake" in answer.json()["detail"]

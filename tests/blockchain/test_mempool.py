@@ -29,6 +29,7 @@ from pouw.blockchain.transactions import (
     TaskResult,
     Transaction,
     Transfer,
+    encode_transaction,
 )
 from pouw.crypto import KeyPair, sha256
 from pouw.errors import InvalidTransaction
@@ -263,3 +264,45 @@ def test_a_sender_has_a_bounded_number_of_pending_transactions(state: LedgerStat
     pool.add(transfer(ALICE, CAROL, 1, nonce=2, fee=6), state)  # a replacement adds none
     pool.add(transfer(BOB, ALICE, 1, nonce=0), state)  # other senders are not held up
     assert len(pool) == 4
+
+
+def _large(sender: KeyPair, nonce: int, fee: int) -> Transaction:
+    """A ticket purchase whose preferences carry 8 KB: a large transaction."""
+    preferences = {f"{n:02d}": "x" * 250 for n in range(32)}
+    payload = BuyTicket(role=NodeRole.MINER, amount=MIN_STAKE, preferences=preferences)
+    return signed(sender, payload, nonce, fee)
+
+
+def test_the_pool_holds_at_most_its_bytes_per_sender_and_in_total(state: LedgerState) -> None:
+    """Large transactions: a sender past its bytes is refused (too_many_pending), a pool past
+    its bytes evicts the lowest fee for a better-paying newcomer, and refuses a cheaper one."""
+    one = len(encode_transaction(_large(ALICE, 0, 10)))
+    pool = Mempool(max_bytes=3 * one + one // 2, max_bytes_per_sender=2 * one + one // 2)
+    pool.add(_large(ALICE, 0, 10), state)
+    pool.add(_large(ALICE, 1, 10), state)
+    assert reason(pool, state, _large(ALICE, 2, 10)) == "too_many_pending"
+    pool.add(_large(BOB, 0, 5), state)
+    assert reason(pool, state, _large(CAROL, 0, 4)) == "mempool_full"
+    pool.add(_large(CAROL, 0, 20), state)
+    assert sorted(tx.fee for tx in pool.transactions()) == [10, 10, 20]
+    assert pool.bytes == sum(len(encode_transaction(tx)) for tx in pool.transactions())
+    assert pool.bytes <= pool.max_bytes
+
+
+def test_a_full_pool_evicts_nothing_for_a_newcomer_it_then_refuses(state: LedgerState) -> None:
+    """Room is checked before anything goes: a newcomer that would need a second, better-paid
+    eviction evicts nothing; one that would evict its sender's own earlier transaction (and sit
+    behind a gap, never mined) is refused, and what was accepted stays."""
+    one = len(encode_transaction(_large(ALICE, 0, 10)))
+    pool = Mempool(max_bytes=2 * one + one // 2)
+    pool.add(_large(ALICE, 0, 1), state)
+    pool.add(_large(BOB, 0, 30), state)
+    two_slots = signed(CAROL, BuyTicket(NodeRole.MINER, MIN_STAKE, _big_preferences(2)), 0, 20)
+    assert reason(pool, state, two_slots) == "mempool_full"
+    assert sorted(tx.fee for tx in pool.transactions()) == [1, 30]
+    assert reason(pool, state, _large(ALICE, 1, 40)) == "mempool_full"
+    assert sorted(tx.fee for tx in pool.transactions()) == [1, 30]
+
+
+def _big_preferences(times: int) -> dict[str, str]:
+    return {f"{n:02d}": "x" * 250 * times for n in range(32)}

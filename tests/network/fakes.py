@@ -276,10 +276,17 @@ def tuned(**changes: Any) -> NetworkSettings:
 class RawPeer:
     """A hand-driven DEALER speaking to a node: for garbage, floods and silence."""
 
-    def __init__(self, network: Network, name: str = "mallory", *, secure: bool = True) -> None:
+    def __init__(
+        self, network: Network, name: str = "mallory", *, secure: bool = True, reads: bool = True
+    ) -> None:
+        """`reads=False`: a peer that never reads what it is sent (its ZeroMQ and kernel
+        buffers take as little as they can)."""
         self.key = KeyPair.from_seed(name.encode())
         self.socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if not reads:
+            self.socket.setsockopt(zmq.RCVHWM, 1)
+            self.socket.setsockopt(zmq.RCVBUF, 4096)
         if secure:
             public, secret = zmq.curve_keypair()
             self.socket.curve_serverkey = network_curve_keypair(default_network_key(CHAIN))[0]
@@ -292,6 +299,10 @@ class RawPeer:
     async def send(self, body: Body, timestamp_ms: int | None = None) -> None:
         now = time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
         await self.socket.send(seal(self.key, CHAIN, body, now))
+
+    async def next_body(self, limit: int = 64 << 20) -> Body:
+        """The next frame's body, whatever it carries."""
+        return open_frame(await self.socket.recv(), CHAIN, limit)[1]
 
     async def hello(self, info: ChainInfo | None = None, wait_s: float = 1.0) -> None:
         """The handshake: our hello with a fresh challenge, then, once the node's hello came

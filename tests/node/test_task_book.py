@@ -1,5 +1,6 @@
 """Final models a node received are kept on disk with their signed items: a restarted node
-(an evaluator above all) gets them back as they were received."""
+(an evaluator above all) gets them back as they were received; each miner within its share of
+the byte budget, one model per task."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from pathlib import Path
 
 import msgspec
 from tests.node.fakes import task
+from tests.support.items import iteration_message
 
+from pouw.budgets import FINAL_MODEL_BYTES_PER_SENDER, PROGRESS_MINERS_PER_TASK
 from pouw.crypto import KeyPair, sha256
+from pouw.errors import Reason
 from pouw.ml.models import build_model, model_hash, model_to_bytes
 from pouw.node.items import FinalModel, has_valid_signature, sign_final_model
 from pouw.node.tasks import TaskBook
@@ -53,3 +57,59 @@ def test_a_refunded_task_shows_so_with_its_deadline(tmp_path: Path) -> None:
     view = TaskBook(tmp_path).view(record, None, evaluating=False)
     assert view.phase == "refunded"
     assert f"deadline (height {record.deadline})" in view.message
+
+
+def _large(key: KeyPair, task_id: bytes, size: int, fill: int = 1) -> FinalModel:
+    model = bytes([fill]) * size
+    return sign_final_model(
+        key, CHAIN, FinalModel(task_id, key.public_key, sha256(model), model, 1)
+    )
+
+
+def test_a_miner_past_its_share_of_model_bytes_is_refused_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    miner, share = KeyPair.generate(), FINAL_MODEL_BYTES_PER_SENDER
+    book = TaskBook(tmp_path)
+    assert book.store_model(_large(miner, TASK, share // 2)) is None
+    refused = _large(miner, sha256(b"another task"), share // 2 + 1)
+    assert book.store_model(refused) == Reason.OVER_SENDER_BUDGET
+    assert not book.model_path(refused.task_id, refused.model_hash).exists()
+    assert book.model_budget.of(miner.address) <= share
+
+
+def test_a_miner_s_new_model_for_a_task_replaces_its_old_one_on_disk(tmp_path: Path) -> None:
+    miner = KeyPair.generate()
+    book = TaskBook(tmp_path)
+    first, second = _large(miner, TASK, 1024, fill=1), _large(miner, TASK, 2048, fill=2)
+    book.store_model(first)
+    book.store_model(second)
+    assert not book.model_path(TASK, first.model_hash).exists()
+    assert book.stored_models(TASK) == [second]
+    on_disk = sum(p.stat().st_size for p in (tmp_path / TASK.hex()).iterdir())
+    assert book.model_budget.used == on_disk
+
+
+def test_progress_is_kept_for_a_bounded_number_of_miners_per_task(tmp_path: Path) -> None:
+    book = TaskBook(tmp_path)
+    first = KeyPair.generate()
+    book.record_iteration(iteration_message(TASK, first.public_key))
+    for _ in range(PROGRESS_MINERS_PER_TASK + 100):
+        book.record_iteration(iteration_message(TASK, KeyPair.generate().public_key))
+    book.record_iteration(iteration_message(TASK, first.public_key))
+    miners = book.of(TASK).miners
+    assert len(miners) == PROGRESS_MINERS_PER_TASK
+    assert miners[first.address].iterations == 2
+
+
+def test_a_task_s_result_frees_its_model_bytes_and_keeps_only_the_ranked_on_disk(
+    tmp_path: Path,
+) -> None:
+    book = TaskBook(tmp_path)
+    ranked, junk = (_large(KeyPair.generate(), TASK, 1024, fill=n) for n in (1, 2))
+    for final in (ranked, junk):
+        book.store_model(final)
+    book.settle(TASK, {ranked.model_hash})
+    assert book.model_budget.used == 0 and book.of(TASK).final_models == {}
+    assert book.model_bytes(TASK, ranked.model_hash) == ranked.model
+    assert not book.model_path(TASK, junk.model_hash).exists()

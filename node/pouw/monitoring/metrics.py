@@ -47,6 +47,13 @@ class NodeMetrics:
         self.messages_dropped = Counter(
             "pouw_messages_dropped", "Network messages dropped, by reason", ["reason"], registry=r
         )
+        self.over_budget = Counter(
+            "pouw_over_budget",
+            "Items a store refused for its byte budget, by store and reason"
+            " (over_sender_budget, store_full)",
+            ["store", "reason"],
+            registry=r,
+        )
         self.peers_banned = Counter(
             "pouw_peers_banned", "Peers disconnected for ban score", registry=r
         )

@@ -288,8 +288,10 @@ class Intake:
             return rejected(Reason.NOT_DRAWN_MINER)
         if not has_valid_signature(final, final.miner, self._chain_id):
             return rejected(Reason.BAD_SIGNATURE)
+        refused = take_final_model(self.context, final)
+        if refused is not None:
+            return over_budget(self.context, "final_models", refused)
         self.announcer.remember(ItemKind.MODEL, item_id, payload)
-        take_final_model(self.context, final)
         return ItemResult(Verdict.ACCEPTED)
 
     def _on_verdict(self, item_id: bytes, payload: bytes) -> ItemResult:
@@ -327,10 +329,21 @@ class Intake:
                     take_final_model(self.context, final)
 
 
-def take_final_model(context: NodeContext, final: FinalModel) -> None:
-    """Store a final model in the task book and tell it."""
-    context.tasks.store_model(final)
-    context.events.final_model.emit(final)
+def take_final_model(context: NodeContext, final: FinalModel) -> Reason | None:
+    """Store a final model in the task book and tell it; or say why its bytes do not fit."""
+    refused = context.tasks.store_model(final)
+    if refused is None:
+        context.events.final_model.emit(final)
+    return refused
+
+
+def over_budget(context: NodeContext, store: str, reason: Reason) -> ItemResult:
+    """An item a store's byte budget refused: counted; past its author's share it is the
+    sender's fault (rejected, scored), past the store's total it is not (known, dropped)."""
+    context.metrics.over_budget.labels(store, reason).inc()
+    if reason.relay_may_cause:
+        return ItemResult(Verdict.KNOWN, reason)
+    return rejected(reason)
 
 
 def rejected(reason: Reason) -> ItemResult:

@@ -1,7 +1,7 @@
 """What each main-chain block means for this node: its own counters (blocks mined, rewards
-earned), the blocks mined with each task's work, and the reputation of miners proven to
-cheat (a SLASH on chain is proof every node learns). Blocks leaving the main chain in a reorg
-are counted back out.
+earned), the blocks mined with each task's work, the reputation of miners proven to cheat (a
+SLASH on chain is proof every node learns), and the final models a task's closing lets go of.
+Blocks leaving the main chain in a reorg are counted back out.
 
 A task's payouts are the ledger's (no transaction carries them): a block whose TASK_RESULT
 settled a task is counted with what the main-chain state says that settlement paid, and that
@@ -71,6 +71,9 @@ class ChainTally:
             record = tasks.get(task_id)
             if record and record.status == "completed" and record.closed_at == block.height:
                 earned += sum(p.amount for p in record.payouts if p.recipient == address)
+                assert record.result is not None
+                ranked = {entry.model_hash for entry in record.result.ranking}
+                self.context.tasks.settle(task_id, ranked)
         if earned:
             self._settlement_pay[block.hash()] = earned
             self.context.counters.rewards_earned += earned

@@ -14,9 +14,15 @@ import msgspec
 from pouw.blockchain.iteration_message import IterationMessage
 from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.transactions import COIN, PayForTask, Transaction
+from pouw.budgets import (
+    FINAL_MODEL_BYTES_PER_SENDER,
+    FINAL_MODEL_BYTES_TOTAL,
+    PROGRESS_MINERS_PER_TASK,
+    ByteBudget,
+)
 from pouw.crypto import address_of
 from pouw.economics.selection import TaskAssignment
-from pouw.errors import MalformedData
+from pouw.errors import MalformedData, Reason
 from pouw.node.items import FinalModel, decode_item, encode_item
 from pouw.node.views import MinerProgress, TaskPhase, TaskView
 
@@ -47,6 +53,11 @@ class TaskProgress:
 class TaskBook:
     def __init__(self, models_dir: Path) -> None:
         self.models_dir = models_dir
+        self.model_budget: ByteBudget[str, tuple[bytes, str]] = ByteBudget(
+            FINAL_MODEL_BYTES_PER_SENDER, FINAL_MODEL_BYTES_TOTAL
+        )
+        """Final models' bytes by miner, each (task, miner) one model: what is held in memory
+        and the same bytes on disk."""
         self.progress: dict[bytes, TaskProgress] = {}
         self.pending: dict[bytes, tuple[str, float]] = {}
         """Paid-for tasks not yet on chain: task id -> (client address, reward in coins)."""
@@ -55,7 +66,10 @@ class TaskBook:
         return self.progress.setdefault(task_id, TaskProgress())
 
     def record_iteration(self, message: IterationMessage) -> None:
-        state = self.of(message.task_id).miners.setdefault(address_of(message.miner), _MinerState())
+        miners, address = self.of(message.task_id).miners, address_of(message.miner)
+        if address not in miners and len(miners) >= PROGRESS_MINERS_PER_TASK:
+            return
+        state = miners.setdefault(address, _MinerState())
         state.epoch = max(state.epoch, message.epoch)
         state.iterations += 1
         state.loss = message.loss
@@ -69,17 +83,43 @@ class TaskBook:
     def record_block(self, task_id: bytes, delta: int = 1) -> None:
         self.of(task_id).blocks += delta
 
-    def store_model(self, model: FinalModel) -> None:
+    def store_model(self, model: FinalModel) -> Reason | None:
+        """Keep a miner's final model (in place of its earlier one for the task), or say why
+        it does not fit the budget and keep nothing."""
         progress = self.of(model.task_id)
         miner = address_of(model.miner)
+        item = encode_item(msgspec.structs.replace(model, model=b""))
+        refused = self.model_budget.charge(
+            (model.task_id, miner), miner, len(model.model) + len(item)
+        )
+        if refused is not None:
+            return refused
+        earlier = progress.final_models.get(miner)
+        if earlier is not None and earlier.model_hash != model.model_hash:
+            self._delete_model(earlier)
         progress.final_models[miner] = model
         progress.miners.setdefault(miner, _MinerState()).finished = True
         path = self.model_path(model.task_id, model.model_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, model.model)
         # After the model: an item on disk means its model is there too.
-        item = msgspec.structs.replace(model, model=b"")
-        _write_atomically(path.with_suffix(FINAL_MODEL_ITEM), encode_item(item))
+        _write_atomically(path.with_suffix(FINAL_MODEL_ITEM), item)
+        return None
+
+    def settle(self, task_id: bytes, ranked: set[bytes]) -> None:
+        """The task's result is on chain: its final models leave memory and the budget, and
+        those it did not rank leave the disk (the ranked stay: the API serves the best)."""
+        progress = self.of(task_id)
+        for miner, model in progress.final_models.items():
+            self.model_budget.release((task_id, miner))
+            if model.model_hash not in ranked:
+                self._delete_model(model)
+        progress.final_models.clear()
+
+    def _delete_model(self, model: FinalModel) -> None:
+        path = self.model_path(model.task_id, model.model_hash)
+        path.with_suffix(FINAL_MODEL_ITEM).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
     def stored_models(self, task_id: bytes) -> list[FinalModel]:
         """The final models of `task_id` stored here, as received (signatures unchecked)."""

@@ -376,6 +376,8 @@ class MinerRole:
                 iterations=trainer.completed_iterations,
             ),
         )
-        take_final_model(self.context, final)
+        refused = take_final_model(self.context, final)
+        if refused is not None:
+            log.warning("own final model of task %s not kept here: %s", job.task_id.hex(), refused)
         self.announcer.announce(ItemKind.MODEL, final.item_id(), encode_item(final))
         self.refresh_job()
