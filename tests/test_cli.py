@@ -145,3 +145,32 @@ def test_the_insecure_switch_allows_it_loudly(caplog: pytest.LogCaptureFixture) 
     check_api_exposure(NodeConfig(host="0.0.0.0", api_insecure=True))
     assert "INSECURE" in caplog.text and "POUW_API_INSECURE" in caplog.text
     check_api_exposure(NodeConfig(host="0.0.0.0", api_token="s3cret"))
+
+
+class _Started(Exception):
+    """Raised where the node would start: the API check passed."""
+
+
+def test_a_token_from_its_file_lets_a_node_serve_beyond_loopback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token a PoUWNode mounts as a file (POUW_API_TOKEN_FILE) counts for the check, as
+    POUW_API_TOKEN does: the node on 0.0.0.0 gets past it to its start."""
+    token = tmp_path / "api-token"
+    token.write_text("s3cret\n")
+
+    def started(*_args: object, **_kwargs: object) -> None:
+        raise _Started
+
+    monkeypatch.setattr("pouw.api.runner.PoUWNode", started)
+    env = {
+        "POUW_HOST": "0.0.0.0",
+        "POUW_DATA_DIR": str(tmp_path),
+        "POUW_API_TOKEN": None,
+        "POUW_API_TOKEN_FILE": str(token),
+    }
+    result = CliRunner().invoke(main, ["node"], env=env)
+    assert isinstance(result.exception, _Started), result.output
+    config = NodeConfig.from_env({"POUW_HOST": "0.0.0.0", "POUW_API_TOKEN_FILE": str(token)})
+    assert config.api_token == "s3cret"
+    check_api_exposure(config)

@@ -382,14 +382,15 @@ def is_loopback(host: str) -> bool:
 
 def check_api_exposure(config: NodeConfig) -> None:
     """An API beyond loopback without a token would take anyone's writes: refused, unless
-    POUW_API_INSECURE allows it (then warned at every start)."""
+    POUW_API_INSECURE allows it (then warned at every start). The token is `api_token`, which
+    `from_env` fills from POUW_API_TOKEN_FILE too: check a config read in full."""
     if config.api_token is not None or is_loopback(config.host):
         return
     if not config.api_insecure:
         raise ConfigError(
             f"POUW_HOST={config.host} serves the API beyond loopback without POUW_API_TOKEN: "
-            "set POUW_API_TOKEN (or POUW_HOST=127.0.0.1; POUW_API_INSECURE=1 allows anonymous "
-            "writes anyway)"
+            "set POUW_API_TOKEN or POUW_API_TOKEN_FILE (or POUW_HOST=127.0.0.1; "
+            "POUW_API_INSECURE=1 allows anonymous writes anyway)"
         )
     logging.getLogger("pouw.config").warning(
         "INSECURE: POUW_API_INSECURE is set and POUW_HOST=%s has no POUW_API_TOKEN: anyone who "
