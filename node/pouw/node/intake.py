@@ -322,11 +322,15 @@ class Intake:
         """Final models this node stored for tasks still open: an evaluator restarted before
         its TASK_RESULT was mined evaluates them again instead of leaving the task open."""
         for task_id, record in self.ledger.chain.state.tasks.items():
-            if record.status != "open":
-                continue
-            for final in self.context.tasks.stored_models(task_id):
-                if has_valid_signature(final, final.miner, self._chain_id):
-                    take_final_model(self.context, final)
+            if record.status == "open":
+                restore_models(self.context, task_id)
+
+
+def restore_models(context: NodeContext, task_id: bytes) -> None:
+    """Take again the final models of `task_id` stored on disk (signatures checked)."""
+    for final in context.tasks.stored_models(task_id):
+        if has_valid_signature(final, final.miner, context.params.chain_id):
+            take_final_model(context, final)
 
 
 def take_final_model(context: NodeContext, final: FinalModel) -> Reason | None:

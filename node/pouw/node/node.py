@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from pouw.node.backlog import Backlog, MiningHold
 from pouw.node.context import Background, Counters, NodeContext
 from pouw.node.events import NodeEvents
 from pouw.node.identity import check_node_key, load_node_key, network_params
-from pouw.node.intake import Intake
+from pouw.node.intake import Intake, restore_models
 from pouw.node.ledger import Ledger, NodeNotRunning
 from pouw.node.requests import RequestLog, fingerprint
 from pouw.node.roles.evaluator import EvaluatorRole
@@ -99,7 +100,9 @@ class PoUWNode:
         self.announcer = Announcer(context.background)
         self.ledger = Ledger(context, self.announcer)
         self.intake = Intake(context, self.ledger, self.announcer, self.health)
-        self.tally = ChainTally(context, lambda: self.ledger.chain.state)
+        self.tally = ChainTally(
+            context, lambda: self.ledger.chain.state, partial(restore_models, context)
+        )
         context.events.transaction_admitted.subscribe(context.tasks.note_payment)
         # The draw decides who evaluates and screens a task, so every node runs those two
         # (the screening first: the evaluator ranks by what it flagged); re-execution and the

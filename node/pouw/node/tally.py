@@ -24,12 +24,22 @@ from pouw.node.context import NodeContext
 
 
 class ChainTally:
-    def __init__(self, context: NodeContext, state: Callable[[], LedgerState]) -> None:
+    def __init__(
+        self,
+        context: NodeContext,
+        state: Callable[[], LedgerState],
+        reopened: Callable[[bytes], None] = lambda task_id: None,
+    ) -> None:
         self.context = context
         self.state = state
         """The main chain's state, as the events find it (after the whole reorg)."""
+        self.reopened = reopened
+        """Told a task a reorg opened again after its final models were let go of: the node
+        takes back those left on disk (`pouw.node.intake.restore_models`)."""
         self._settlement_pay: dict[bytes, int] = {}
         """Block hash -> what the settlements in it paid this node, as counted."""
+        self._released: dict[bytes, list[bytes]] = {}
+        """Block hash -> the tasks whose final models were let go of when it connected."""
         context.events.block_connected.subscribe(lambda block: self.count(block, +1))
         context.events.block_disconnected.subscribe(lambda block: self.count(block, -1))
 
@@ -57,6 +67,7 @@ class ChainTally:
                 if cheat is not None:
                     context.reputation.rejected(address_of(cheat))
         self._count_settlements(block, results, sign)
+        self._release_closed_tasks(block, sign)
         if block.iteration_message:
             with contextlib.suppress(MalformedData):
                 message = decode_iteration_message(block.iteration_message)
@@ -71,9 +82,31 @@ class ChainTally:
             record = tasks.get(task_id)
             if record and record.status == "completed" and record.closed_at == block.height:
                 earned += sum(p.amount for p in record.payouts if p.recipient == address)
-                assert record.result is not None
-                ranked = {entry.model_hash for entry in record.result.ranking}
-                self.context.tasks.settle(task_id, ranked)
         if earned:
             self._settlement_pay[block.hash()] = earned
             self.context.counters.rewards_earned += earned
+
+    def _release_closed_tasks(self, block: Block, sign: int) -> None:
+        """A task no longer open on the main chain (settled by a majority, or refunded) lets go
+        of the final models held for it: the bytes leave the budget, and the unranked models
+        (all of a refunded task's) leave the disk. A reorg that reopens the task takes back
+        what is left on disk: the ranked models, all a settled ranking needed (docs/protocol.md
+        8.5)."""
+        tasks = self.state().tasks
+        if sign < 0:
+            for task_id in self._released.pop(block.hash(), []):
+                record = tasks.get(task_id)
+                if record is not None and record.status == "open":
+                    self.reopened(task_id)
+            return
+        released = []
+        for task_id in self.context.tasks.holding():
+            record = tasks.get(task_id)
+            if record is None or record.status == "open":
+                continue
+            result = record.result if record.status == "completed" else None
+            ranked = {entry.model_hash for entry in result.ranking} if result else set()
+            self.context.tasks.settle(task_id, ranked)
+            released.append(task_id)
+        if released:
+            self._released[block.hash()] = released

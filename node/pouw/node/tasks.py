@@ -106,9 +106,14 @@ class TaskBook:
         _write_atomically(path.with_suffix(FINAL_MODEL_ITEM), item)
         return None
 
+    def holding(self) -> list[bytes]:
+        """The tasks whose final models are held (in memory and the budget)."""
+        return [task_id for task_id, progress in self.progress.items() if progress.final_models]
+
     def settle(self, task_id: bytes, ranked: set[bytes]) -> None:
-        """The task's result is on chain: its final models leave memory and the budget, and
-        those it did not rank leave the disk (the ranked stay: the API serves the best)."""
+        """The task left `open` on the main chain: its final models leave memory and the
+        budget, and those its result did not rank leave the disk (the ranked stay: the API
+        serves the best; a refunded task ranks none)."""
         progress = self.of(task_id)
         for miner, model in progress.final_models.items():
             self.model_budget.release((task_id, miner))
