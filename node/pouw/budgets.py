@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
 from pouw.errors import Reason
+from pouw.spec import MAX_MODEL_PARAMETERS, ModelSpec, model_parameters
 
 MIB: Final = 1 << 20
 
@@ -22,13 +23,33 @@ GOSSIP_FRAME_BYTES: Final = 16 * MIB
 """The largest frame a node sends or takes (NetworkSettings.max_message_bytes): no single item
 from a peer is larger, so every budget below holds at least one of the largest."""
 
-FINAL_MODEL_BYTES_PER_SENDER: Final = 2 * GOSSIP_FRAME_BYTES
-"""A miner's final models over all open tasks: two of the largest a node gossips (a miner is
-drawn for a task or two at a time; a third large model waits for the first task to close)."""
-FINAL_MODEL_BYTES_TOTAL: Final = 64 * MIB
-"""Every miner's final models, in memory (for the evaluator) and the same bytes on disk: a
-16-miner task of 4 MiB models (1 Mi parameters), or many small ones (the digits MLP's is
-70 KB). Which miners may send one at all is the final-model admission rule's to say."""
+SAFETENSORS_HEADER_BYTES_PER_TENSOR: Final = 128
+"""A safetensors blob's JSON header names each tensor with its dtype, shape and offsets: under
+100 bytes for the largest of a spec's (`"14.weight":{"dtype":"F32","shape":[...],...}`)."""
+FINAL_MODEL_ITEM_BYTES: Final = 4096
+"""The signed FinalModel item kept beside its model (keys, hashes, signature: about 250 bytes)."""
+
+
+def final_model_bytes(model: ModelSpec) -> int:
+    """The largest final model a task of this model can have: its float32 parameters as
+    safetensors (8-byte length, header, data), two tensors per layer (weight, bias)."""
+    tensors = 2 * len(model.layers)
+    return 8 + SAFETENSORS_HEADER_BYTES_PER_TENSOR * tensors + 4 * model_parameters(model)
+
+
+LARGEST_FINAL_MODEL_BYTES: Final = (
+    8 + SAFETENSORS_HEADER_BYTES_PER_TENSOR * 2 * 16 + 4 * MAX_MODEL_PARAMETERS
+)
+"""A spec's largest model (16 Mi parameters, 16 layers): 64 MiB and 4 KiB."""
+
+FINAL_MODEL_BYTES_PER_SENDER: Final = 4 * (LARGEST_FINAL_MODEL_BYTES + FINAL_MODEL_ITEM_BYTES)
+"""A miner's final models over the tasks open at once, one per task it was drawn for: four of
+the largest, so a legitimate model is never refused for its size (only drawn miners send
+final models at all, and a miner seats a task with a staked ticket)."""
+FINAL_MODEL_BYTES_TOTAL: Final = 1024 * MIB
+"""Every miner's final models, on disk (memory keeps only their items; the evaluator reads
+the bytes back to score them): five tasks of three miners' largest models, or thousands of
+small ones (the digits MLP's is 70 KB). A task's closing gives its bytes back."""
 
 PROGRESS_MINERS_PER_TASK: Final = 256
 """Miners whose progress a node keeps per task (about 300 bytes each): a task seats at most 64;

@@ -141,6 +141,9 @@ class Reason(StrEnum):
     # -- byte budgets (pouw.budgets) --------------------------------------------------------------
     OVER_SENDER_BUDGET = "over_sender_budget"
     """The item's author already holds its share of the store's bytes."""
+    MODEL_TOO_LARGE = "model_too_large"
+    """A final model larger than its task's spec implies (its float32 parameters as
+    safetensors, `pouw.budgets.final_model_bytes`)."""
     STORE_FULL = "store_full", Trait.RELAY_MAY_CAUSE
     """The store holds its total of bytes: refused, not held against the relay."""
 

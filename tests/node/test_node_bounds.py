@@ -1,6 +1,7 @@
 """What a peer can make a node remember is bounded: iterations for a task that is not on chain
-are relayed but leave no progress and no journal behind; final models (of drawn miners only) are
-kept within a byte budget, in memory and on disk (pouw.budgets)."""
+are relayed but leave no progress and no journal behind; final models (of drawn miners only, none
+larger than its task's spec implies) are kept on disk within a byte budget, their items in
+memory (pouw.budgets)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from tests.node.fakes import PARAMS, FakeAnnouncer, FakeLedger, assignment, cont
 from tests.support.items import iteration_message
 from tests.support.nodes import local_node
 
-from pouw.budgets import FINAL_MODEL_BYTES_TOTAL, MIB
+from pouw.budgets import FINAL_MODEL_ITEM_BYTES, MIB, final_model_bytes
 from pouw.config import NodeConfig
 from pouw.crypto import KeyPair, address_of, sha256
 from pouw.errors import Reason
 from pouw.monitoring.health import HealthTracker
+from pouw.network.drops import ITEM_REJECTION_SCORE, ban_points
 from pouw.network.messages import ItemKind, ItemResult, Verdict
 from pouw.node.intake import Intake
 from pouw.node.items import (
@@ -67,32 +69,36 @@ def _bytes_on_disk(directory: Path) -> int:
     return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
 
-def test_final_models_from_many_drawn_miners_stay_within_the_byte_budget(tmp_path: Path) -> None:
+def test_oversized_final_models_from_drawn_miners_leave_only_the_honest_one(
+    tmp_path: Path,
+) -> None:
     """100 MiB of final models from 50 keys drawn for the task (strangers' models are refused
-    before their bytes count: tests/node/test_final_models.py): the node keeps at most its
-    budget in memory and on disk, and the model of a miner that came first is still there."""
-    task_id = sha256(b"a large task")
+    before their bytes count: tests/node/test_final_models.py), each larger than the task's
+    spec allows: all refused and scored; the honest model, of the spec's size, is kept on disk,
+    and memory holds its item only."""
+    task_id = sha256(b"a task")
     honest, flood = KeyPair.generate(), [KeyPair.generate() for _ in range(50)]
     ledger = FakeLedger()
     ledger.add_task(task(task_id), assignment([honest, *flood]))
     intake = Intake(context(tmp_path), ledger, FakeAnnouncer(), HealthTracker())  # type: ignore[arg-type]
-    finals = [_model_of(honest, task_id, 4 * MIB)]
+    largest = final_model_bytes(ledger.state.tasks[task_id].spec.model)
+    finals = [_model_of(honest, task_id, largest)]
     finals += [_model_of(miner, task_id, 2 * MIB) for miner in flood]
     outcomes = [
         asyncio.run(intake.on_item(ItemKind.MODEL, f.item_id(), encode_item(f), "peer"))
         for f in finals
     ]
     assert outcomes[0].verdict == Verdict.ACCEPTED
-    refused = [o for o in outcomes if o.verdict != Verdict.ACCEPTED]
-    assert refused and all(o == ItemResult(Verdict.KNOWN, Reason.STORE_FULL) for o in refused)
+    assert all(o == ItemResult(Verdict.REJECTED, Reason.MODEL_TOO_LARGE) for o in outcomes[1:])
+    assert ban_points(Reason.MODEL_TOO_LARGE) == ITEM_REJECTION_SCORE
     books = intake.context.tasks
     kept = books.of(task_id).final_models
-    in_memory = sum(len(final.model) for final in kept.values())
-    assert in_memory <= books.model_budget.used <= FINAL_MODEL_BYTES_TOTAL
-    assert _bytes_on_disk(tmp_path / "models") <= FINAL_MODEL_BYTES_TOTAL
-    assert kept[address_of(honest.public_key)] == finals[0]
+    assert list(kept) == [address_of(honest.public_key)]
+    assert sum(len(final.model) for final in kept.values()) == 0  # the bytes are on disk only
+    on_disk = _bytes_on_disk(tmp_path / "models")
+    assert on_disk == books.model_budget.used <= largest + FINAL_MODEL_ITEM_BYTES
     assert books.model_bytes(task_id, finals[0].model_hash) == finals[0].model
     counted = intake.context.metrics.registry.get_sample_value(
-        "pouw_over_budget_total", {"store": "final_models", "reason": "store_full"}
+        "pouw_over_budget_total", {"store": "final_models", "reason": "model_too_large"}
     )
-    assert counted == len(refused)
+    assert counted == len(flood)

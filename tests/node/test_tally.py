@@ -100,5 +100,6 @@ def test_a_majority_settlement_frees_the_bytes_and_a_reorg_reopening_it_takes_ba
         ledger.chain.add_block(side)
         parent = side.hash()
     tally.count(settling, -1)  # told after the whole reorg, as the node's ledger tells it
-    assert node.tasks.of(TASK_ID).final_models == {M0.address: finals[M0.address]}
+    (restored,) = node.tasks.of(TASK_ID).final_models.values()
+    assert node.tasks.with_bytes(restored) == finals[M0.address]
     assert node.tasks.model_budget.used > 0

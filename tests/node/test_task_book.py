@@ -10,8 +10,8 @@ import msgspec
 from tests.node.fakes import task
 from tests.support.items import iteration_message
 
-from pouw.budgets import FINAL_MODEL_BYTES_PER_SENDER, PROGRESS_MINERS_PER_TASK
-from pouw.crypto import KeyPair, sha256
+from pouw.budgets import PROGRESS_MINERS_PER_TASK, ByteBudget, final_model_bytes
+from pouw.crypto import KeyPair, address_of, sha256
 from pouw.errors import Reason
 from pouw.ml.models import build_model, model_hash, model_to_bytes
 from pouw.node.items import FinalModel, has_valid_signature, sign_final_model
@@ -69,13 +69,53 @@ def _large(key: KeyPair, task_id: bytes, size: int, fill: int = 1) -> FinalModel
 def test_a_miner_past_its_share_of_model_bytes_is_refused_and_nothing_is_written(
     tmp_path: Path,
 ) -> None:
-    miner, share = KeyPair.generate(), FINAL_MODEL_BYTES_PER_SENDER
     book = TaskBook(tmp_path)
+    share = 4096
+    book.model_budget = ByteBudget(per_sender=share, total=4 * share)
+    miner = KeyPair.generate()
     assert book.store_model(_large(miner, TASK, share // 2)) is None
     refused = _large(miner, sha256(b"another task"), share // 2 + 1)
     assert book.store_model(refused) == Reason.OVER_SENDER_BUDGET
     assert not book.model_path(refused.task_id, refused.model_hash).exists()
     assert book.model_budget.of(miner.address) <= share
+
+
+def test_past_the_total_a_newcomer_is_refused_and_what_came_first_stays(tmp_path: Path) -> None:
+    book = TaskBook(tmp_path)
+    book.model_budget = ByteBudget(per_sender=1 << 20, total=68 << 10)  # 4 models, 4 items
+    first = _large(KeyPair.generate(), TASK, 16 << 10)
+    assert book.store_model(first) is None
+    flood = [_large(KeyPair.generate(), TASK, 16 << 10, fill=n) for n in range(2, 12)]
+    refusals = [book.store_model(final) for final in flood]
+    assert refusals.count(Reason.STORE_FULL) == 7 and refusals[:3] == [None] * 3
+    on_disk = sum(p.stat().st_size for p in (tmp_path / TASK.hex()).iterdir())
+    assert on_disk == book.model_budget.used <= 68 << 10
+    assert book.with_bytes(book.of(TASK).final_models[address_of(first.miner)]) == first
+
+
+def test_a_model_larger_than_its_task_allows_is_refused_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    book = TaskBook(tmp_path)
+    largest = final_model_bytes(ModelSpec(layers=(4, 8, 3)))
+    fits, oversized = (
+        _large(KeyPair.generate(), TASK, largest),
+        _large(KeyPair.generate(), TASK, largest + 1),
+    )
+    assert book.store_model(oversized, largest) == Reason.MODEL_TOO_LARGE
+    assert not (tmp_path / TASK.hex()).exists() and book.model_budget.used == 0
+    assert book.store_model(fits, largest) is None
+
+
+def test_memory_keeps_a_final_model_s_item_and_the_disk_its_bytes(tmp_path: Path) -> None:
+    book = TaskBook(tmp_path)
+    final = _final(KeyPair.generate(), b"a")
+    assert book.store_model(final) is None
+    (kept,) = book.of(TASK).final_models.values()
+    assert kept.model == b"" and kept == msgspec.structs.replace(final, model=b"")
+    assert book.with_bytes(kept) == final
+    book.model_path(TASK, final.model_hash).unlink()
+    assert book.with_bytes(kept) is None
 
 
 def test_a_miner_s_new_model_for_a_task_replaces_its_old_one_on_disk(tmp_path: Path) -> None:

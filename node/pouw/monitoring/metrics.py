@@ -50,7 +50,7 @@ class NodeMetrics:
         self.over_budget = Counter(
             "pouw_over_budget",
             "Items a store refused for its byte budget, by store and reason"
-            " (over_sender_budget, store_full)",
+            " (model_too_large, over_sender_budget, store_full)",
             ["store", "reason"],
             registry=r,
         )

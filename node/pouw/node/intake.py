@@ -15,8 +15,10 @@ from pouw.blockchain.block import Block, decode_block
 from pouw.blockchain.chain import AddStatus
 from pouw.blockchain.iteration_message import decode_iteration_message
 from pouw.blockchain.params import bootstrap_task_id
+from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import decode_transaction, encode_transaction
+from pouw.budgets import final_model_bytes
 from pouw.crypto import address_of
 from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData, Reason, ReorgTooDeep
 from pouw.monitoring.health import HealthTracker
@@ -288,7 +290,7 @@ class Intake:
             return rejected(Reason.NOT_DRAWN_MINER)
         if not has_valid_signature(final, final.miner, self._chain_id):
             return rejected(Reason.BAD_SIGNATURE)
-        refused = take_final_model(self.context, final)
+        refused = take_final_model(self.context, final, final_model_bytes(record.spec.model))
         if refused is not None:
             return over_budget(self.context, "final_models", refused)
         self.announcer.remember(ItemKind.MODEL, item_id, payload)
@@ -321,21 +323,22 @@ class Intake:
     def restore_final_models(self) -> None:
         """Final models this node stored for tasks still open: an evaluator restarted before
         its TASK_RESULT was mined evaluates them again instead of leaving the task open."""
-        for task_id, record in self.ledger.chain.state.tasks.items():
+        for record in self.ledger.chain.state.tasks.values():
             if record.status == "open":
-                restore_models(self.context, task_id)
+                restore_models(self.context, record)
 
 
-def restore_models(context: NodeContext, task_id: bytes) -> None:
-    """Take again the final models of `task_id` stored on disk (signatures checked)."""
-    for final in context.tasks.stored_models(task_id):
+def restore_models(context: NodeContext, record: TaskRecord) -> None:
+    """Take again the final models of the task stored on disk (signatures checked)."""
+    for final in context.tasks.stored_models(record.task_id):
         if has_valid_signature(final, final.miner, context.params.chain_id):
-            take_final_model(context, final)
+            take_final_model(context, final, final_model_bytes(record.spec.model))
 
 
-def take_final_model(context: NodeContext, final: FinalModel) -> Reason | None:
-    """Store a final model in the task book and tell it; or say why its bytes do not fit."""
-    refused = context.tasks.store_model(final)
+def take_final_model(context: NodeContext, final: FinalModel, largest: int) -> Reason | None:
+    """Store a final model in the task book and tell it; or say why its bytes do not fit (more
+    than `largest`, its task's size, or past the budget)."""
+    refused = context.tasks.store_model(final, largest)
     if refused is None:
         context.events.final_model.emit(final)
     return refused

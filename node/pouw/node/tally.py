@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pouw.blockchain.block import Block
 from pouw.blockchain.chain import Chain
 from pouw.blockchain.iteration_message import decode_iteration_message
+from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.slashing import offender
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import Reward, SlashEvidence, TaskResult
@@ -28,7 +29,7 @@ class ChainTally:
         self,
         context: NodeContext,
         state: Callable[[], LedgerState],
-        reopened: Callable[[bytes], None] = lambda task_id: None,
+        reopened: Callable[[TaskRecord], None] = lambda record: None,
     ) -> None:
         self.context = context
         self.state = state
@@ -97,7 +98,7 @@ class ChainTally:
             for task_id in self._released.pop(block.hash(), []):
                 record = tasks.get(task_id)
                 if record is not None and record.status == "open":
-                    self.reopened(task_id)
+                    self.reopened(record)
             return
         released = []
         for task_id in self.context.tasks.holding():

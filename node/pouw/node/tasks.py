@@ -17,6 +17,7 @@ from pouw.blockchain.transactions import COIN, PayForTask, Transaction
 from pouw.budgets import (
     FINAL_MODEL_BYTES_PER_SENDER,
     FINAL_MODEL_BYTES_TOTAL,
+    LARGEST_FINAL_MODEL_BYTES,
     PROGRESS_MINERS_PER_TASK,
     ByteBudget,
 )
@@ -44,6 +45,7 @@ class TaskProgress:
     miners: dict[str, _MinerState] = field(default_factory=dict)
     blocks: int = 0
     final_models: dict[str, FinalModel] = field(default_factory=dict)
+    """Each miner's final model, its item only: the bytes are on disk (`TaskBook.with_bytes`)."""
     failure: str = ""
     """Why the task cannot complete, when it cannot."""
     evaluating: bool = False
@@ -83,12 +85,18 @@ class TaskBook:
     def record_block(self, task_id: bytes, delta: int = 1) -> None:
         self.of(task_id).blocks += delta
 
-    def store_model(self, model: FinalModel) -> Reason | None:
-        """Keep a miner's final model (in place of its earlier one for the task), or say why
-        it does not fit the budget and keep nothing."""
+    def store_model(
+        self, model: FinalModel, largest: int = LARGEST_FINAL_MODEL_BYTES
+    ) -> Reason | None:
+        """Keep a miner's final model on disk (in place of its earlier one for the task) and
+        its item in memory; or say why not and keep nothing: larger than `largest` (what its
+        task's spec implies), or past the byte budget."""
+        if len(model.model) > largest:
+            return Reason.MODEL_TOO_LARGE
         progress = self.of(model.task_id)
         miner = address_of(model.miner)
-        item = encode_item(msgspec.structs.replace(model, model=b""))
+        kept = msgspec.structs.replace(model, model=b"")
+        item = encode_item(kept)
         refused = self.model_budget.charge(
             (model.task_id, miner), miner, len(model.model) + len(item)
         )
@@ -97,7 +105,7 @@ class TaskBook:
         earlier = progress.final_models.get(miner)
         if earlier is not None and earlier.model_hash != model.model_hash:
             self._delete_model(earlier)
-        progress.final_models[miner] = model
+        progress.final_models[miner] = kept
         progress.miners.setdefault(miner, _MinerState()).finished = True
         path = self.model_path(model.task_id, model.model_hash)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +113,11 @@ class TaskBook:
         # After the model: an item on disk means its model is there too.
         _write_atomically(path.with_suffix(FINAL_MODEL_ITEM), item)
         return None
+
+    def with_bytes(self, model: FinalModel) -> FinalModel | None:
+        """A kept final model with its bytes read back from disk (None if they are gone)."""
+        data = self.model_bytes(model.task_id, model.model_hash)
+        return None if data is None else msgspec.structs.replace(model, model=data)
 
     def holding(self) -> list[bytes]:
         """The tasks whose final models are held (in memory and the budget)."""

@@ -162,7 +162,7 @@ def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> N
     assert (final.task_id, final.miner) == (OLD, node.key.public_key)
     assert final.model_hash == model_hash(trainer.model)
     assert has_valid_signature(final, node.key.public_key, node.params.chain_id)
-    assert node.tasks.of(OLD).final_models[node.address] == final
+    assert node.tasks.with_bytes(node.tasks.of(OLD).final_models[node.address]) == final
     assert announcer.kinds() == [ItemKind.MODEL]
     assert role.job is not None and role.job.task_id == NEW
 

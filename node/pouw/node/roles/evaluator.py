@@ -126,7 +126,7 @@ class EvaluatorRole:
         self, record: TaskRecord, candidates: list[FinalModel], key: frozenset[bytes]
     ) -> None:
         scored = await self.context.background.check(
-            score_models, record, candidates, self.context.datasets
+            score_models, record, candidates, self.context.datasets, self.context.tasks.with_bytes
         )
         progress = self.context.tasks.of(record.task_id)
         if not scored:
@@ -150,12 +150,19 @@ class EvaluatorRole:
 
 
 def score_models(
-    record: TaskRecord, candidates: list[FinalModel], source: DatasetSource = BUILTIN_ONLY
+    record: TaskRecord,
+    candidates: list[FinalModel],
+    source: DatasetSource = BUILTIN_ONLY,
+    read: Callable[[FinalModel], FinalModel | None] = lambda final: final,
 ) -> list[tuple[FinalModel, float]]:
-    """Test accuracy of each final model whose bytes load and match its claimed hash."""
+    """Test accuracy of each final model whose bytes load and match its claimed hash; `read`
+    gives a kept model its bytes back (the task book keeps them on disk only)."""
     dataset = load_dataset(record.spec.dataset, source)
     scored: list[tuple[FinalModel, float]] = []
-    for final in candidates:
+    for kept in candidates:
+        final = read(kept)
+        if final is None:
+            continue
         model = build_model(record.spec.model, seed=record.task_id)
         try:
             load_model_bytes(model, final.model)

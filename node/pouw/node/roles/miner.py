@@ -21,6 +21,7 @@ from pouw.blockchain.iteration_message import IterationMessage, decode_iteration
 from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.state import Position
+from pouw.budgets import final_model_bytes
 from pouw.crypto import ZERO_HASH
 from pouw.economics.schedule import training_order
 from pouw.economics.selection import TaskAssignment
@@ -376,7 +377,7 @@ class MinerRole:
                 iterations=trainer.completed_iterations,
             ),
         )
-        refused = take_final_model(self.context, final)
+        refused = take_final_model(self.context, final, final_model_bytes(job.spec.model))
         if refused is not None:
             log.warning("own final model of task %s not kept here: %s", job.task_id.hex(), refused)
         self.announcer.announce(ItemKind.MODEL, final.item_id(), encode_item(final))
