@@ -7,8 +7,8 @@ to its client at its deadline.
   no payouts: the ledger computes them.
 - The task settles when a majority of its drawn evaluators sent the same ranking (evaluation on
   the withheld test set is deterministic on CPU, so honest evaluators agree). The escrow is
-  split (`split_escrow`) among the ranked miners, the drawn verifiers and the evaluators of that
-  majority; an evaluator in the minority, or silent, is not paid.
+  split (`split_escrow`) among the ranked miners and the evaluators of that majority; an
+  evaluator in the minority, or silent, is not paid.
 - A task still open at its deadline (`height + task_deadline_blocks`) is refunded: when the block
   at the deadline height is applied, after its transactions, the escrow goes back to the client.
 
@@ -38,11 +38,11 @@ from pouw.spec import TaskSpec
 
 TaskStatus = Literal["open", "completed", "refunded"]
 
-MINER_PERCENT = 75
-VERIFIER_PERCENT = 15
 EVALUATOR_PERCENT = 10
-"""The published split of an escrow. Supervisors are paid nothing from it: the IT_RES journal
-they keep is not on chain, so no node can check that they kept it (docs/protocol.md)."""
+"""The evaluators' part of an escrow; the ranked miners share the rest. Only duties the ledger
+checks are paid from it: supervisors keep the IT_RES journal off chain, and a verifier's
+verdict on a block that every node re-executes proves nothing, so neither role is paid from
+escrows (verifiers earn the reporter's share of the slashes they prove; docs/protocol.md 8.5)."""
 
 
 class EvaluatorResult(msgspec.Struct, frozen=True, array_like=True):
@@ -74,14 +74,11 @@ class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
 
 
 def split_escrow(
-    escrow: int,
-    ranked_miners: Sequence[str],
-    verifiers: Sequence[str],
-    evaluators: Sequence[str],
+    escrow: int, ranked_miners: Sequence[str], evaluators: Sequence[str]
 ) -> tuple[Payout, ...]:
-    """Miners share MINER_PERCENT by rank (weights k, k-1, ..., 1 for k ranked miners);
-    verifiers and evaluators each share their role's percentage equally. A role with nobody to
-    pay leaves its share to the miners; rounding remainders go to the best miner."""
+    """The evaluators share EVALUATOR_PERCENT equally; the miners share the rest by rank
+    (weights k, k-1, ..., 1 for k ranked miners). With no evaluator to pay, the miners take it
+    all; rounding remainders go to the best miner."""
     if not ranked_miners:
         raise ValueError("a task closes with at least one ranked miner")
     amounts: dict[str, int] = {}
@@ -90,13 +87,11 @@ def split_escrow(
         amounts[address] = amounts.get(address, 0) + amount
 
     miners_share = escrow
-    for percent, members in ((VERIFIER_PERCENT, verifiers), (EVALUATOR_PERCENT, evaluators)):
-        if members:
-            share = escrow * percent // 100
-            each = share // len(members)
-            for address in members:
-                pay(address, each)
-            miners_share -= each * len(members)
+    if evaluators:
+        each = escrow * EVALUATOR_PERCENT // 100 // len(evaluators)
+        for address in evaluators:
+            pay(address, each)
+        miners_share -= each * len(evaluators)
     weights = list(range(len(ranked_miners), 0, -1))
     total_weight = sum(weights)
     paid = 0
@@ -177,9 +172,7 @@ def _check_ranking(
             )
 
 
-def record_result(
-    record: TaskRecord, result: TaskResult, sender: str, live: Container[bytes], height: int
-) -> TaskRecord:
+def record_result(record: TaskRecord, result: TaskResult, sender: str, height: int) -> TaskRecord:
     """The task with `sender`'s checked result added; settled, with its payouts, once a majority
     of its drawn evaluators agree."""
     assert record.drawn is not None, "check_task_result passed"
@@ -187,12 +180,7 @@ def record_result(
     agreeing = [entry.evaluator for entry in results if entry.ranking == result.ranking]
     if len(agreeing) <= len(record.drawn.evaluators) // 2:
         return msgspec.structs.replace(record, results=results)
-    payouts = split_escrow(
-        record.escrow,
-        [entry.miner for entry in result.ranking],
-        [t.owner for t in record.drawn.verifiers if t.ticket_id in live],
-        agreeing,
-    )
+    payouts = split_escrow(record.escrow, [entry.miner for entry in result.ranking], agreeing)
     return msgspec.structs.replace(
         record,
         status="completed",

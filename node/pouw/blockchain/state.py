@@ -323,7 +323,7 @@ class LedgerState:
             self._put_ticket(txid, ticket)
         elif isinstance(payload, TaskResult):
             task = self.tasks[payload.task_id]
-            updated = record_result(task, payload, sender, self.tickets, height)
+            updated = record_result(task, payload, sender, height)
             self._put_task(payload.task_id, updated)
             if updated.status == "completed":
                 for payout in updated.payouts:
