@@ -18,7 +18,7 @@ reverts a settlement or a refund with the block that made it.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -30,6 +30,7 @@ from pouw.blockchain.transactions import (
     Payout,
     RankedModel,
     TaskResult,
+    WithdrawFromTask,
     final_model_body,
 )
 from pouw.crypto import SignedKind, verify_as
@@ -52,6 +53,13 @@ class EvaluatorResult(msgspec.Struct, frozen=True, array_like=True):
     ranking: tuple[RankedModel, ...]
 
 
+class Withdrawal(msgspec.Struct, frozen=True, array_like=True):
+    """A drawn miner left the task (WITHDRAW_FROM_TASK), and why."""
+
+    miner: Address
+    reason: str
+
+
 class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
     task_id: bytes
     client: str
@@ -71,6 +79,11 @@ class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
     """What the settlement (or the refund) paid."""
     closed_at: int = 0
     """The height of the block that settled or refunded the task."""
+    withdrawals: tuple[Withdrawal, ...] = ()
+    """Drawn miners that left the task, in the order their withdrawals were mined."""
+
+    def withdrawn(self) -> set[str]:
+        return {entry.miner for entry in self.withdrawals}
 
 
 def split_escrow(
@@ -126,7 +139,7 @@ def check_task_result(
     if record is None:
         raise InvalidTransaction(Reason.UNKNOWN_TASK, result.task_id.hex())
     task = result.task_id.hex()[:16]
-    if record.status == "refunded":
+    if record.status == "refunded" and record.closed_at >= record.deadline:
         raise InvalidTransaction(
             Reason.TASK_EXPIRED, f"task {task} passed its deadline {record.deadline}"
         )
@@ -142,22 +155,33 @@ def check_task_result(
         raise InvalidTransaction(
             Reason.RESULT_ALREADY_SENT, f"{sender} already sent its result for {task}"
         )
-    _check_ranking(record.task_id, record.drawn, result.ranking, live, chain_id)
+    staying = _StayingMiners(record, live)
+    _check_ranking(record.task_id, staying, result.ranking, chain_id)
+
+
+class _StayingMiners(dict[str, bytes]):
+    """The public keys of a task's drawn miners that still hold their tickets and did not
+    withdraw, by address."""
+
+    def __init__(self, record: TaskRecord, live: Container[bytes]) -> None:
+        assert record.drawn is not None
+        withdrawn = record.withdrawn()
+        super().__init__(
+            (t.owner, t.public_key)
+            for t in record.drawn.miners
+            if t.ticket_id in live and t.owner not in withdrawn
+        )
 
 
 def _check_ranking(
-    task_id: bytes,
-    drawn: TaskDraw,
-    ranking: Sequence[RankedModel],
-    live: Container[bytes],
-    chain_id: str,
+    task_id: bytes, keys: Mapping[str, bytes], ranking: Sequence[RankedModel], chain_id: str
 ) -> None:
-    keys = {t.owner: t.public_key for t in drawn.miners if t.ticket_id in live}
     ranked = [entry.miner for entry in ranking]
     outsiders = [miner for miner in ranked if miner not in keys]
     if outsiders:
         raise InvalidTransaction(
-            Reason.NOT_DRAWN_MINER, f"{outsiders[0]} holds no live miner ticket drawn for the task"
+            Reason.NOT_DRAWN_MINER,
+            f"{outsiders[0]} holds no live miner ticket drawn for the task, or withdrew",
         )
     if not ranking or len(set(ranked)) != len(ranked):
         raise InvalidTransaction(Reason.BAD_RANKING, "one entry per ranked miner, at least one")
@@ -194,6 +218,40 @@ def record_result(record: TaskRecord, result: TaskResult, sender: str, height: i
 def due_for_refund(tasks: Iterable[TaskRecord], height: int) -> list[TaskRecord]:
     """Client tasks still open once the block at their deadline height is applied."""
     return [t for t in tasks if t.status == "open" and t.client and t.deadline <= height]
+
+
+def check_withdrawal(
+    record: TaskRecord | None, withdrawal: WithdrawFromTask, sender: str, live: Container[bytes]
+) -> None:
+    """Raise unless `sender` is a drawn miner of the open task, holding its ticket, that has
+    not withdrawn yet."""
+    if record is None:
+        raise InvalidTransaction(Reason.UNKNOWN_TASK, withdrawal.task_id.hex())
+    task = withdrawal.task_id.hex()[:16]
+    if record.status != "open":
+        raise InvalidTransaction(Reason.TASK_CLOSED, f"task {task} is {record.status}")
+    if record.drawn is None:
+        raise InvalidTransaction(Reason.TASK_NOT_DRAWN, f"task {task} has no workers drawn yet")
+    if sender in record.withdrawn():
+        raise InvalidTransaction(Reason.ALREADY_WITHDRAWN, f"{sender} left task {task} already")
+    if sender not in _StayingMiners(record, live):
+        raise InvalidTransaction(
+            Reason.NOT_DRAWN_MINER, f"{sender} holds no live miner ticket drawn for {task}"
+        )
+
+
+def record_withdrawal(
+    record: TaskRecord,
+    withdrawal: WithdrawFromTask,
+    sender: str,
+    live: Container[bytes],
+    height: int,
+) -> TaskRecord:
+    """The task with `sender`'s checked withdrawal added; refunded when no drawn miner stays."""
+    updated = msgspec.structs.replace(
+        record, withdrawals=(*record.withdrawals, Withdrawal(sender, withdrawal.reason))
+    )
+    return updated if _StayingMiners(updated, live) else refunded(updated, height)
 
 
 def refunded(record: TaskRecord, height: int) -> TaskRecord:

@@ -110,7 +110,9 @@ class EvaluatorRole:
         delivered, or the evaluation height is reached."""
         models = self.context.tasks.of(record.task_id).final_models
         tickets = self.ledger.chain.state.tickets
+        gone = record.withdrawn()
         drawn = [t.owner for t in assignment.miners if t.ticket_id in tickets]
+        drawn = [miner for miner in drawn if miner not in gone]
         left_out = self.excluded(record.task_id)
         ranked = [m for m in drawn if m not in left_out] or drawn
         due = self.ledger.chain.height + 1 >= evaluation_height(self.context.params, record)
