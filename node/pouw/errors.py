@@ -61,6 +61,8 @@ class Reason(StrEnum):
     """The sender holds no live evaluator ticket drawn for the task."""
     RESULT_ALREADY_SENT = "result_already_sent", Trait.RELAY_MAY_CAUSE
     """The evaluator's result for the task is on chain already: one result per evaluator."""
+    ALREADY_WITHDRAWN = "already_withdrawn", Trait.RELAY_MAY_CAUSE
+    """The miner left the task already (WITHDRAW_FROM_TASK)."""
     NOT_DRAWN_MINER = "not_drawn_miner"
     """A ranking, or a final model, names a miner not drawn for the task (or since slashed)."""
     BAD_RANKING = "bad_ranking"

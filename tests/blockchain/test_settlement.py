@@ -37,6 +37,7 @@ from pouw.blockchain.transactions import (
     COIN,
     BuyTicket,
     TaskResult,
+    WithdrawFromTask,
     final_model_body,
 )
 from pouw.crypto import SignedKind, sha256
@@ -132,17 +133,17 @@ def test_a_majority_of_the_drawn_evaluators_settles_at_the_published_split(
     fee = 10
     mine(ledger.chain, [ledger.tx(second, TaskResult(ledger.task_id, BEST_M0))])
     record = ledger.record
-    expected = split_escrow(
-        ESCROW, [M0.address, M1.address], [V0.address], [first.address, second.address]
-    )
+    expected = split_escrow(ESCROW, [M0.address, M1.address], [first.address, second.address])
     assert record.status == "completed" and record.payouts == expected
     assert sum(p.amount for p in record.payouts) == ESCROW
     paid = {p.recipient: p.amount for p in expected}
-    for key in (M0, M1, V0, first):
+    for key in (M0, M1, first):
         assert ledger.balance(key) == before[key.address] + paid[key.address]
     assert ledger.balance(second) == before[second.address] + paid[second.address] - fee
     assert ledger.balance(third) == before[third.address], "silent: not paid"
     assert ledger.balance(S0) == before[S0.address], "a supervisor's duty is off chain: not paid"
+    assert V0.address in {t.owner for t in ledger.drawn.verifiers}
+    assert ledger.balance(V0) == before[V0.address], "a verdict proves nothing: not paid"
     assert ledger.refusal(third, TaskResult(ledger.task_id, BEST_M0)) == "task_closed"
 
 
@@ -208,3 +209,46 @@ def test_the_bootstrap_task_cannot_be_closed(ledger: Ledger) -> None:
     closing = TaskResult(bootstrap, BEST_M0)
     for evaluator in ledger.evaluators():
         assert ledger.refusal(evaluator, closing) == "task_not_drawn"
+
+
+def test_a_drawn_miner_that_cannot_train_withdraws_and_the_last_to_leave_refunds_the_client(
+    ledger: Ledger,
+) -> None:
+    leave = WithdrawFromTask(ledger.task_id, "training failed: shapes")
+    assert ledger.refusal(OUTSIDER, leave) == "not_drawn_miner"
+    assert ledger.refusal(ledger.evaluators()[0], leave) == "not_drawn_miner"
+    before = ledger.balance(CLIENT)
+    mine(ledger.chain, [ledger.tx(M0, leave)])
+    record = ledger.record
+    assert record.status == "open", "m1 still trains it"
+    assert [(w.miner, w.reason) for w in record.withdrawals] == [(M0.address, leave.reason)]
+    assert ledger.refusal(M0, leave) == "already_withdrawn"
+    evaluator = ledger.evaluators()[0]
+    assert ledger.refusal(evaluator, TaskResult(ledger.task_id, BEST_M0)) == "not_drawn_miner"
+    mine(ledger.chain, [ledger.tx(M1, WithdrawFromTask(ledger.task_id, "dataset refused: x"))])
+    record = ledger.record
+    assert record.status == "refunded" and record.closed_at == ledger.chain.height
+    assert record.closed_at < record.deadline, "refunded at once, not at the deadline"
+    assert ledger.balance(CLIENT) == before + ESCROW
+    assert ledger.refusal(evaluator, TaskResult(ledger.task_id, BEST_M0)) == "task_closed"
+    assert ledger.refusal(M1, leave) == "task_closed"
+    while ledger.chain.height < record.deadline + 1:
+        mine(ledger.chain)
+    assert ledger.balance(CLIENT) == before + ESCROW, "refunded exactly once"
+
+
+def test_after_a_withdrawal_the_miners_that_stay_are_ranked_and_paid(ledger: Ledger) -> None:
+    """A withdrawal takes one miner out of the ranking; the others' result still settles."""
+    mine(ledger.chain, [ledger.tx(M1, WithdrawFromTask(ledger.task_id, "training diverged"))])
+    only_m0 = ranking((M0, 0.9))
+    first, second, _ = ledger.evaluators()
+    mine(
+        ledger.chain,
+        [ledger.tx(key, TaskResult(ledger.task_id, only_m0)) for key in (first, second)],
+    )
+    assert ledger.record.status == "completed"
+    assert {p.recipient for p in ledger.record.payouts} == {
+        M0.address,
+        first.address,
+        second.address,
+    }

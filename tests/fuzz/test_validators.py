@@ -78,7 +78,7 @@ TX_REASONS = frozenset(
         "not_an_evaluator", "unknown_ticket", "bad_reward", "devnet_key",
         # task settlement (pouw.blockchain.settlement)
         "task_expired", "task_not_drawn", "result_already_sent", "not_drawn_miner",
-        "bad_ranking", "model_not_signed",
+        "bad_ranking", "model_not_signed", "already_withdrawn",
         # a slash's proof (pouw.blockchain.slashing)
         "reporter_without_ticket", "malformed_evidence", "bad_evidence_signature",
         "evidence_wrong_ticket", "evidence_not_proven",

@@ -1,5 +1,6 @@
-"""A real mining PoUWNode drawn for a task it cannot train: the task fails with its reason, the
-node keeps mining, and a restarted node does not pick the task again."""
+"""A real mining PoUWNode drawn for a task it cannot train: it leaves the task on chain with its
+reason, so the task is refunded at once (it was the only drawn miner) and every node shows why;
+the node keeps mining, and a restarted node does not pick the task again."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pouw.blockchain.settlement import TaskRecord
 from pouw.node import NodeConfig, PoUWNode
 from pouw.roles import NodeRole
 from pouw.spec import DatasetSpec, ModelSpec, TaskSpec, TaskSpecError
@@ -69,15 +71,19 @@ def test_a_miner_drawn_for_a_task_it_cannot_train_says_why_and_keeps_mining(
             task_id = bytes.fromhex(await node.submit_task_spec(spec, reward=5.0, fee=0.01))
             await node.start_mining()
 
-            def phase() -> str | None:
-                view = node.task_view(task_id)
-                return None if view is None else view.phase
+            def record() -> TaskRecord | None:
+                return node.chain.state.tasks.get(task_id)
 
-            await until(lambda: phase() == "failed")
+            await until(lambda: (r := record()) is not None and r.status == "refunded")
+            refund = record()
+            assert refund is not None and refund.closed_at < refund.deadline
+            assert refund.payouts[0].recipient == node.address  # the client: its escrow back
+            why = "dataset refused: dataset 'cells.npz' declares features=4 but the file has 5"
+            (withdrawal,) = refund.withdrawals
+            assert withdrawal.miner == node.address and withdrawal.reason.startswith(why)
             view = node.task_view(task_id)
-            assert view is not None and view.message.startswith(
-                "dataset refused: dataset 'cells.npz' declares features=4 but the file has 5"
-            )
+            assert view is not None and view.phase == "refunded"
+            assert "every drawn miner left the task" in view.message and why in view.message
             height = node.chain.height
             await until(lambda: node.chain.height >= height + 2)  # mining on, by other work
             assert node.is_mining and node.miner.job is not None
@@ -88,7 +94,7 @@ def test_a_miner_drawn_for_a_task_it_cannot_train_says_why_and_keeps_mining(
         await restarted.start()
         try:
             view = restarted.task_view(task_id)
-            assert view is not None and view.phase == "failed"
+            assert view is not None and view.phase == "refunded"
             await restarted.start_mining()
             assert restarted.miner.job is not None and restarted.miner.job.task_id != task_id
         finally:

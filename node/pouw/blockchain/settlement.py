@@ -7,8 +7,8 @@ to its client at its deadline.
   no payouts: the ledger computes them.
 - The task settles when a majority of its drawn evaluators sent the same ranking (evaluation on
   the withheld test set is deterministic on CPU, so honest evaluators agree). The escrow is
-  split (`split_escrow`) among the ranked miners, the drawn verifiers and the evaluators of that
-  majority; an evaluator in the minority, or silent, is not paid.
+  split (`split_escrow`) among the ranked miners and the evaluators of that majority; an
+  evaluator in the minority, or silent, is not paid.
 - A task still open at its deadline (`height + task_deadline_blocks`) is refunded: when the block
   at the deadline height is applied, after its transactions, the escrow goes back to the client.
 
@@ -18,7 +18,7 @@ reverts a settlement or a refund with the block that made it.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -30,6 +30,7 @@ from pouw.blockchain.transactions import (
     Payout,
     RankedModel,
     TaskResult,
+    WithdrawFromTask,
     final_model_body,
 )
 from pouw.crypto import SignedKind, verify_as
@@ -38,11 +39,11 @@ from pouw.spec import TaskSpec
 
 TaskStatus = Literal["open", "completed", "refunded"]
 
-MINER_PERCENT = 75
-VERIFIER_PERCENT = 15
 EVALUATOR_PERCENT = 10
-"""The published split of an escrow. Supervisors are paid nothing from it: the IT_RES journal
-they keep is not on chain, so no node can check that they kept it (docs/protocol.md)."""
+"""The evaluators' part of an escrow; the ranked miners share the rest. Only duties the ledger
+checks are paid from it: supervisors keep the IT_RES journal off chain, and a verifier's
+verdict on a block that every node re-executes proves nothing, so neither role is paid from
+escrows (verifiers earn the reporter's share of the slashes they prove; docs/protocol.md 8.5)."""
 
 
 class EvaluatorResult(msgspec.Struct, frozen=True, array_like=True):
@@ -50,6 +51,13 @@ class EvaluatorResult(msgspec.Struct, frozen=True, array_like=True):
 
     evaluator: Address
     ranking: tuple[RankedModel, ...]
+
+
+class Withdrawal(msgspec.Struct, frozen=True, array_like=True):
+    """A drawn miner left the task (WITHDRAW_FROM_TASK), and why."""
+
+    miner: Address
+    reason: str
 
 
 class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
@@ -71,17 +79,19 @@ class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
     """What the settlement (or the refund) paid."""
     closed_at: int = 0
     """The height of the block that settled or refunded the task."""
+    withdrawals: tuple[Withdrawal, ...] = ()
+    """Drawn miners that left the task, in the order their withdrawals were mined."""
+
+    def withdrawn(self) -> set[str]:
+        return {entry.miner for entry in self.withdrawals}
 
 
 def split_escrow(
-    escrow: int,
-    ranked_miners: Sequence[str],
-    verifiers: Sequence[str],
-    evaluators: Sequence[str],
+    escrow: int, ranked_miners: Sequence[str], evaluators: Sequence[str]
 ) -> tuple[Payout, ...]:
-    """Miners share MINER_PERCENT by rank (weights k, k-1, ..., 1 for k ranked miners);
-    verifiers and evaluators each share their role's percentage equally. A role with nobody to
-    pay leaves its share to the miners; rounding remainders go to the best miner."""
+    """The evaluators share EVALUATOR_PERCENT equally; the miners share the rest by rank
+    (weights k, k-1, ..., 1 for k ranked miners). With no evaluator to pay, the miners take it
+    all; rounding remainders go to the best miner."""
     if not ranked_miners:
         raise ValueError("a task closes with at least one ranked miner")
     amounts: dict[str, int] = {}
@@ -90,13 +100,11 @@ def split_escrow(
         amounts[address] = amounts.get(address, 0) + amount
 
     miners_share = escrow
-    for percent, members in ((VERIFIER_PERCENT, verifiers), (EVALUATOR_PERCENT, evaluators)):
-        if members:
-            share = escrow * percent // 100
-            each = share // len(members)
-            for address in members:
-                pay(address, each)
-            miners_share -= each * len(members)
+    if evaluators:
+        each = escrow * EVALUATOR_PERCENT // 100 // len(evaluators)
+        for address in evaluators:
+            pay(address, each)
+        miners_share -= each * len(evaluators)
     weights = list(range(len(ranked_miners), 0, -1))
     total_weight = sum(weights)
     paid = 0
@@ -131,7 +139,7 @@ def check_task_result(
     if record is None:
         raise InvalidTransaction(Reason.UNKNOWN_TASK, result.task_id.hex())
     task = result.task_id.hex()[:16]
-    if record.status == "refunded":
+    if record.status == "refunded" and record.closed_at >= record.deadline:
         raise InvalidTransaction(
             Reason.TASK_EXPIRED, f"task {task} passed its deadline {record.deadline}"
         )
@@ -147,22 +155,33 @@ def check_task_result(
         raise InvalidTransaction(
             Reason.RESULT_ALREADY_SENT, f"{sender} already sent its result for {task}"
         )
-    _check_ranking(record.task_id, record.drawn, result.ranking, live, chain_id)
+    staying = _StayingMiners(record, live)
+    _check_ranking(record.task_id, staying, result.ranking, chain_id)
+
+
+class _StayingMiners(dict[str, bytes]):
+    """The public keys of a task's drawn miners that still hold their tickets and did not
+    withdraw, by address."""
+
+    def __init__(self, record: TaskRecord, live: Container[bytes]) -> None:
+        assert record.drawn is not None
+        withdrawn = record.withdrawn()
+        super().__init__(
+            (t.owner, t.public_key)
+            for t in record.drawn.miners
+            if t.ticket_id in live and t.owner not in withdrawn
+        )
 
 
 def _check_ranking(
-    task_id: bytes,
-    drawn: TaskDraw,
-    ranking: Sequence[RankedModel],
-    live: Container[bytes],
-    chain_id: str,
+    task_id: bytes, keys: Mapping[str, bytes], ranking: Sequence[RankedModel], chain_id: str
 ) -> None:
-    keys = {t.owner: t.public_key for t in drawn.miners if t.ticket_id in live}
     ranked = [entry.miner for entry in ranking]
     outsiders = [miner for miner in ranked if miner not in keys]
     if outsiders:
         raise InvalidTransaction(
-            Reason.NOT_DRAWN_MINER, f"{outsiders[0]} holds no live miner ticket drawn for the task"
+            Reason.NOT_DRAWN_MINER,
+            f"{outsiders[0]} holds no live miner ticket drawn for the task, or withdrew",
         )
     if not ranking or len(set(ranked)) != len(ranked):
         raise InvalidTransaction(Reason.BAD_RANKING, "one entry per ranked miner, at least one")
@@ -177,9 +196,7 @@ def _check_ranking(
             )
 
 
-def record_result(
-    record: TaskRecord, result: TaskResult, sender: str, live: Container[bytes], height: int
-) -> TaskRecord:
+def record_result(record: TaskRecord, result: TaskResult, sender: str, height: int) -> TaskRecord:
     """The task with `sender`'s checked result added; settled, with its payouts, once a majority
     of its drawn evaluators agree."""
     assert record.drawn is not None, "check_task_result passed"
@@ -187,12 +204,7 @@ def record_result(
     agreeing = [entry.evaluator for entry in results if entry.ranking == result.ranking]
     if len(agreeing) <= len(record.drawn.evaluators) // 2:
         return msgspec.structs.replace(record, results=results)
-    payouts = split_escrow(
-        record.escrow,
-        [entry.miner for entry in result.ranking],
-        [t.owner for t in record.drawn.verifiers if t.ticket_id in live],
-        agreeing,
-    )
+    payouts = split_escrow(record.escrow, [entry.miner for entry in result.ranking], agreeing)
     return msgspec.structs.replace(
         record,
         status="completed",
@@ -206,6 +218,40 @@ def record_result(
 def due_for_refund(tasks: Iterable[TaskRecord], height: int) -> list[TaskRecord]:
     """Client tasks still open once the block at their deadline height is applied."""
     return [t for t in tasks if t.status == "open" and t.client and t.deadline <= height]
+
+
+def check_withdrawal(
+    record: TaskRecord | None, withdrawal: WithdrawFromTask, sender: str, live: Container[bytes]
+) -> None:
+    """Raise unless `sender` is a drawn miner of the open task, holding its ticket, that has
+    not withdrawn yet."""
+    if record is None:
+        raise InvalidTransaction(Reason.UNKNOWN_TASK, withdrawal.task_id.hex())
+    task = withdrawal.task_id.hex()[:16]
+    if record.status != "open":
+        raise InvalidTransaction(Reason.TASK_CLOSED, f"task {task} is {record.status}")
+    if record.drawn is None:
+        raise InvalidTransaction(Reason.TASK_NOT_DRAWN, f"task {task} has no workers drawn yet")
+    if sender in record.withdrawn():
+        raise InvalidTransaction(Reason.ALREADY_WITHDRAWN, f"{sender} left task {task} already")
+    if sender not in _StayingMiners(record, live):
+        raise InvalidTransaction(
+            Reason.NOT_DRAWN_MINER, f"{sender} holds no live miner ticket drawn for {task}"
+        )
+
+
+def record_withdrawal(
+    record: TaskRecord,
+    withdrawal: WithdrawFromTask,
+    sender: str,
+    live: Container[bytes],
+    height: int,
+) -> TaskRecord:
+    """The task with `sender`'s checked withdrawal added; refunded when no drawn miner stays."""
+    updated = msgspec.structs.replace(
+        record, withdrawals=(*record.withdrawals, Withdrawal(sender, withdrawal.reason))
+    )
+    return updated if _StayingMiners(updated, live) else refunded(updated, height)
 
 
 def refunded(record: TaskRecord, height: int) -> TaskRecord:

@@ -25,8 +25,10 @@ from pouw.blockchain.params import (
 from pouw.blockchain.settlement import (
     TaskRecord,
     check_task_result,
+    check_withdrawal,
     due_for_refund,
     record_result,
+    record_withdrawal,
     refunded,
     task_deadline,
 )
@@ -39,6 +41,7 @@ from pouw.blockchain.transactions import (
     TaskResult,
     Transaction,
     Transfer,
+    WithdrawFromTask,
 )
 from pouw.crypto import address_of
 from pouw.errors import InvalidBlock, InvalidTransaction, Reason
@@ -227,8 +230,14 @@ class LedgerState:
 
     def _refund_expired(self, height: int) -> None:
         for task in due_for_refund(self.tasks.values(), height):
-            self._put_task(task.task_id, refunded(task, height))
-            self._credit(task.client, task.escrow)
+            self._close(refunded(task, height))
+
+    def _close(self, task: TaskRecord) -> None:
+        """Write the task's record; if it just closed, pay what its record says."""
+        self._put_task(task.task_id, task)
+        if task.status != "open":
+            for payout in task.payouts:
+                self._credit(payout.recipient, payout.amount)
 
     def apply_reward(self, tx: Transaction, expected_amount: int) -> None:
         payload = tx.payload
@@ -304,6 +313,8 @@ class LedgerState:
                 self.tickets,
                 self.params.chain_id,
             )
+        if isinstance(payload, WithdrawFromTask):
+            check_withdrawal(self.tasks.get(payload.task_id), payload, sender, self.tickets)
         if isinstance(payload, SlashEvidence):
             self.slashing.check(payload, sender, self)
 
@@ -323,11 +334,10 @@ class LedgerState:
             self._put_ticket(txid, ticket)
         elif isinstance(payload, TaskResult):
             task = self.tasks[payload.task_id]
-            updated = record_result(task, payload, sender, self.tickets, height)
-            self._put_task(payload.task_id, updated)
-            if updated.status == "completed":
-                for payout in updated.payouts:
-                    self._credit(payout.recipient, payout.amount)
+            self._close(record_result(task, payload, sender, height))
+        elif isinstance(payload, WithdrawFromTask):
+            task = self.tasks[payload.task_id]
+            self._close(record_withdrawal(task, payload, sender, self.tickets, height))
         elif isinstance(payload, SlashEvidence):
             self._confiscate(self.tickets[payload.ticket_id], reporter=sender)
 
@@ -362,7 +372,7 @@ class LedgerState:
 def payload_rules_read_state(payload: object) -> bool:
     """Whether `check_payload` reads the tasks and tickets: the other payloads' rules depend on
     the payload and the chain parameters alone."""
-    return isinstance(payload, TaskResult | SlashEvidence)
+    return isinstance(payload, TaskResult | WithdrawFromTask | SlashEvidence)
 
 
 def _amount_spent(payload: object) -> int:

@@ -149,7 +149,15 @@ class Reward(msgspec.Struct, frozen=True, array_like=True, tag="reward"):
     amount: Amount
 
 
-Payload = Transfer | PayForTask | BuyTicket | TaskResult | SlashEvidence | Reward
+class WithdrawFromTask(msgspec.Struct, frozen=True, array_like=True, tag="withdraw_from_task"):
+    """A drawn miner leaves a task its training failed on, saying why. When every drawn miner
+    has left (or lost its ticket), the escrow goes back to the client at once."""
+
+    task_id: Hash
+    reason: ShortText
+
+
+Payload = Transfer | PayForTask | BuyTicket | TaskResult | WithdrawFromTask | SlashEvidence | Reward
 
 
 class Transaction(msgspec.Struct, frozen=True, array_like=True):

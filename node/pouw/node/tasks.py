@@ -182,10 +182,7 @@ class TaskBook:
                 )
         elif record.status == "refunded":
             phase = "refunded"
-            message = (
-                f"no result settled the task by its deadline (height {record.deadline}): "
-                "its escrow went back to the client"
-            )
+            message = _refund_message(record)
         elif progress.failure:
             phase = "failed"
         elif evaluating:
@@ -195,6 +192,7 @@ class TaskBook:
             message = message or "waiting for miner tickets"
         else:
             phase = "training"
+            message = "; ".join(f"{w.miner} left: {w.reason}" for w in record.withdrawals)
         miners = [t.owner for t in assignment.miners] if assignment else []
         return TaskView(
             task_id=record.task_id.hex(),
@@ -230,3 +228,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
     temporary = path.with_suffix(path.suffix + ".tmp")
     temporary.write_bytes(data)
     temporary.replace(path)
+
+
+def _refund_message(record: TaskRecord) -> str:
+    if record.withdrawals and record.closed_at < record.deadline:
+        reasons = "; ".join(f"{entry.miner}: {entry.reason}" for entry in record.withdrawals)
+        return f"every drawn miner left the task ({reasons}): its escrow went back to the client"
+    return (
+        f"no result settled the task by its deadline (height {record.deadline}): "
+        "its escrow went back to the client"
+    )

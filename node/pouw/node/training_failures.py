@@ -1,5 +1,7 @@
 """The tasks whose training failed on this node, with why, kept in the data dir: a restarted
-miner does not pick a task that failed here again, and its status still says why.
+miner does not pick a task that failed here again, and its status still says why. The miner
+also leaves such a task on chain (WITHDRAW_FROM_TASK, `leave_task`), so every node shows why,
+and the client has its escrow back once no drawn miner stays.
 
 One JSON object (task id hex -> reason), rewritten atomically on each failure and pruned on
 start to the tasks still open, so it holds at most one line per open task.
@@ -12,7 +14,15 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from pouw.blockchain.transactions import WithdrawFromTask
+from pouw.crypto import KeyPair
+from pouw.errors import InvalidTransaction
+from pouw.node.ledger import Ledger
+
 log = logging.getLogger(__name__)
+
+MAX_REASON_CHARS = 256
+"""What a WITHDRAW_FROM_TASK's reason holds (`ShortText`)."""
 
 FILE_NAME = "failed-tasks.json"
 
@@ -65,3 +75,22 @@ def _is_hex(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def leave_task(ledger: Ledger, key: KeyPair, task_id: bytes, why: str) -> None:
+    """Withdraw `key` from the open task on chain, saying why, unless it left already or its
+    withdrawal waits in the mempool."""
+    record = ledger.chain.state.tasks.get(task_id)
+    if record is None or record.status != "open" or key.address in record.withdrawn():
+        return
+    if any(
+        tx.sender == key.public_key
+        and isinstance(tx.payload, WithdrawFromTask)
+        and tx.payload.task_id == task_id
+        for tx in ledger.mempool.transactions()
+    ):
+        return
+    try:
+        ledger.submit(WithdrawFromTask(task_id, why[:MAX_REASON_CHARS]))
+    except InvalidTransaction as error:
+        log.warning("could not leave task %s on chain: %s", task_id.hex()[:16], error)

@@ -213,6 +213,32 @@ def test_a_result_dropped_unmined_is_sent_again(tmp_path: Path) -> None:
     assert first == again
 
 
+def test_a_result_dropped_unmined_is_sent_again_as_it_was_after_a_restart(tmp_path: Path) -> None:
+    """Scored again after a restart, other candidates would give another ranking: two different
+    results for one task are slashing evidence, so the one signed before is sent again."""
+    node, ledger, _ = setup(tmp_path)
+
+    async def before_the_restart() -> None:
+        node.background.loop = asyncio.get_running_loop()
+        for miner in MINERS:
+            arrive(node, final(miner))
+        await settled(ledger)
+
+    run(before_the_restart)
+    ledger.mempool.clear()  # evicted, then the node stopped
+    restarted = context(tmp_path)
+    EvaluatorRole(restarted, ledger)  # type: ignore[arg-type]
+
+    async def after_the_restart() -> None:
+        restarted.background.loop = asyncio.get_running_loop()
+        arrive(restarted, final(MINERS[0], seed=b"another model by m0"))
+        await until(lambda: len(ledger.submitted) == 2, "a second submission")
+
+    run(after_the_restart)
+    first, again = ledger.submitted
+    assert first == again
+
+
 def test_a_refusal_no_retry_can_change_ends_its_tries(tmp_path: Path) -> None:
     node, ledger, _ = setup(tmp_path)
     ledger.refuse = InvalidTransaction(Reason.RESULT_ALREADY_SENT, "sent before a restart")

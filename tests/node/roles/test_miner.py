@@ -25,6 +25,7 @@ from tests.node.fakes import (
 from pouw.blockchain.chain import AddStatus, ChainUpdate
 from pouw.blockchain.params import bootstrap_task_id
 from pouw.blockchain.state import TaskRecord
+from pouw.blockchain.transactions import WithdrawFromTask
 from pouw.crypto import sha256
 from pouw.errors import InvalidBlock, Reason
 from pouw.mining.miner import PublishedIteration
@@ -167,7 +168,9 @@ def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> N
     assert role.job is not None and role.job.task_id == NEW
 
 
-def test_a_failed_task_is_marked_failed_and_left_also_after_a_restart(tmp_path: Path) -> None:
+def test_a_failed_task_is_marked_failed_and_left_on_chain_also_after_a_restart(
+    tmp_path: Path,
+) -> None:
     node, ledger, _, role = setup(tmp_path)
     ledger.add_task(task(OLD), assignment([node.key]))
     changed(node)
@@ -177,12 +180,17 @@ def test_a_failed_task_is_marked_failed_and_left_also_after_a_restart(tmp_path: 
     failures = node.metrics.registry.get_sample_value
     assert failures("pouw_training_failures_total", {"kind": "diverged"}) == 1
     assert role.job is not None and not role.job.client_task
+    assert ledger.submitted == [WithdrawFromTask(OLD, "training diverged: loss is nan")]
     restarted = context(tmp_path)  # a fresh task book, the same data dir
     again = MinerRole(restarted, ledger, FakeAnnouncer())  # type: ignore[arg-type]
     changed(restarted)
     assert again.job is not None and not again.job.client_task
     view = restarted.tasks.view(task(OLD), assignment([node.key]), evaluating=False)
     assert (view.phase, view.message) == ("failed", "training diverged: loss is nan")
+    assert len(ledger.submitted) == 1, "its withdrawal waits in the mempool: not sent twice"
+    ledger.mempool.clear()  # lost before it was mined
+    changed(restarted)
+    assert ledger.submitted[1:] == [WithdrawFromTask(OLD, "training diverged: loss is nan")]
 
 
 CHEAP_AND_HUGE = msgspec.structs.replace(IRIS, epochs=10_000)

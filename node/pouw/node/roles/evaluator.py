@@ -29,6 +29,7 @@ from pouw.ml.models import CorruptModel, build_model, load_model_bytes, model_ha
 from pouw.node.context import NodeContext
 from pouw.node.items import FinalModel
 from pouw.node.ledger import Ledger
+from pouw.node.sent_results import SentResults
 from pouw.roles import NodeRole
 
 log = logging.getLogger("pouw.node")
@@ -50,9 +51,8 @@ class EvaluatorRole:
         """Tasks with final models here, looked at again every other tick."""
         self._scored: dict[bytes, frozenset[bytes]] = {}
         """Task -> the candidates (item ids) last scored with nothing valid among them."""
-        self._sent_results: dict[bytes, TaskResult] = {}
-        """Task -> the TASK_RESULT this node signed and the mempool admitted, until the chain
-        holds it."""
+        self._sent_results = SentResults(context.config.data_dir / "sent-results")
+        """The TASK_RESULT this node signed for a task, until the chain holds it."""
         context.events.final_model.subscribe(self._arrived)
         context.events.tick.subscribe(self._on_tick)
 
@@ -70,14 +70,14 @@ class EvaluatorRole:
         if record is None or record.status != "open" or self._sent(record):
             self._watching.discard(task_id)
             self._scored.pop(task_id, None)
-            self._sent_results.pop(task_id, None)
+            self._sent_results.discard(task_id)
             return
         progress = self.context.tasks.of(task_id)
         if progress.evaluating or self._result_pending(task_id):
             return
         sent = self._sent_results.get(task_id)
         if sent is not None:  # dropped unmined (evicted, or reorged stale): the same again
-            self._submit(record, sent)
+            self._submit(record, sent, resend=True)
             return
         assignment = self.ledger.draw(record)
         if assignment is None or not assignment.holds(NodeRole.EVALUATOR, self.context.address):
@@ -110,7 +110,9 @@ class EvaluatorRole:
         delivered, or the evaluation height is reached."""
         models = self.context.tasks.of(record.task_id).final_models
         tickets = self.ledger.chain.state.tickets
+        gone = record.withdrawn()
         drawn = [t.owner for t in assignment.miners if t.ticket_id in tickets]
+        drawn = [miner for miner in drawn if miner not in gone]
         left_out = self.excluded(record.task_id)
         ranked = [m for m in drawn if m not in left_out] or drawn
         due = self.ledger.chain.height + 1 >= evaluation_height(self.context.params, record)
@@ -136,13 +138,18 @@ class EvaluatorRole:
             return
         self._submit(record, task_result(record, scored))
 
-    def _submit(self, record: TaskRecord, result: TaskResult) -> None:
-        """Send `result`; refused, it is tried again on a later tick, unless no try can pass."""
+    def _submit(self, record: TaskRecord, result: TaskResult, *, resend: bool = False) -> None:
+        """Send `result`; refused, it is tried again on a later tick, unless no try can pass.
+        A first try is kept before it can leave the node, and forgotten if refused here (it
+        never left); a result sent before is kept whatever happens: peers may still mine it."""
+        if not resend:
+            self._sent_results.put(result)
         try:
             self.ledger.submit(result)
-            self._sent_results[record.task_id] = result
         except InvalidTransaction as error:
             log.warning("task result refused: %s", error)
+            if not resend:
+                self._sent_results.discard(record.task_id)
             if error.reason in FINAL_REFUSALS:
                 self._watching.discard(record.task_id)
                 return

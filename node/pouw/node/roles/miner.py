@@ -49,7 +49,7 @@ from pouw.node.items import (
     sign_final_model,
 )
 from pouw.node.ledger import Ledger
-from pouw.node.training_failures import FILE_NAME, TrainingFailures
+from pouw.node.training_failures import FILE_NAME, TrainingFailures, leave_task
 from pouw.node.worker import FinishedTraining, Job, MiningWorker, failure_kind
 from pouw.roles import NodeRole
 from pouw.security import SenderScreen
@@ -130,6 +130,7 @@ class MinerRole:
             context.tasks.of(task_id).failure = why  # failed here before a restart: left
         events = context.events
         events.chain_changed.subscribe(lambda _: self.refresh_job())
+        events.chain_changed.subscribe(lambda _: self._leave_failed_tasks())
         events.peer_iteration.subscribe(self._take_update)
         events.tick.subscribe(lambda _: self.flush_iterations())
         events.final_model.subscribe(self._own_final_model)
@@ -359,7 +360,14 @@ class MinerRole:
         if job.client_task:
             self._failures.record(job.task_id, why)
             self.context.metrics.training_failures.labels(failure_kind(why)).inc()
+            leave_task(self.ledger, self.context.key, job.task_id, why)
         self.refresh_job()
+
+    def _leave_failed_tasks(self) -> None:
+        """Withdraw again from the tasks that failed here while a withdrawal is neither on
+        chain nor pending (lost in a crash, or dropped from the mempool)."""
+        for task_id, why in self._failures.reasons().items():
+            leave_task(self.ledger, self.context.key, task_id, why)
 
     def on_finished(self, done: FinishedTraining) -> None:
         job, trainer, key = done.job, done.trainer, self.context.key
