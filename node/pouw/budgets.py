@@ -51,6 +51,13 @@ FINAL_MODEL_BYTES_TOTAL: Final = 1024 * MIB
 the bytes back to score them): five tasks of three miners' largest models, or thousands of
 small ones (the digits MLP's is 70 KB). A task's closing gives its bytes back."""
 
+WAITING_MODEL_BYTES_PER_SENDER: Final = 2 * GOSSIP_FRAME_BYTES
+WAITING_MODEL_BYTES_TOTAL: Final = 4 * GOSSIP_FRAME_BYTES
+"""Final models for a task this node does not know or has not drawn yet (it is syncing), held
+until the chain says whether their senders were drawn: a few frames' worth, since gossip
+carries at most one frame a model; a miner's key is its sender here."""
+WAITING_MODEL_BLOCKS: Final = 100
+"""Blocks a waiting final model's task may stay unknown before the model is let go."""
 PROGRESS_MINERS_PER_TASK: Final = 256
 """Miners whose progress a node keeps per task (about 300 bytes each): a task seats at most 64;
 iterations from the 257th address on leave nothing behind."""

@@ -11,8 +11,10 @@ from pathlib import Path
 import msgspec
 from tests.node.fakes import IRIS, PARAMS, FakeAnnouncer, FakeLedger, assignment, context, key, task
 
+from pouw.blockchain.chain import AddStatus, ChainUpdate
 from pouw.blockchain.settlement import evaluation_height
 from pouw.blockchain.transactions import TaskResult
+from pouw.budgets import WAITING_MODEL_BLOCKS, ByteBudget
 from pouw.crypto import KeyPair, sha256
 from pouw.errors import Reason
 from pouw.ml.models import build_model, model_hash, model_to_bytes
@@ -22,6 +24,7 @@ from pouw.network.messages import ItemKind, ItemResult, Verdict
 from pouw.node.intake import Intake
 from pouw.node.items import FinalModel, encode_item, sign_final_model
 from pouw.node.roles.evaluator import EvaluatorRole
+from pouw.node.waiting_models import WaitingModels
 
 TASK_ID = sha256(b"a task")
 MINERS = [key("m0"), key("m1")]
@@ -98,10 +101,40 @@ def test_a_junk_model_before_the_real_ones_does_not_stop_the_task(tmp_path: Path
     ledger.state.check_payload(result, key("node").address)  # valid by the ledger's rules
 
 
-def test_a_final_model_for_a_task_not_drawn_here_yet_is_dropped_unscored(tmp_path: Path) -> None:
+def changed(intake: Intake) -> None:
+    intake.context.events.chain_changed.emit(ChainUpdate(AddStatus.EXTENDED, [], []))
+
+
+def test_a_final_model_for_a_task_not_drawn_here_yet_waits_for_the_draw(tmp_path: Path) -> None:
+    """A miner announces its final model once: a node behind the chain (syncing, or restarted)
+    that dropped it would never evaluate the task."""
     ledger, intake = setup(tmp_path)
-    record = ledger.state.tasks[TASK_ID]
-    ledger.state.tasks[TASK_ID] = msgspec.structs.replace(record, drawn=None)
-    answer = send(intake, final(MINERS[0]))  # a relay a block ahead knows the draw
+    drawn = ledger.state.tasks.pop(TASK_ID)
+    answer = send(intake, final(MINERS[0]))  # a relay a block ahead knows the task
     assert (answer.verdict, answer.reason) == (Verdict.KNOWN, Reason.TASK_NOT_DRAWN)
+    ledger.state.tasks[TASK_ID] = msgspec.structs.replace(drawn, drawn=None)
+    send(intake, final(OUTSIDER))
+    assert send(intake, final(MINERS[1], junk=True), item_id=sha256(b"x")).reason == "id_mismatch"
+    changed(intake)  # the task is known, not drawn yet: they wait
     assert intake.context.tasks.of(TASK_ID).final_models == {}
+    ledger.state.tasks[TASK_ID] = drawn
+    changed(intake)
+    held = intake.context.tasks.of(TASK_ID).final_models
+    assert list(held) == [MINERS[0].address], "the drawn miner's model taken, the outsider's not"
+    assert len(intake.waiting) == 0
+
+
+def test_waiting_final_models_are_bounded_in_bytes_and_let_go_with_their_task(
+    tmp_path: Path,
+) -> None:
+    ledger, intake = setup(tmp_path)
+    ledger.state.tasks.pop(TASK_ID)
+    intake.waiting = WaitingModels(ByteBudget(per_sender=2_000, total=20_000))
+    flood = [final(key(f"throwaway-{i}")) for i in range(100)]
+    for model in flood:
+        send(intake, model)
+    assert intake.waiting.budget.used <= intake.waiting.budget.total
+    assert intake.waiting.budget.used >= intake.waiting.budget.total - len(flood[0].model)
+    ledger.chain.height += WAITING_MODEL_BLOCKS + 1
+    changed(intake)  # their task never showed up
+    assert len(intake.waiting) == 0 and intake.waiting.budget.used == 0

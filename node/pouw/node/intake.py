@@ -31,10 +31,12 @@ from pouw.node.items import (
     FinalModel,
     IterationBatch,
     decode_item,
+    encode_item,
     has_valid_signature,
 )
 from pouw.node.ledger import Ledger
 from pouw.node.locator import block_locator, blocks_after
+from pouw.node.waiting_models import WaitingModels
 
 log = logging.getLogger("pouw.node")
 
@@ -64,6 +66,8 @@ class Intake:
         roles add their own checks after."""
         self.attestations = AttestationBook()
         """Verifiers' verdicts on recent blocks, one per verifier (this node's own included)."""
+        self.waiting = WaitingModels()
+        context.events.chain_changed.subscribe(lambda _: self.judge_waiting_models())
 
     # -- what the network asks of the node ---------------------------------------------------------
 
@@ -282,10 +286,20 @@ class Intake:
         if self.announcer.knows(ItemKind.MODEL, item_id):
             return ItemResult(Verdict.KNOWN)
         record = self.ledger.chain.state.tasks.get(final.task_id)
-        if record is None:
-            return rejected(Reason.UNKNOWN_TASK)
-        if record.drawn is None:  # a relay a block ahead may know the draw: not its fault
+        if record is None or record.drawn is None:  # a relay ahead of us: not its fault
+            if not has_valid_signature(final, final.miner, self._chain_id):
+                return rejected(Reason.BAD_SIGNATURE)
+            refused = self.waiting.park(final, self.ledger.chain.height)
+            if refused is not None:
+                return over_budget(self.context, "waiting_final_models", refused)
             return ItemResult(Verdict.KNOWN, Reason.TASK_NOT_DRAWN)
+        result = self._take_drawn_miners_model(final, record)
+        if result.verdict == Verdict.ACCEPTED:
+            self.announcer.remember(ItemKind.MODEL, item_id, payload)
+        return result
+
+    def _take_drawn_miners_model(self, final: FinalModel, record: TaskRecord) -> ItemResult:
+        assert record.drawn is not None
         if all(ticket.public_key != final.miner for ticket in record.drawn.miners):
             return rejected(Reason.NOT_DRAWN_MINER)
         if not has_valid_signature(final, final.miner, self._chain_id):
@@ -293,8 +307,23 @@ class Intake:
         refused = take_final_model(self.context, final, final_model_bytes(record.spec.model))
         if refused is not None:
             return over_budget(self.context, "final_models", refused)
-        self.announcer.remember(ItemKind.MODEL, item_id, payload)
         return ItemResult(Verdict.ACCEPTED)
+
+    def judge_waiting_models(self) -> None:
+        """The waiting final models whose task the chain now decides: taken (and announced)
+        when their miner was drawn for the open task, let go otherwise."""
+        tasks = self.ledger.chain.state.tasks
+
+        def decided(task_id: bytes) -> bool | None:
+            record = tasks.get(task_id)
+            if record is None or (record.status == "open" and record.drawn is None):
+                return None
+            return record.status == "open"
+
+        for final in self.waiting.ready(decided, self.ledger.chain.height):
+            taken = self._take_drawn_miners_model(final, tasks[final.task_id])
+            if taken.verdict == Verdict.ACCEPTED:
+                self.announcer.announce(ItemKind.MODEL, final.item_id(), encode_item(final))
 
     def _on_verdict(self, item_id: bytes, payload: bytes) -> ItemResult:
         verdict = decode_item(BlockVerdict, payload)
@@ -322,10 +351,18 @@ class Intake:
 
     def restore_final_models(self) -> None:
         """Final models this node stored for tasks still open: an evaluator restarted before
-        its TASK_RESULT was mined evaluates them again instead of leaving the task open."""
-        for record in self.ledger.chain.state.tasks.values():
-            if record.status == "open":
-                restore_models(self.context, record)
+        its TASK_RESULT was mined evaluates them again instead of leaving the task open. Those
+        of tasks its chain does not hold yet (it lost the last blocks in a crash) wait."""
+        tasks = self.ledger.chain.state.tasks
+        for task_id in self.context.tasks.stored_tasks():
+            record = tasks.get(task_id)
+            if record is not None and record.drawn is not None:
+                if record.status == "open":
+                    restore_models(self.context, record)
+                continue
+            for final in self.context.tasks.stored_models(task_id):
+                if has_valid_signature(final, final.miner, self._chain_id):
+                    self.waiting.park(final, self.ledger.chain.height)
 
 
 def restore_models(context: NodeContext, record: TaskRecord) -> None:

@@ -139,6 +139,16 @@ class TaskBook:
         path.with_suffix(FINAL_MODEL_ITEM).unlink(missing_ok=True)
         path.unlink(missing_ok=True)
 
+    def stored_tasks(self) -> list[bytes]:
+        """The tasks with final models stored on disk."""
+        if not self.models_dir.is_dir():
+            return []
+        return [
+            bytes.fromhex(path.name)
+            for path in sorted(self.models_dir.iterdir())
+            if path.is_dir() and len(path.name) == 64
+        ]
+
     def stored_models(self, task_id: bytes) -> list[FinalModel]:
         """The final models of `task_id` stored here, as received (signatures unchecked)."""
         models = []

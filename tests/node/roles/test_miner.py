@@ -212,3 +212,24 @@ def test_a_well_paid_task_is_trained_and_finished_while_a_cheap_huge_one_waits(
     role.on_finished(FinishedTraining(role.job, trainer))
     assert node.tasks.of(NEW).final_models[node.address].task_id == NEW
     assert role.job is not None and role.job.task_id == OLD, "then the cheap one resumes"
+
+
+def test_its_final_model_is_offered_again_while_the_task_is_open(tmp_path: Path) -> None:
+    """A miner announces a final model once; an evaluator that was down or behind then would
+    wait for it until the task's deadline, so it is offered again every 10 s until the task
+    closes (peers that hold it are not sent it again: the gossip's known set)."""
+    node, ledger, announcer, role = setup(tmp_path)
+    ledger.add_task(task(NEW), assignment([node.key]))
+    changed(node)
+    assert role.job is not None and role.job.task_id == NEW
+    trainer = TaskTrainer(NEW, IRIS, load_dataset(IRIS.dataset), node.key.public_key)
+    role.on_finished(FinishedTraining(role.job, trainer))
+    (first,) = [item for kind, item, _ in announcer.announced if kind == ItemKind.MODEL]
+    for tick in range(1, 41):
+        node.events.tick.emit(tick)
+    models = [item for kind, item, _ in announcer.announced if kind == ItemKind.MODEL]
+    assert models == [first, first, first], "at ticks 20 and 40"
+    record = ledger.state.tasks[NEW]
+    ledger.state.tasks[NEW] = msgspec.structs.replace(record, status="completed")
+    node.events.tick.emit(60)
+    assert [item for kind, item, _ in announcer.announced if kind == ItemKind.MODEL] == models

@@ -59,6 +59,9 @@ from pouw.spec import model_parameters
 log = logging.getLogger("pouw.node")
 
 ITERATION_BATCH_MAX = 1024
+FINAL_MODEL_REANNOUNCE_TICKS = 20
+"""How often (in node ticks, 10 s) a miner offers its final models of open tasks again: a peer
+that was down or behind when they were first announced, an evaluator among them, gets them."""
 """IT_RES records sent at once at most; else they go every tick (ITERATION_FLUSH_S)."""
 
 
@@ -133,6 +136,7 @@ class MinerRole:
         events.chain_changed.subscribe(lambda _: self._leave_failed_tasks())
         events.peer_iteration.subscribe(self._take_update)
         events.tick.subscribe(lambda _: self.flush_iterations())
+        events.tick.subscribe(self._reannounce_final_models)
         events.final_model.subscribe(self._own_final_model)
 
     def _own_final_model(self, final: FinalModel) -> None:
@@ -141,6 +145,18 @@ class MinerRole:
         if final.miner == self.context.key.public_key and final.task_id not in self._finished:
             self._finished.add(final.task_id)
             self.refresh_job()
+
+    def _reannounce_final_models(self, tick: int) -> None:
+        """Offer our final models of open tasks again; peers that hold one are not sent it."""
+        if tick % FINAL_MODEL_REANNOUNCE_TICKS:
+            return
+        tasks, book = self.ledger.chain.state.tasks, self.context.tasks
+        for task_id in self._finished:
+            record = tasks.get(task_id)
+            kept = book.of(task_id).final_models.get(self.context.address)
+            final = book.with_bytes(kept) if kept and record and record.status == "open" else None
+            if final is not None:
+                self.announcer.announce(ItemKind.MODEL, final.item_id(), encode_item(final))
 
     @property
     def activity(self) -> Activity:
