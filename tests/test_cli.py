@@ -15,6 +15,7 @@ from pouw.blockchain.params import devnet_key
 from pouw.blockchain.store import STORE_FILE
 from pouw.blockchain.transactions import Payout, coins
 from pouw.cli import main
+from pouw.config import NodeConfig, check_api_exposure
 from pouw.crypto import KeyPair
 from tests.support.ledger import ALICE, BOB, ledger_params, mine, open_chain, transfer
 
@@ -120,3 +121,56 @@ def test_a_node_off_devnet_with_a_devnet_key_stops_with_one_line(tmp_path: Path)
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert "public devnet key" in lines[0] and "random key" in lines[0]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "node.example"])
+def test_a_node_serving_its_api_beyond_loopback_without_a_token_stops_with_one_line(
+    tmp_path: Path, host: str
+) -> None:
+    env = {"POUW_HOST": host, "POUW_DATA_DIR": str(tmp_path), "POUW_API_TOKEN": None}
+    result = CliRunner().invoke(main, ["node"], env=env)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert f"POUW_HOST={host}" in lines[0] and "set POUW_API_TOKEN" in lines[0]
+    assert "POUW_API_INSECURE=1" in lines[0]
+    assert not (tmp_path / "node.key").exists()  # refused before the node started
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_loopback_without_a_token_stays_allowed(host: str) -> None:
+    check_api_exposure(NodeConfig(host=host))
+
+
+def test_the_insecure_switch_allows_it_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    check_api_exposure(NodeConfig(host="0.0.0.0", api_insecure=True))
+    assert "INSECURE" in caplog.text and "POUW_API_INSECURE" in caplog.text
+    check_api_exposure(NodeConfig(host="0.0.0.0", api_token="s3cret"))
+
+
+class _Started(Exception):
+    """Raised where the node would start: the API check passed."""
+
+
+def test_a_token_from_its_file_lets_a_node_serve_beyond_loopback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token a PoUWNode mounts as a file (POUW_API_TOKEN_FILE) counts for the check, as
+    POUW_API_TOKEN does: the node on 0.0.0.0 gets past it to its start."""
+    token = tmp_path / "api-token"
+    token.write_text("s3cret\n")
+
+    def started(*_args: object, **_kwargs: object) -> None:
+        raise _Started
+
+    monkeypatch.setattr("pouw.api.runner.PoUWNode", started)
+    env = {
+        "POUW_HOST": "0.0.0.0",
+        "POUW_DATA_DIR": str(tmp_path),
+        "POUW_API_TOKEN": None,
+        "POUW_API_TOKEN_FILE": str(token),
+    }
+    result = CliRunner().invoke(main, ["node"], env=env)
+    assert isinstance(result.exception, _Started), result.output
+    config = NodeConfig.from_env({"POUW_HOST": "0.0.0.0", "POUW_API_TOKEN_FILE": str(token)})
+    assert config.api_token == "s3cret"
+    check_api_exposure(config)

@@ -48,12 +48,15 @@ FULL_ENV = {
     "POUW_DATA_DIR": "/var/lib/pouw",
     "POUW_API_PORT": "9090",
     "POUW_API_TOKEN": "s3cret",
+    "POUW_API_INSECURE": "no",
     "POUW_NETWORK_KEY": "cluster-secret",
     "POUW_NODE_KEY_FILE": "/var/run/pouw/keys/miners-0.key",
     "POUW_DEVICE": "CUDA",
     "POUW_LOG_LEVEL": "debug",
     "POUW_CHAIN_ID": "testnet",
     "POUW_GENESIS_FILE": "/etc/pouw/genesis/genesis.json",
+    "POUW_DATASET_DIR": "/srv/datasets",
+    "POUW_DATASET_HOSTS": "Data.Example.org, [2001:db8::1],10.0.0.7",
 }
 
 
@@ -75,6 +78,14 @@ def test_from_env_reads_every_variable() -> None:
     assert config.node_key_file == Path("/var/run/pouw/keys/miners-0.key")
     assert config.genesis_file == Path("/etc/pouw/genesis/genesis.json")
     assert (config.device, config.log_level, config.chain_id) == ("cuda", "DEBUG", "testnet")
+    assert config.dataset_directory == Path("/srv/datasets")
+    assert config.dataset_hosts == ("data.example.org", "2001:db8::1", "10.0.0.7")
+
+
+def test_datasets_default_to_the_data_dir_and_no_downloads() -> None:
+    config = NodeConfig.from_env({"POUW_DATA_DIR": "/var/lib/pouw"})
+    assert config.dataset_directory == Path("/var/lib/pouw/datasets")
+    assert config.dataset_hosts == ()
 
 
 def test_unset_variables_keep_defaults() -> None:
@@ -102,6 +113,9 @@ def test_to_env_round_trips() -> None:
         ("POUW_DEVICE", "tpu"),
         ("POUW_LOG_LEVEL", "loud"),
         ("POUW_NODE_ID", "  "),
+        ("POUW_DATASET_HOSTS", "evil.org/path"),
+        ("POUW_DATASET_HOSTS", "user@host"),
+        ("POUW_DATASET_DIR", " "),
     ],
 )
 def test_bad_values_name_the_variable_and_value_in_one_line(variable: str, value: str) -> None:
@@ -154,3 +168,33 @@ def test_role_parsing_accepts_any_case() -> None:
     assert NodeRole.parse("Evaluator") is NodeRole.EVALUATOR
     with pytest.raises(ValueError, match="MINER, SUPERVISOR"):
         NodeRole.parse("boss")
+
+
+@pytest.mark.parametrize(
+    ("file_variable", "field_name"),
+    [("POUW_API_TOKEN_FILE", "api_token"), ("POUW_NETWORK_KEY_FILE", "network_key")],
+)
+def test_a_secret_is_read_from_the_file_its_variable_names(
+    tmp_path: Path, file_variable: str, field_name: str
+) -> None:
+    mounted = tmp_path / "secret"
+    mounted.write_text("from-a-mounted-secret\n")
+    config = NodeConfig.from_env({file_variable: str(mounted)})
+    assert getattr(config, field_name) == "from-a-mounted-secret"
+
+
+@pytest.mark.parametrize("file_variable", ["POUW_API_TOKEN_FILE", "POUW_NETWORK_KEY_FILE"])
+def test_a_secret_file_that_cannot_serve_stops_the_start_naming_its_variable(
+    tmp_path: Path, file_variable: str
+) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ConfigError, match=rf"^{file_variable}='.*missing' cannot be read: "):
+        NodeConfig.from_env({file_variable: str(missing)})
+    empty = tmp_path / "empty"
+    empty.write_text(" \n")
+    with pytest.raises(ConfigError, match=rf"^{file_variable}='.*empty' is invalid: .*empty"):
+        NodeConfig.from_env({file_variable: str(empty)})
+    plain = file_variable.removesuffix("_FILE")
+    empty.write_text("token")
+    with pytest.raises(ConfigError, match=rf"^{file_variable} and {plain} are both set"):
+        NodeConfig.from_env({file_variable: str(empty), plain: "other"})

@@ -3,27 +3,49 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pouw.crypto import (
     KeyPair,
+    SignedKind,
     address_of,
     canonical_bytes,
     hash_value,
     is_address,
-    verify_signature,
+    verify_as,
 )
+
+TX = SignedKind.TRANSACTION
 
 
 def test_sign_and_verify() -> None:
     key = KeyPair.generate()
-    signature = key.sign(b"message")
-    assert verify_signature(key.public_key, signature, b"message")
-    assert not verify_signature(key.public_key, signature, b"messagE")
-    assert not verify_signature(KeyPair.generate().public_key, signature, b"message")
-    assert not verify_signature(key.public_key[:31], signature, b"message")
-    assert not verify_signature(bytes(32), signature, b"message")
+    signature = key.sign_as(TX, "c", b"message")
+    assert verify_as(TX, "c", key.public_key, signature, b"message")
+    assert not verify_as(TX, "c", key.public_key, signature, b"messagE")
+    assert not verify_as(TX, "c", KeyPair.generate().public_key, signature, b"message")
+    assert not verify_as(TX, "c", key.public_key[:31], signature, b"message")
+    assert not verify_as(TX, "c", bytes(32), signature, b"message")
+    assert not verify_as(TX, "other-chain", key.public_key, signature, b"message")
+
+
+@pytest.mark.parametrize("signed_as", list(SignedKind))
+@pytest.mark.parametrize("presented_as", list(SignedKind))
+def test_a_signature_of_one_kind_verifies_as_no_other(
+    signed_as: SignedKind, presented_as: SignedKind
+) -> None:
+    key = KeyPair.from_seed(b"signer")
+    signature = key.sign_as(signed_as, "pouw-test", b"the same body")
+    verified = verify_as(presented_as, "pouw-test", key.public_key, signature, b"the same body")
+    assert verified == (signed_as == presented_as)
+
+
+def test_kind_and_chain_cannot_be_shifted_into_the_body() -> None:
+    key = KeyPair.from_seed(b"signer")
+    signature = key.sign_as(TX, "a", b"\x00b")
+    assert not verify_as(TX, "a\x00b", key.public_key, signature, b"")
 
 
 def test_seeded_keys_are_deterministic_and_addresses_well_formed() -> None:

@@ -53,7 +53,8 @@ def test_an_honest_relay_may_cause_only_races_with_the_chain_and_the_mempool() -
     assert racy == {
         "replay", "duplicate", "duplicate_nonce", "mempool_full", "nonce_gap",
         "too_many_pending", "unknown_task", "task_closed", "not_an_evaluator",
-        "unknown_ticket", "not_a_verifier",
+        "unknown_ticket", "not_a_verifier", "task_expired", "task_not_drawn",
+        "result_already_sent", "already_withdrawn", "reporter_without_ticket", "store_full",
     }  # fmt: skip
     assert not any(reason.fake_work for reason in racy)
 

@@ -27,6 +27,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/* The ServiceAccount of node pods in each served namespace: no Role, no token mounted. */}}
+{{- define "pouw.nodeServiceAccount" -}}
+{{- printf "%s-node" (include "pouw.fullname" .) -}}
+{{- end -}}
+
 {{- define "pouw.operatorLabels" -}}
 {{ include "pouw.labels" . }}
 app.kubernetes.io/component: operator
@@ -45,7 +50,7 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
 {{- end -}}
 
-{{/* The label every node pod carries (operator/pouw_operator/builders.py: NAME_LABEL, APP_NAME). */}}
+{{/* The label every node pod carries (operator/pouw_operator/builders/naming.py: NAME_LABEL, APP_NAME). */}}
 {{- define "pouw.nodeSelectorLabels" -}}
 app.kubernetes.io/name: pouw-node
 {{- end -}}

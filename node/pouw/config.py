@@ -6,7 +6,10 @@ and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +23,9 @@ ATTACKS = ("sign_flip", "scale", "noise", "little_is_enough", "fake_work", "stal
 """What POUW_ATTACK may name (`pouw.security.ATTACKS`, kept here without torch for the CLI)."""
 DEVNET_CHAIN_PREFIX = "pouw-devnet"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
+"""A DNS name or an IPv4 or IPv6 address, lowercase and without brackets, as
+`urllib.parse.urlsplit(url).hostname` writes it."""
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -52,6 +58,9 @@ class NodeConfig:
     data_dir: Path = Path(".data/node")
     api_port: int = 8080
     api_token: str | None = None
+    api_insecure: bool = False
+    """POUW_API_INSECURE: let `pouw node` serve its API beyond loopback without a token (anyone
+    who reaches it may pay, stake and submit); refused otherwise (check_api_exposure)."""
     device: str = "cpu"
     enable_security: bool = True
     """CurveZMQ encryption of peer traffic."""
@@ -69,6 +78,11 @@ class NodeConfig:
     attack: str | None = None
     """Test and demo only (`pouw devnet --byzantine`): this miner misbehaves as a Byzantine
     miner of this kind (pouw.node.byzantine). Refused off devnet chains and for other roles."""
+    dataset_dir: Path | None = None
+    """The only place a task's dataset file is read from, by its plain name (POUW_DATASET_DIR;
+    None: `data_dir`/datasets)."""
+    dataset_hosts: tuple[str, ...] = ()
+    """Hosts a task's dataset may be downloaded from (POUW_DATASET_HOSTS; empty: none)."""
     block_time_ms: int | None = None
     """Devnet only (`pouw devnet` sets it from its node count and the machine's cores): the
     chain's target block time, a consensus parameter, so every node of the chain sets the same
@@ -82,6 +96,11 @@ class NodeConfig:
             self.node_key_file = Path(self.node_key_file)
         if self.genesis_file is not None:
             self.genesis_file = Path(self.genesis_file)
+        if self.dataset_dir is not None:
+            self.dataset_dir = Path(self.dataset_dir)
+        for host in self.dataset_hosts:
+            _require("dataset_hosts", host, _is_host_name(host), "each must be a host name")
+        self.dataset_hosts = tuple(_host_name(host) for host in self.dataset_hosts)
         self.bootstrap_peers = [
             _check_peer("bootstrap_peers", host, port) for host, port in self.bootstrap_peers
         ]
@@ -140,10 +159,18 @@ class NodeConfig:
             raw = environ.get(variable)
             if raw is not None:
                 values[field_name] = _parse(variable, raw, parse)
+        for file_variable, variable in SECRET_FILES.items():
+            path = environ.get(file_variable)
+            if path is not None:
+                values[_FIELD_OF[variable]] = _secret_from_file(file_variable, path, environ)
         try:
             return cls(**values)
         except ConfigError as error:
             raise ConfigError(_name_variable(str(error))) from None
+
+    @property
+    def dataset_directory(self) -> Path:
+        return self.dataset_dir if self.dataset_dir is not None else self.data_dir / "datasets"
 
     def to_env(self) -> dict[str, str]:
         """The POUW_* variables that `from_env` turns back into this config."""
@@ -156,6 +183,9 @@ class NodeConfig:
                 env[variable] = "true" if value else "false"
             elif field_name == "bootstrap_peers":
                 env[variable] = ",".join(_format_peer(host, port) for host, port in value)
+            elif field_name == "dataset_hosts":
+                if value:
+                    env[variable] = ",".join(value)
             elif isinstance(value, NodeRole):
                 env[variable] = value.value
             else:
@@ -247,6 +277,22 @@ def _peers(raw: str) -> list[Peer]:
     return peers
 
 
+def _hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(_host_name(part) for part in raw.split(",") if part.strip())
+    for host in hosts:
+        if not _is_host_name(host):
+            raise ValueError(f"{host!r} is not a host name (list them as host,host)")
+    return hosts
+
+
+def _host_name(host: str) -> str:
+    return host.strip().strip("[]").lower()
+
+
+def _is_host_name(host: object) -> bool:
+    return isinstance(host, str) and _HOST_NAME.fullmatch(_host_name(host)) is not None
+
+
 def _check_peer(name: str, host: object, port: object) -> Peer:
     _require(name, (host, port), isinstance(host, str) and bool(host), "host must be a name")
     _require(name, (host, port), _is_port(port), "port must be an integer from 1 to 65535")
@@ -278,6 +324,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_DATA_DIR": ("data_dir", lambda raw: Path(_text(raw))),
     "POUW_API_PORT": ("api_port", _port),
     "POUW_API_TOKEN": ("api_token", _text),
+    "POUW_API_INSECURE": ("api_insecure", _boolean),
     "POUW_NETWORK_KEY": ("network_key", _text),
     "POUW_NODE_KEY_FILE": ("node_key_file", lambda raw: Path(_text(raw))),
     "POUW_DEVICE": ("device", _choice(DEVICES, str.lower)),
@@ -285,10 +332,35 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POUW_CHAIN_ID": ("chain_id", _text),
     "POUW_GENESIS_FILE": ("genesis_file", lambda raw: Path(_text(raw))),
     "POUW_ATTACK": ("attack", _choice(ATTACKS, str.lower)),
+    "POUW_DATASET_DIR": ("dataset_dir", lambda raw: Path(_text(raw))),
+    "POUW_DATASET_HOSTS": ("dataset_hosts", _hosts),
 }
 ENV_VARIABLES = tuple(ENVIRONMENT)
+SECRET_FILES = {
+    "POUW_API_TOKEN_FILE": "POUW_API_TOKEN",
+    "POUW_NETWORK_KEY_FILE": "POUW_NETWORK_KEY",
+}
+"""A secret's file (on Kubernetes a mounted Secret) instead of its variable: a file is not
+inherited by child processes nor shown with the environment (/proc/<pid>/environ)."""
+_FIELD_OF = {variable: field_name for variable, (field_name, _) in ENVIRONMENT.items()}
 _FIELD_TO_VARIABLE = {field_name: variable for variable, (field_name, _) in ENVIRONMENT.items()}
 assert set(_FIELD_TO_VARIABLE) <= {f.name for f in fields(NodeConfig)}
+
+
+def _secret_from_file(file_variable: str, path: str, environ: Mapping[str, str]) -> str:
+    """The secret in the file `file_variable` names; one line naming the variable when the
+    file cannot be read, is empty, or its plain variable is set too (which would win?)."""
+    variable = SECRET_FILES[file_variable]
+    if environ.get(variable) is not None:
+        raise ConfigError(f"{file_variable} and {variable} are both set: set one of them")
+    try:
+        secret = Path(_parse(file_variable, path, _text)).read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{file_variable}={path!r} cannot be read: {reason}") from None
+    if not secret:
+        raise ConfigError(f"{file_variable}={path!r} is invalid: the file is empty")
+    return secret
 
 
 def _name_variable(message: str) -> str:
@@ -296,3 +368,32 @@ def _name_variable(message: str) -> str:
     field_name, _, rest = message.partition("=")
     variable = _FIELD_TO_VARIABLE.get(field_name)
     return f"{variable}={rest}" if variable else message
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) reaches only this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_api_exposure(config: NodeConfig) -> None:
+    """An API beyond loopback without a token would take anyone's writes: refused, unless
+    POUW_API_INSECURE allows it (then warned at every start). The token is `api_token`, which
+    `from_env` fills from POUW_API_TOKEN_FILE too: check a config read in full."""
+    if config.api_token is not None or is_loopback(config.host):
+        return
+    if not config.api_insecure:
+        raise ConfigError(
+            f"POUW_HOST={config.host} serves the API beyond loopback without POUW_API_TOKEN: "
+            "set POUW_API_TOKEN or POUW_API_TOKEN_FILE (or POUW_HOST=127.0.0.1; "
+            "POUW_API_INSECURE=1 allows anonymous writes anyway)"
+        )
+    logging.getLogger("pouw.config").warning(
+        "INSECURE: POUW_API_INSECURE is set and POUW_HOST=%s has no POUW_API_TOKEN: anyone who "
+        "reaches this API can pay, stake and submit tasks with this node's key",
+        config.host,
+    )

@@ -3,12 +3,18 @@
 Signatures are ed25519 (`cryptography`); hashes are SHA-256; the canonical encoding is msgpack
 produced by msgspec with struct fields as arrays in declaration order and map keys sorted, so
 equal values always encode to equal bytes.
+
+Every signature is made by kind (`SignedKind`): the signed bytes are
+`SIGNED_PREFIX + canonical((kind, chain_id)) + body`, so a signature made for one kind of
+statement (a hello, an envelope, an IT_RES, a block...) never verifies as another, nor on
+another chain.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
@@ -73,8 +79,39 @@ def _load_public_key(public_key: bytes) -> Ed25519PublicKey:
     return key
 
 
-def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    """True when `signature` is a valid ed25519 signature of `message` by `public_key`."""
+class SignedKind(StrEnum):
+    """What a signature is for: each kind is its own domain."""
+
+    TRANSACTION = "transaction"
+    BLOCK = "block"
+    ITERATION = "iteration"
+    """One IT_RES record: its message and the hash of its update."""
+    ITERATION_BATCH = "iteration_batch"
+    FINAL_MODEL = "final_model"
+    VERDICT = "verdict"
+    ENVELOPE = "envelope"
+    """Every peer-to-peer frame."""
+    HELLO = "hello"
+    """The answer to a peer's handshake challenge, bound to this link (docs/protocol.md 7.4)."""
+
+
+SIGNED_PREFIX: Final = b"pouw-signed-v1\x00"
+
+
+def signed_bytes(kind: SignedKind, chain_id: str, body: bytes) -> bytes:
+    """What a signature of `kind` on `chain_id` over `body` signs: the msgpack array of kind
+    and chain id delimits itself, so no (kind, chain, body) triple shares bytes with another."""
+    return SIGNED_PREFIX + _encoder.encode((kind.value, chain_id)) + body
+
+
+def verify_as(
+    kind: SignedKind, chain_id: str, public_key: bytes, signature: bytes, body: bytes
+) -> bool:
+    """True when `signature` is `public_key`'s signature of `body` as a `kind` on `chain_id`."""
+    return _verify(public_key, signature, signed_bytes(kind, chain_id, body))
+
+
+def _verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
     try:
@@ -112,8 +149,10 @@ class KeyPair:
             serialization.NoEncryption(),
         )
 
-    def sign(self, message: bytes) -> bytes:
-        return self._private.sign(message)
+    def sign_as(self, kind: SignedKind, chain_id: str, body: bytes) -> bytes:
+        """The signature of `body` as a statement of `kind` on `chain_id` (the only way this
+        key signs)."""
+        return self._private.sign(signed_bytes(kind, chain_id, body))
 
     def save(self, path: Path) -> None:
         """Write the raw private key, readable by the owner only."""

@@ -371,7 +371,7 @@ class Devnet:
     def wait_until_closed(self, on_poll: Callable[[Snapshot], None], timeout: float) -> None:
         self.wait_for(
             "training the client's task while mining",
-            lambda s: s.task is not None and s.task["phase"] in ("completed", "failed"),
+            lambda s: s.task is not None and s.task["phase"] in ("completed", "failed", "refunded"),
             timeout,
             on_poll,
         )

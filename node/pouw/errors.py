@@ -54,12 +54,31 @@ class Reason(StrEnum):
     STAKE_BELOW_MINIMUM = "stake_below_minimum"
     UNKNOWN_TASK = "unknown_task", Trait.RELAY_MAY_CAUSE
     TASK_CLOSED = "task_closed", Trait.RELAY_MAY_CAUSE
+    TASK_EXPIRED = "task_expired", Trait.RELAY_MAY_CAUSE
+    """The task passed its deadline unsettled and was refunded to its client."""
+    TASK_NOT_DRAWN = "task_not_drawn", Trait.RELAY_MAY_CAUSE
     NOT_AN_EVALUATOR = "not_an_evaluator", Trait.RELAY_MAY_CAUSE
-    PAYOUT_MISMATCH = "payout_mismatch"
+    """The sender holds no live evaluator ticket drawn for the task."""
+    RESULT_ALREADY_SENT = "result_already_sent", Trait.RELAY_MAY_CAUSE
+    """The evaluator's result for the task is on chain already: one result per evaluator."""
+    ALREADY_WITHDRAWN = "already_withdrawn", Trait.RELAY_MAY_CAUSE
+    """The miner left the task already (WITHDRAW_FROM_TASK)."""
+    NOT_DRAWN_MINER = "not_drawn_miner"
+    """A ranking, or a final model, names a miner not drawn for the task (or since slashed)."""
+    BAD_RANKING = "bad_ranking"
+    MODEL_NOT_SIGNED = "model_not_signed"
+    """A ranked model without its miner's signature over it (the FinalModel item's)."""
     UNKNOWN_TICKET = "unknown_ticket", Trait.RELAY_MAY_CAUSE
     NOT_A_VERIFIER = "not_a_verifier", Trait.RELAY_MAY_CAUSE
+    REPORTER_WITHOUT_TICKET = "reporter_without_ticket", Trait.RELAY_MAY_CAUSE
+    """A SLASH from an account that holds no live ticket (`pouw.blockchain.slashing`)."""
+    MALFORMED_EVIDENCE = "malformed_evidence"
     BAD_EVIDENCE_SIGNATURE = "bad_evidence_signature"
+    """A statement not signed by the ticket's key as the kind it is presented as."""
+    EVIDENCE_WRONG_TICKET = "evidence_wrong_ticket"
+    """The evidence is about another ticket, signer or role than the one slashed."""
     EVIDENCE_NOT_PROVEN = "evidence_not_proven"
+    """The statements do not conflict, or the block's re-execution shows no fake work."""
     # -- blocks: the work claim against the branch's state (pouw.mining.claims) -----------------
     NOT_DRAWN = "not_drawn", Trait.FAKE_WORK
     """The block's miner holds no live MINER ticket drawn for the iteration's task and slot."""
@@ -121,6 +140,14 @@ class Reason(StrEnum):
     MALFORMED = "malformed"
     ID_MISMATCH = "id_mismatch"
     FOREIGN_ITERATION = "foreign_iteration"
+    # -- byte budgets (pouw.budgets) --------------------------------------------------------------
+    OVER_SENDER_BUDGET = "over_sender_budget"
+    """The item's author already holds its share of the store's bytes."""
+    MODEL_TOO_LARGE = "model_too_large"
+    """A final model larger than its task's spec implies (its float32 parameters as
+    safetensors, `pouw.budgets.final_model_bytes`)."""
+    STORE_FULL = "store_full", Trait.RELAY_MAY_CAUSE
+    """The store holds its total of bytes: refused, not held against the relay."""
 
 
 class Rejected(PouwError):

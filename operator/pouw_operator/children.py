@@ -1,9 +1,12 @@
 """A PoUWNode's children applied through the API, in the order its pods need them: the
-namespace's `pouw-network` Secret (created once, never overwritten), off devnet the
-namespace's chain (the `pouw-faucet` Secret and the `pouw-genesis` ConfigMap, each created
-once, never overwritten), the keys Secret (keys never rotated), the headless Service and the
-StatefulSet; and the bootstrap peers of the namespace's StatefulSets when its supervisors
-change."""
+namespace's `pouw-network` and `pouw-api-root` Secrets (created once, never overwritten), off
+devnet the namespace's chain (the `pouw-faucet` Secret and the `pouw-genesis` ConfigMap, each
+created once, never overwritten), the node's API token Secret (created once), the headless
+Service and the StatefulSet; and the bootstrap peers of the namespace's StatefulSets when its
+supervisors change.
+
+Secrets are only ever created: of those, the operator reads back `pouw-api-root` and
+`pouw-faucet` alone, by name (docs/security.md, "Cluster least privilege")."""
 
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ from pouw_operator.builders.genesis import (
     faucet_seed,
     genesis_chain_id,
 )
-from pouw_operator.builders.naming import keys_secret_name
 from pouw_operator.builders.peers import Supervisor
 from pouw_operator.builders.secrets import (
-    build_keys_secret,
+    API_ROOT_SECRET,
+    api_root,
+    build_api_root_secret,
+    build_api_token_secret,
     build_network_secret,
-    secret_owned_fields,
 )
 from pouw_operator.builders.service import build_service, service_owned_fields
 from pouw_operator.builders.statefulset import (
@@ -34,7 +38,7 @@ from pouw_operator.builders.statefulset import (
     env_value,
     statefulset_owned_fields,
 )
-from pouw_operator.kube import CONFIGMAP, SECRET, SERVICE, STATEFULSET, KubeError, holds
+from pouw_operator.kube import CONFIGMAP, SECRET, SERVICE, STATEFULSET, KubeError
 from pouw_operator.memo import OperatorMemo
 from pouw_operator.resources import NodeResource
 
@@ -44,12 +48,12 @@ PEERS_VARIABLE = "POUW_BOOTSTRAP_PEERS"
 async def apply_children(
     memo: OperatorMemo, node: NodeResource, supervisors: Sequence[Supervisor]
 ) -> None:
-    """In dependency order: a pod needs its key and the network Secret before it starts."""
+    """In dependency order: a pod needs its Secrets (and off devnet its genesis) to start."""
     kube = memo.kube
     await kube.ensure(SECRET, build_network_secret(node.namespace))
     if not node.resolved.devnet:
         await ensure_chain(memo, node)
-    await apply_keys(memo, node)
+    await kube.ensure(SECRET, build_api_token_secret(node, await ensure_api_root(memo, node)))
     service = build_service(node)
     await kube.create_or_patch(SERVICE, service, service_owned_fields(service))
     statefulset = build_statefulset(node, memo.settings, supervisors)
@@ -88,22 +92,15 @@ async def ensure_chain(
         )
 
 
-async def apply_keys(memo: OperatorMemo, node: NodeResource) -> None:
-    """A new node's keys are created at once; an existing Secret keeps its keys and gains
-    those of new ordinals (scale-up): keys are never rotated."""
-    kube, name = memo.kube, keys_secret_name(node.name)
-    try:
-        await kube.create(SECRET, build_keys_secret(node, None))
-        return
-    except KubeError as error:
-        if not error.conflict:
-            raise
-    existing = await kube.get(SECRET, node.namespace, name)
-    if existing is None:
-        raise KubeError(409, "Conflict", f"Secret {name} came and went")
-    keys = build_keys_secret(node, existing.get("data"))
-    if not holds(existing, secret_owned_fields(keys)):
-        await kube.patch(SECRET, node.namespace, name, secret_owned_fields(keys))
+async def ensure_api_root(memo: OperatorMemo, node: NodeResource) -> bytes:
+    """The namespace's API token root, made on first use; whoever creates it first wins."""
+    root = api_root(await memo.kube.get(SECRET, node.namespace, API_ROOT_SECRET))
+    if root is None:
+        await memo.kube.ensure(SECRET, build_api_root_secret(node.namespace))
+        root = api_root(await memo.kube.get(SECRET, node.namespace, API_ROOT_SECRET))
+    if root is None:
+        raise KubeError(409, "Conflict", f"Secret {API_ROOT_SECRET} came and went, or is empty")
+    return root
 
 
 async def rewire(

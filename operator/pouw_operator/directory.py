@@ -1,21 +1,20 @@
 """Which node an MLTask or a Stake talks to, at which URL, with which API token.
 
 Candidates are the PoUWNodes of the resource's namespace. The choice is a pure function over
-their manifests; reading them and the `pouw-network` Secret is the injected `ClusterReader`'s
-job (blocking: callers run the directory in a worker thread).
+their manifests; reading them and the `pouw-api-root` Secret is the injected `ClusterReader`'s
+job (blocking: callers run the directory in a worker thread). Each node has its own token,
+derived from that root: a client for one node holds that node's token only.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
 
 from pouw.api.client import NodeClient
 from pouw_operator.builders.naming import pod_api_url
-from pouw_operator.builders.secrets import API_TOKEN_KEY, NETWORK_SECRET
+from pouw_operator.builders.secrets import API_ROOT_SECRET, api_root, derive_api_token
 from pouw_operator.errors import OperatorError
 from pouw_operator.kube import POUWNODE, SECRET, Kube
 from pouw_operator.resources import PoUWNodeBody
@@ -56,7 +55,8 @@ class ClusterReader(Protocol):
         ...
 
     def secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """A Secret's `data` (base64 values), None when there is no such Secret."""
+        """A Secret's `data` (base64 values), None when there is no such Secret. The
+        directory asks for `pouw-api-root` only."""
         ...
 
 
@@ -107,16 +107,6 @@ def pod_url(namespace: str, pod: str, settings: OperatorSettings) -> str:
     return pod_api_url(settings, namespace, pod)
 
 
-def decode_token(data: Mapping[str, str] | None) -> str | None:
-    raw = (data or {}).get(API_TOKEN_KEY)
-    if not raw:
-        return None
-    try:
-        return base64.b64decode(raw, validate=True).decode().strip() or None
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
 class NodeDirectory:
     def __init__(self, settings: OperatorSettings, cluster: ClusterReader) -> None:
         self.settings = settings
@@ -164,14 +154,19 @@ class NodeDirectory:
             )
         return self._endpoint(namespace, node, replica)
 
-    def token(self, namespace: str) -> str | None:
-        """The API token for writes: the setting, else the namespace's `pouw-network` Secret."""
+    def token(self, namespace: str, node: str) -> str | None:
+        """The API token of PoUWNode `node` for writes: the setting, else derived from the
+        namespace's `pouw-api-root` (None before the operator has made it)."""
         if self.settings.api_token:
             return self.settings.api_token
-        return decode_token(self.cluster.secret_data(namespace, NETWORK_SECRET))
+        try:
+            root = api_root({"data": self.cluster.secret_data(namespace, API_ROOT_SECRET)})
+        except ValueError:  # not base64: the node refuses the call, the condition says so
+            return None
+        return derive_api_token(root, node) if root else None
 
     def client(self, namespace: str, endpoint: NodeEndpoint) -> NodeClient:
-        return NodeClient(endpoint.url, self.token(namespace))
+        return NodeClient(endpoint.url, self.token(namespace, endpoint.node))
 
 
 class KubernetesReader:

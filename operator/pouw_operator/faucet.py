@@ -2,15 +2,18 @@
 and a fee from the namespace's faucet, once: what a staking role locks, what a peer pays for
 tasks with.
 
-Off devnet a pod's key is random and the genesis funds only the faucet (`pouw-faucet`), so a
-staking pod waits for coins (`pouw node` stakes once funded). The operator, the faucet key's
-only holder, signs a transfer to the pod's address and hands it to the pod's own API (POST
-/transactions) at the faucet's next nonce as that node sees it (GET /accounts). Transfers are
-made one at a time (the memo's faucet lock); the keys Secret records the funded ordinals
-(annotation `pouw.network/funded`), so a pod is funded once, also across operator restarts. A
-transfer the node refuses as `duplicate` or `replay` is in already. What it cannot do: an
-operator that dies between the transfer and the annotation funds that pod again (the faucet
-pays twice, nobody gains a key), and a nonce another pod took first is retried later.
+Off devnet a pod's key is random (the node makes it in its data volume) and the genesis funds
+only the faucet (`pouw-faucet`), so a staking pod waits for coins (`pouw node` stakes once
+funded). The operator, the faucet key's only holder, asks the pod its address (GET /status),
+signs a transfer to it and hands it to the pod's own API (POST /transactions, with that node's
+token) at the faucet's next nonce as that node sees it (GET /accounts). Transfers are made one
+at a time (the memo's faucet lock); the PoUWNode's `status.fundedReplicas` records the funded
+ordinals, read fresh before each round, so a pod is funded once, also across operator
+restarts. A transfer the node refuses as `duplicate` or `replay` is in already. What it cannot
+do: an operator that dies between the transfer and the record funds that pod again (the
+faucet pays twice, nobody gains a key), and a nonce another pod took first is retried later.
+A pod is trusted with its own address: the worst a subverted pod can do is have its one
+funding paid elsewhere.
 """
 
 from __future__ import annotations
@@ -27,20 +30,19 @@ from pouw_operator.builders.genesis import (
     faucet_seed,
     key_address,
 )
-from pouw_operator.builders.naming import key_file, keys_secret_name, pod_name
-from pouw_operator.builders.secrets import decoded_seed
+from pouw_operator.builders.naming import pod_name
 from pouw_operator.directory import NodeDirectory
-from pouw_operator.kube import SECRET, KubeError
+from pouw_operator.kube import POUWNODE, SECRET, KubeError
 from pouw_operator.memo import OperatorMemo
 from pouw_operator.resources import NodeResource
 
-FUNDED_ANNOTATION = "pouw.network/funded"
+FUNDED_FIELD = "fundedReplicas"
 ALREADY_IN = ("duplicate", "replay")
 
 
-def funded_ordinals(secret: Mapping[str, Any] | None) -> set[int]:
-    raw = ((secret or {}).get("metadata") or {}).get("annotations", {}).get(FUNDED_ANNOTATION)
-    return {int(part) for part in str(raw or "").split(",") if part.strip().isdigit()}
+def funded_ordinals(pouwnode: Mapping[str, Any] | None) -> set[int]:
+    raw = ((pouwnode or {}).get("status") or {}).get(FUNDED_FIELD) or []
+    return {o for o in raw if isinstance(o, int) and not isinstance(o, bool) and o >= 0}
 
 
 def needs_funding(node: NodeResource) -> bool:
@@ -56,35 +58,32 @@ async def fund_replicas(memo: OperatorMemo, node: NodeResource, nodes: NodeDirec
     if not needs_funding(node):
         return []
     kube, namespace, spec = memo.kube, node.namespace, node.resolved
-    keys = await kube.get(SECRET, namespace, keys_secret_name(node.name))
-    faucet = await kube.get(SECRET, namespace, FAUCET_SECRET)
-    if keys is None or faucet is None:
-        raise KubeError(404, "NotFound", f"Secret {keys_secret_name(node.name)} or {FAUCET_SECRET}")
-    seed, funded, done = faucet_seed(faucet), funded_ordinals(keys), []
-    amount = spec.stake + DEFAULT_FEE  # the ticket (or a task), and the fee of paying it
     async with memo.faucet_lock:
+        current = await kube.get(POUWNODE, namespace, node.name)
+        faucet = await kube.get(SECRET, namespace, FAUCET_SECRET)
+        if current is None or faucet is None:
+            raise KubeError(404, "NotFound", f"PoUWNode {node.name} or Secret {FAUCET_SECRET}")
+        seed, funded, done = faucet_seed(faucet), funded_ordinals(current), []
+        amount = spec.stake + DEFAULT_FEE  # the ticket (or a task), and the fee of paying it
         for ordinal in range(spec.replicas):
-            file = key_file(node.name, ordinal)
-            if ordinal in funded or file not in (keys.get("data") or {}):
+            if ordinal in funded:
                 continue
-            recipient = key_address(decoded_seed(keys, file))
             client = nodes.client(namespace, nodes.for_pod(namespace, pod_name(node.name, ordinal)))
-            await asyncio.to_thread(
-                _transfer, client, seed, spec.chain_id, recipient, amount, key_address(seed)
-            )
+            await asyncio.to_thread(_transfer, client, seed, spec.chain_id, amount)
             funded.add(ordinal)
             done.append(ordinal)
-            annotation = ",".join(str(o) for o in sorted(funded))
-            patch = {"metadata": {"annotations": {FUNDED_ANNOTATION: annotation}}}
-            await kube.patch(SECRET, namespace, keys_secret_name(node.name), patch)
+            patch = {"status": {FUNDED_FIELD: sorted(funded)}}
+            await kube.patch(POUWNODE, namespace, node.name, patch, "status")
     return done
 
 
-def _transfer(
-    client: NodeClient, seed: bytes, chain_id: str, recipient: str, amount: float, faucet: str
-) -> None:
+def _transfer(client: NodeClient, seed: bytes, chain_id: str, amount: float) -> None:
+    """Pay `amount` coins from the faucet of `seed` to the address the pod says it has."""
     with client:
-        nonce = int(client.account(faucet)["next_nonce"])
+        recipient = client.status().get("address")
+        if not isinstance(recipient, str) or not recipient:
+            raise ApiError(0, "no address", "the node's /status names no address")
+        nonce = int(client.account(key_address(seed))["next_nonce"])
         encoded = build_faucet_transfer(seed, chain_id, recipient, amount, DEFAULT_FEE, nonce)
         try:
             client.relay_transaction(encoded)

@@ -110,6 +110,7 @@ class PoUWNodeStatus(TypedDict, total=False):
     selector: str
     observedGeneration: int
     conditions: list[Condition]
+    fundedReplicas: list[int]
 
 
 class PoUWNodeBody(TypedDict, total=False):
@@ -150,6 +151,9 @@ class DatasetSpec(TypedDict, total=False):
     sha256: str
     testFraction: float
     splitSeed: int
+    rows: int
+    features: int
+    classes: int
 
 
 class HyperparametersSpec(TypedDict, total=False):

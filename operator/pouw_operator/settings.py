@@ -26,7 +26,10 @@ class OperatorSettings:
     (POUW_OPERATOR_NODE_URL): an operator outside the cluster, or a test driving a devnet."""
     api_token: str | None = None
     """The node API token when node_url is set (POUW_OPERATOR_API_TOKEN); in a cluster the
-    operator reads it from the namespace's `pouw-network` Secret."""
+    operator derives each node's own (builders/secrets.py)."""
+    node_service_account: str | None = None
+    """The ServiceAccount of node pods (POUW_NODE_SERVICE_ACCOUNT; the chart's, bound to no
+    Role); unset: the namespace's default. Either way no token is mounted."""
     poll_interval_s: float = 5.0
     """How often task, stake and node status are refreshed (POUW_OPERATOR_POLL_SECONDS)."""
     metrics_port: int = 8080
@@ -44,6 +47,7 @@ class OperatorSettings:
             node_image=env.get("POUW_NODE_IMAGE") or defaults.node_image,
             node_url=(env.get("POUW_OPERATOR_NODE_URL") or "").rstrip("/") or None,
             api_token=env.get("POUW_OPERATOR_API_TOKEN") or None,
+            node_service_account=env.get("POUW_NODE_SERVICE_ACCOUNT") or None,
             poll_interval_s=_seconds(env, "POUW_OPERATOR_POLL_SECONDS", defaults.poll_interval_s),
             metrics_port=_port(env, "POUW_OPERATOR_METRICS_PORT", defaults.metrics_port),
             liveness_port=_port(env, "POUW_OPERATOR_LIVENESS_PORT", defaults.liveness_port),

@@ -23,6 +23,7 @@ NODE_PHASES: Mapping[str, TaskPhase] = {
     "evaluating": "Evaluating",
     "completed": "Completed",
     "failed": "Failed",
+    "refunded": "Failed",  # its deadline passed unsettled: the escrow went back to the client
 }
 FINAL_PHASES: frozenset[str] = frozenset({"Completed", "Failed"})
 

@@ -14,6 +14,7 @@ from pouw.blockchain.transactions import Transaction, decode_transaction
 from pouw.errors import InvalidTransaction
 from pouw.monitoring.health import HealthMetrics, HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
+from pouw.node.requests import RequestConflict
 from pouw.node.views import MinerProgress, TaskView, TicketView
 from pouw.roles import NodeRole
 from pouw.spec import TaskSpec
@@ -49,7 +50,7 @@ class FakeNode:
         self.submitted: list[tuple[TaskSpec, float, float, str | None]] = []
         self.staked: list[tuple[float, NodeRole | None]] = []
         self.tickets: dict[str, TicketView] = {}  # by request id
-        self.refuse_with: InvalidTransaction | None = None
+        self.refuse_with: InvalidTransaction | RequestConflict | None = None
         self.relayed: list[Transaction] = []
         self.explode = False
         self.healthy = True

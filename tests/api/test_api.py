@@ -16,6 +16,7 @@ from pouw.api.app import MAX_BODY_BYTES, create_app
 from pouw.blockchain.transactions import Transfer, encode_transaction, sign_transaction
 from pouw.crypto import KeyPair
 from pouw.errors import InvalidTransaction, Reason
+from pouw.node.requests import RequestConflict
 from pouw.roles import NodeRole
 from tests.api.fake_node import DONE_ID, NEW_ID, TOKEN, TRAINING_ID, FakeNode
 
@@ -185,6 +186,35 @@ def test_a_spec_the_ledger_refuses_gets_422_with_its_message(api: TestClient) ->
     assert "not a built-in dataset" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        ({"model": {"layers": [64, 10]}, "dataset": {"name": "iris"}}, "has 4 features"),
+        ({"model": {"layers": [4, 10]}, "dataset": {"name": "iris"}}, "has 3 classes"),
+        (
+            {"model": {"layers": [8, 10], "architecture": "cnn", "input_shape": [1, 4, 4]}},
+            "holds 16 values but dataset 'digits' has 64 features",
+        ),
+        (
+            {"dataset": {"name": "../../etc/passwd", "format": "csv", "sha256": "0" * 64}},
+            "is not a file name in the dataset directory",
+        ),
+        (
+            {"dataset": {"name": "d.npz", "format": "npz", "sha256": "0" * 64, "url": "/dev/zero"}},
+            "must be an http or https URL",
+        ),
+    ],
+    ids=["iris-64-10", "iris-4-10", "cnn-shape", "path", "local-url"],
+)
+def test_an_unrunnable_spec_is_refused_at_submission_naming_the_mismatch(
+    api: TestClient, fake: FakeNode, change: dict[str, Any], rule: str
+) -> None:
+    response = api.post("/tasks", json={**TASK, **change}, headers=AUTH)
+    assert response.status_code == 422
+    assert rule in response.json()["detail"]
+    assert fake.submitted == []
+
+
 def test_a_refused_transaction_gets_409_with_its_rule(api: TestClient, fake: FakeNode) -> None:
     fake.refuse_with = InvalidTransaction(Reason.OVERSPEND, "spends 5, balance is 1")
     for path, body in (("/tasks", TASK), ("/stake", {"amount": 5, "role": "miner"})):
@@ -336,3 +366,13 @@ def test_a_malformed_transaction_or_address_is_a_422(api: TestClient, hex_text: 
     relayed = api.post("/transactions", json={"transaction": hex_text}, headers=AUTH)
     assert relayed.status_code == 422
     assert api.get("/accounts/not-an-address").status_code == 422
+
+
+def test_a_request_id_reused_with_another_body_is_409_naming_it(
+    api: TestClient, fake: FakeNode
+) -> None:
+    fake.refuse_with = RequestConflict("stake", "K")
+    answer = api.post("/stake", headers=AUTH, json={"amount": 5.0, "request_id": "K"})
+    assert answer.status_code == 409
+    assert answer.json()["reason"] == "request_id_reused"
+    assert "'K'" in answer.json()["detail"] and "/stake" in answer.json()["detail"]

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import msgspec
 import pytest
+from tests.support.evidence import equivocation
 from tests.support.ledger import (
     ALICE,
     BOB,
@@ -14,19 +15,21 @@ from tests.support.ledger import (
     signed,
     transfer,
 )
+from tests.support.settlement import ranked
 
+from pouw.blockchain.draw import draw_task
 from pouw.blockchain.mempool import Mempool
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import (
     BuyTicket,
+    EvidenceKind,
     PayForTask,
     Payload,
-    Payout,
-    RankedModel,
     SlashEvidence,
     TaskResult,
     Transaction,
     Transfer,
+    encode_transaction,
 )
 from pouw.crypto import KeyPair, sha256
 from pouw.errors import InvalidTransaction
@@ -122,19 +125,19 @@ def apply(state: LedgerState, *txs: Transaction) -> None:
             state.apply_transaction(tx, tx.txid(), height=1)
 
 
-def result(task_id: bytes, paid: int = ESCROW) -> TaskResult:
-    ranking = (RankedModel(miner=BOB.address, model_hash=sha256(b"model"), accuracy=0.9),)
-    return TaskResult(task_id, ranking, (Payout(recipient=BOB.address, amount=paid),))
+def result(task_id: bytes) -> TaskResult:
+    return TaskResult(task_id, (ranked(task_id, BOB, 0.9),))
 
 
 def evidence(ticket_id: bytes, offender: KeyPair) -> SlashEvidence:
-    message = b"signed iteration message"
-    return SlashEvidence(ticket_id, "fake_work", message, offender.sign(sha256(message)))
+    proof = equivocation(offender, ticket_id, sha256(b"task"), EvidenceKind.ITERATION)
+    return SlashEvidence(ticket_id, proof)
 
 
 @pytest.fixture
 def chain_state(state: LedgerState) -> tuple[LedgerState, bytes, bytes]:
-    """An open task (ALICE's), an evaluator, a verifier and BOB's miner ticket, on chain."""
+    """An open task (ALICE's), an evaluator, a verifier and BOB's miner ticket, on chain; the
+    task drawn from those tickets."""
     task = signed(ALICE, PayForTask(spec=DIGITS, reward=ESCROW), 0)
     miner_ticket = signed(BOB, BuyTicket(role=NodeRole.MINER, amount=MIN_STAKE), 0)
     apply(
@@ -144,7 +147,15 @@ def chain_state(state: LedgerState) -> tuple[LedgerState, bytes, bytes]:
         signed(EVALUATOR, BuyTicket(role=NodeRole.EVALUATOR, amount=MIN_STAKE), 0),
         signed(VERIFIER, BuyTicket(role=NodeRole.VERIFIER, amount=MIN_STAKE), 0),
     )
+    draw(state, task.txid())
     return state, task.txid(), miner_ticket.txid()
+
+
+def draw(state: LedgerState, task_id: bytes) -> None:
+    """Seat the task's workers from the tickets on chain, as the block after it would."""
+    record = state.tasks[task_id]
+    drawn = draw_task(list(state.tickets.values()), task_id, 1, 1, sha256(b"block"), 2)
+    state.tasks[task_id] = msgspec.structs.replace(record, drawn=drawn)
 
 
 Refused = Callable[[bytes, bytes], tuple[KeyPair, Payload]]
@@ -174,16 +185,16 @@ REFUSED_PAYLOADS: dict[str, tuple[str, Refused]] = {
         "not_an_evaluator",
         lambda task, ticket: (CAROL, result(task)),
     ),
-    "result paying other than the escrow": (
-        "payout_mismatch",
-        lambda task, ticket: (EVALUATOR, result(task, ESCROW - 1)),
+    "result ranking a miner not drawn": (
+        "not_drawn_miner",
+        lambda task, ticket: (EVALUATOR, TaskResult(task, (ranked(task, CAROL, 1.0),))),
     ),
     "slash of no ticket": (
         "unknown_ticket",
         lambda task, ticket: (VERIFIER, evidence(sha256(b"?"), BOB)),
     ),
-    "slash from a non-verifier": (
-        "not_a_verifier",
+    "slash from an account holding no ticket": (
+        "reporter_without_ticket",
         lambda task, ticket: (CAROL, evidence(ticket, BOB)),
     ),
     "slash with forged evidence": (
@@ -206,17 +217,18 @@ def test_admission_refuses_what_no_block_could_hold(
     assert len(pool) == 0 and state.snapshot() == before
 
 
-def test_a_result_may_follow_the_pending_ticket_that_makes_its_sender_an_evaluator(
+def test_a_ticket_bought_after_the_draw_makes_no_evaluator_and_one_result_closes_the_task(
     chain_state: tuple[LedgerState, bytes, bytes],
 ) -> None:
     state, task_id, _ = chain_state
     pool, before = Mempool(), state.snapshot()
     ticket = signed(CAROL, BuyTicket(role=NodeRole.EVALUATOR, amount=MIN_STAKE), 0)
     pool.add(ticket, state)
-    first = signed(CAROL, result(task_id), 1)
+    assert reason(pool, state, signed(CAROL, result(task_id), 1)) == "not_an_evaluator"
+    first = signed(EVALUATOR, result(task_id), 1)
     pool.add(first, state)
     assert state.snapshot() == before, "the trial left the state as it was"
-    assert reason(pool, state, signed(CAROL, result(task_id), 2)) == "task_closed"
+    assert reason(pool, state, signed(EVALUATOR, result(task_id), 2)) == "task_closed"
     assert pool.select(state, max_bytes=1 << 20, height=2) == [ticket, first]
 
 
@@ -234,10 +246,12 @@ def test_a_pending_transaction_the_tip_made_stale_does_not_refuse_its_successors
 ) -> None:
     state, task_id, _ = chain_state
     second_task = signed(ALICE, PayForTask(spec=DIGITS, reward=ESCROW), 1)
-    apply(state, second_task, signed(CAROL, BuyTicket(NodeRole.EVALUATOR, MIN_STAKE), 0))
+    apply(state, second_task)
+    draw(state, second_task.txid())
     pool = Mempool()
     pool.add(signed(EVALUATOR, result(task_id), 1), state)
-    apply(state, signed(CAROL, result(task_id), 1))  # CAROL's result closes the task first
+    closed = msgspec.structs.replace(state.tasks[task_id], status="completed")
+    state.tasks[task_id] = closed  # the tip closed the task first
     pool.add(signed(EVALUATOR, result(second_task.txid()), 2), state)
     assert len(pool) == 2  # the stale one waits for a replacement, as a stale transfer does
 
@@ -250,3 +264,45 @@ def test_a_sender_has_a_bounded_number_of_pending_transactions(state: LedgerStat
     pool.add(transfer(ALICE, CAROL, 1, nonce=2, fee=6), state)  # a replacement adds none
     pool.add(transfer(BOB, ALICE, 1, nonce=0), state)  # other senders are not held up
     assert len(pool) == 4
+
+
+def _large(sender: KeyPair, nonce: int, fee: int) -> Transaction:
+    """A ticket purchase whose preferences carry 8 KB: a large transaction."""
+    preferences = {f"{n:02d}": "x" * 250 for n in range(32)}
+    payload = BuyTicket(role=NodeRole.MINER, amount=MIN_STAKE, preferences=preferences)
+    return signed(sender, payload, nonce, fee)
+
+
+def test_the_pool_holds_at_most_its_bytes_per_sender_and_in_total(state: LedgerState) -> None:
+    """Large transactions: a sender past its bytes is refused (too_many_pending), a pool past
+    its bytes evicts the lowest fee for a better-paying newcomer, and refuses a cheaper one."""
+    one = len(encode_transaction(_large(ALICE, 0, 10)))
+    pool = Mempool(max_bytes=3 * one + one // 2, max_bytes_per_sender=2 * one + one // 2)
+    pool.add(_large(ALICE, 0, 10), state)
+    pool.add(_large(ALICE, 1, 10), state)
+    assert reason(pool, state, _large(ALICE, 2, 10)) == "too_many_pending"
+    pool.add(_large(BOB, 0, 5), state)
+    assert reason(pool, state, _large(CAROL, 0, 4)) == "mempool_full"
+    pool.add(_large(CAROL, 0, 20), state)
+    assert sorted(tx.fee for tx in pool.transactions()) == [10, 10, 20]
+    assert pool.bytes == sum(len(encode_transaction(tx)) for tx in pool.transactions())
+    assert pool.bytes <= pool.max_bytes
+
+
+def test_a_full_pool_evicts_nothing_for_a_newcomer_it_then_refuses(state: LedgerState) -> None:
+    """Room is checked before anything goes: a newcomer that would need a second, better-paid
+    eviction evicts nothing; one that would evict its sender's own earlier transaction (and sit
+    behind a gap, never mined) is refused, and what was accepted stays."""
+    one = len(encode_transaction(_large(ALICE, 0, 10)))
+    pool = Mempool(max_bytes=2 * one + one // 2)
+    pool.add(_large(ALICE, 0, 1), state)
+    pool.add(_large(BOB, 0, 30), state)
+    two_slots = signed(CAROL, BuyTicket(NodeRole.MINER, MIN_STAKE, _big_preferences(2)), 0, 20)
+    assert reason(pool, state, two_slots) == "mempool_full"
+    assert sorted(tx.fee for tx in pool.transactions()) == [1, 30]
+    assert reason(pool, state, _large(ALICE, 1, 40)) == "mempool_full"
+    assert sorted(tx.fee for tx in pool.transactions()) == [1, 30]
+
+
+def _big_preferences(times: int) -> dict[str, str]:
+    return {f"{n:02d}": "x" * 250 * times for n in range(32)}

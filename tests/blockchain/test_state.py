@@ -6,6 +6,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.evidence import equivocation
 from tests.support.ledger import (
     ALICE,
     BOB,
@@ -20,11 +21,9 @@ from tests.support.ledger import (
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import (
     BuyTicket,
+    EvidenceKind,
     PayForTask,
-    Payout,
-    RankedModel,
     SlashEvidence,
-    TaskResult,
     Transaction,
     Transfer,
 )
@@ -121,50 +120,24 @@ def test_pay_for_task_with_an_unknown_dataset(state: LedgerState) -> None:
     )
 
 
-def open_task_with_evaluator(state: LedgerState) -> bytes:
-    pay = signed(ALICE, PayForTask(spec=DIGITS, reward=1_000), 0)
-    ticket = signed(EVALUATOR, BuyTicket(role=NodeRole.EVALUATOR, amount=state.params.min_stake), 0)
-    apply(state, pay, ticket)
-    return pay.txid()
-
-
-def result_for(task_id: bytes, payouts: tuple[Payout, ...]) -> TaskResult:
-    ranking = (RankedModel(miner=BOB.address, model_hash=sha256(b"model"), accuracy=0.93),)
-    return TaskResult(task_id=task_id, ranking=ranking, payouts=payouts)
-
-
-def test_task_result_pays_out_the_escrow(state: LedgerState) -> None:
-    task_id = open_task_with_evaluator(state)
-    bob = state.balance(BOB.address)
-    payouts = (
-        Payout(recipient=BOB.address, amount=700),
-        Payout(recipient=CAROL.address, amount=300),
+def test_pay_for_task_whose_model_cannot_consume_its_dataset(state: LedgerState) -> None:
+    spec = msgspec.structs.replace(
+        DIGITS, model=ModelSpec(layers=(64, 10)), dataset=DatasetSpec(name="iris")
     )
-    apply(state, signed(EVALUATOR, result_for(task_id, payouts), 1))
-    assert state.tasks[task_id].status == "completed"
-    assert state.balance(BOB.address) == bob + 700
+    with pytest.raises(InvalidTransaction) as caught:
+        apply(state, signed(ALICE, PayForTask(spec=spec, reward=1), 0))
+    assert caught.value.reason == "invalid_task_spec"
+    assert "model.layers[0]=64 but dataset 'iris' has 4 features" in str(caught.value)
 
 
-def test_task_result_rules(state: LedgerState) -> None:
-    task_id = open_task_with_evaluator(state)
-    full = (Payout(recipient=BOB.address, amount=1_000),)
-    assert reason_of(state, signed(EVALUATOR, result_for(sha256(b"?"), full), 1)) == "unknown_task"
-    assert reason_of(state, signed(BOB, result_for(task_id, full), 0)) == "not_an_evaluator"
-    short = (Payout(recipient=BOB.address, amount=999),)
-    assert reason_of(state, signed(EVALUATOR, result_for(task_id, short), 1)) == "payout_mismatch"
-    apply(state, signed(EVALUATOR, result_for(task_id, full), 1))
-    assert reason_of(state, signed(EVALUATOR, result_for(task_id, full), 2)) == "task_closed"
+# TASK_RESULT rules, settlement and refunds: tests/blockchain/test_settlement.py
 
 
 def slash(reporter: KeyPair, ticket_id: bytes, offender: KeyPair, nonce: int) -> Transaction:
-    evidence = b"signed iteration message"
-    payload = SlashEvidence(
-        ticket_id=ticket_id,
-        reason="fake_work",
-        evidence=evidence,
-        evidence_signature=offender.sign(sha256(evidence)),
-    )
-    return signed(reporter, payload, nonce)
+    """Two IT_RES of `offender` that conflict (`tests/blockchain/test_slashing.py` has every
+    kind of evidence)."""
+    proof = equivocation(offender, ticket_id, sha256(b"task"), EvidenceKind.ITERATION)
+    return signed(reporter, SlashEvidence(ticket_id, proof), nonce)
 
 
 def test_slashing_confiscates_stake(state: LedgerState) -> None:
@@ -190,7 +163,7 @@ def test_slashing_rules(state: LedgerState) -> None:
     )
     apply(state, ticket_tx, verifier_ticket)
     assert reason_of(state, slash(VERIFIER, sha256(b"no such"), BOB, 1)) == "unknown_ticket"
-    assert reason_of(state, slash(CAROL, ticket_tx.txid(), BOB, 0)) == "not_a_verifier"
+    assert reason_of(state, slash(CAROL, ticket_tx.txid(), BOB, 0)) == "reporter_without_ticket"
     assert reason_of(state, slash(VERIFIER, ticket_tx.txid(), CAROL, 1)) == "bad_evidence_signature"
 
 

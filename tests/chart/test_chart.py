@@ -26,6 +26,8 @@ import yaml
 
 from pouw.blockchain.params import KUBERNETES_NODE_NAMES
 from pouw_operator import kube
+from pouw_operator.builders.genesis import FAUCET_SECRET
+from pouw_operator.builders.secrets import API_ROOT_SECRET
 from pouw_operator.builders.service import build_service
 from pouw_operator.builders.statefulset import build_statefulset
 from pouw_operator.main import HANDLER_MODULES, parse_args
@@ -129,7 +131,8 @@ def test_the_defaults_render_the_operator_and_a_network(chart: helm.Chart) -> No
     manifests = render(chart)
     kinds = sorted(m["kind"] for m in manifests)
     assert kinds == sorted(
-        ["ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"]
+        ["ServiceAccount"] * 2  # the operator's, the nodes'
+        + ["Role", "RoleBinding", "Deployment", "Service"]
         + ["NetworkPolicy"] * 2
         + ["PoUWNode"] * len(NETWORK)
     )
@@ -397,7 +400,8 @@ def test_the_operator_serves_each_watched_namespace(chart: helm.Chart) -> None:
 def test_the_operator_runs_as_non_root_on_a_read_only_root(chart: helm.Chart) -> None:
     manifests = render(chart)
     pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == one(manifests, "ServiceAccount")["metadata"]["name"]
+    operator_account = one(manifests, "ServiceAccount", "pouw-operator")
+    assert pod["serviceAccountName"] == operator_account["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
     security = operator_container(manifests)["securityContext"]
@@ -567,7 +571,7 @@ def test_rbac_grants_exactly_what_the_operator_uses(chart: helm.Chart, sets: str
         assert granted(role) - needed == set(), "granted but not used"
         assert needed - granted(role) == set(), "used but not granted"
     role_names = {role["metadata"]["namespace"]: role["metadata"]["name"] for role in roles}
-    service_account = one(manifests, "ServiceAccount")["metadata"]
+    service_account = one(manifests, "ServiceAccount", "pouw-operator")["metadata"]
     bindings = of_kind(manifests, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(namespaces)
     for binding in bindings:
@@ -586,6 +590,39 @@ def test_rbac_grants_exactly_what_the_operator_uses(chart: helm.Chart, sets: str
     assert not of_kind(manifests, "ClusterRole") and not of_kind(manifests, "ClusterRoleBinding")
 
 
+def test_the_operator_may_read_no_secret_but_its_own_two_by_name(chart: helm.Chart) -> None:
+    """RBAC cannot narrow `create` by name, and every other verb on a Secret (patch, update,
+    delete too) answers with its data: the Role grants `create`, and `get` of the faucet and
+    the API token root by their fixed names, nothing else on Secrets."""
+    for sets in ("", ALL_ON):
+        for role in of_kind(render(chart, sets), "Role"):
+            rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+            assert all(r["resources"] == ["secrets"] and r["apiGroups"] == [""] for r in rules)
+            unnamed = {verb for r in rules if not r.get("resourceNames") for verb in r["verbs"]}
+            assert unnamed == {"create"}
+            named = [r for r in rules if r.get("resourceNames")]
+            assert [(r["verbs"], sorted(r["resourceNames"])) for r in named] == [
+                (["get"], sorted([FAUCET_SECRET, API_ROOT_SECRET]))
+            ]
+
+
+def test_node_pods_run_under_an_account_with_no_role_and_no_token(chart: helm.Chart) -> None:
+    manifests = render(chart, ALL_ON)
+    accounts = [
+        a for a in of_kind(manifests, "ServiceAccount") if a["metadata"]["name"] != "pouw-operator"
+    ]
+    assert sorted(a["metadata"]["namespace"] for a in accounts) == sorted([NAMESPACE, "lab"])
+    assert {a["metadata"]["name"] for a in accounts} == {"pouw-node"}
+    assert all(a["automountServiceAccountToken"] is False for a in accounts)
+    bound = {s["name"] for b in of_kind(manifests, "RoleBinding") for s in b["subjects"]}
+    assert "pouw-node" not in bound
+    env = {e["name"]: e.get("value") for e in operator_container(manifests)["env"]}
+    settings = OperatorSettings.from_env(env)
+    pod = build_statefulset(_sample_node(), settings, [])["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "pouw-node"
+    assert pod["automountServiceAccountToken"] is False
+
+
 # --- networking and monitoring ------------------------------------------------------------
 
 
@@ -598,34 +635,43 @@ def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
 
 
-def test_network_policies_admit_the_network_the_operator_and_prometheus(
-    chart: helm.Chart,
-) -> None:
+def _node_policies(manifests: list[Manifest]) -> list[Manifest]:
+    return [p for p in of_kind(manifests, "NetworkPolicy") if p["metadata"]["name"] == "pouw-nodes"]
+
+
+def _peers_by_port(rules: list[Manifest], direction: str) -> dict[tuple[int, str], list[Manifest]]:
+    """(port, protocol) -> the peers a rule admits there."""
+    found: dict[tuple[int, str], list[Manifest]] = {}
+    for rule in rules:
+        for port in rule["ports"]:
+            found.setdefault((port["port"], port["protocol"]), []).extend(rule[direction])
+    return found
+
+
+def test_the_node_api_admits_only_the_operator_clients_and_prometheus(chart: helm.Chart) -> None:
+    """Any other pod of the namespace (a subverted workload) cannot reach a node's API."""
     manifests = render(chart, ALL_ON)
     pod = build_statefulset(_sample_node(), OperatorSettings(), [])["spec"]["template"]
     operator_pod = operator_pod_labels(manifests)
-    node_policies = [
-        p for p in of_kind(manifests, "NetworkPolicy") if p["metadata"]["name"] == "pouw-nodes"
-    ]
+    node_policies = _node_policies(manifests)
     assert sorted(p["metadata"]["namespace"] for p in node_policies) == sorted([NAMESPACE, "lab"])
     for policy in node_policies:
         spec = policy["spec"]
         assert _selects(spec["podSelector"], pod["metadata"]["labels"])
-        by_port = {rule["ports"][0]["port"]: rule["from"] for rule in spec["ingress"]}
-        assert set(by_port) == {P2P_PORT, API_PORT}
-        (p2p_peer,) = by_port[P2P_PORT]
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        by_port = _peers_by_port(spec["ingress"], "from")
+        assert set(by_port) == {(P2P_PORT, "TCP"), (API_PORT, "TCP")}
+        (p2p_peer,) = by_port[(P2P_PORT, "TCP")]
         assert set(p2p_peer) == {"podSelector"}  # the namespace's node pods only
         assert _selects(p2p_peer["podSelector"], pod["metadata"]["labels"])
-        api_peers = by_port[API_PORT]
-        assert {"podSelector": {}} in api_peers  # the namespace
-        operator_peer = next(
-            p for p in api_peers if "namespaceSelector" in p and "podSelector" in p
-        )
+        operator_peer, client_peer, prometheus_peer = by_port[(API_PORT, "TCP")]
         assert operator_peer["namespaceSelector"]["matchLabels"] == {
             "kubernetes.io/metadata.name": NAMESPACE
         }
         assert _selects(operator_peer["podSelector"], operator_pod)
-        assert {
+        assert client_peer == {"podSelector": {"matchLabels": {"pouw.network/api-client": "true"}}}
+        assert not _selects(client_peer["podSelector"], {"app.kubernetes.io/name": "other"})
+        assert prometheus_peer == {
             "namespaceSelector": {
                 "matchExpressions": [
                     {
@@ -635,7 +681,8 @@ def test_network_policies_admit_the_network_the_operator_and_prometheus(
                     }
                 ]
             }
-        } in api_peers
+        }
+        assert {"podSelector": {}} not in by_port[(API_PORT, "TCP")]  # not the whole namespace
     operator_policy = one(manifests, "NetworkPolicy", "pouw-operator")["spec"]
     assert _selects(operator_policy["podSelector"], operator_pod)
     defaults = OperatorSettings()
@@ -643,6 +690,58 @@ def test_network_policies_admit_the_network_the_operator_and_prometheus(
         defaults.metrics_port,
         defaults.liveness_port,
     ]
+
+
+def test_node_egress_is_peers_and_dns_only_by_default(chart: helm.Chart) -> None:
+    """A subverted node cannot call the Kubernetes API, another namespace's pods, the node
+    APIs of its peers or the internet: it reaches its peers' p2p port and DNS."""
+    pod = build_statefulset(_sample_node(), OperatorSettings(), [])["spec"]["template"]
+    for policy in _node_policies(render(chart)):
+        by_port = _peers_by_port(policy["spec"]["egress"], "to")
+        assert set(by_port) == {(P2P_PORT, "TCP"), (53, "UDP"), (53, "TCP")}
+        (peers,) = by_port[(P2P_PORT, "TCP")]
+        assert set(peers) == {"podSelector"}  # this namespace's node pods
+        assert _selects(peers["podSelector"], pod["metadata"]["labels"])
+        dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
+        assert by_port[(53, "UDP")] == by_port[(53, "TCP")] == [dns]
+
+
+def test_dataset_hosts_are_admitted_by_cidr_and_port_when_listed(chart: helm.Chart) -> None:
+    hosts = json.dumps(
+        [
+            {"cidr": "203.0.113.0/24", "ports": [443, 8443]},
+            {"cidr": "2001:db8::/32", "ports": [443]},
+        ]
+    )
+    manifests = render(chart, json_sets=f"networkPolicy.datasetEgress={hosts}")
+    for policy in _node_policies(manifests):
+        kubernetes_validate.validate(policy, K8S_VERSIONS[-1], strict=True)
+        egress = policy["spec"]["egress"]
+        dataset_rules = [rule for rule in egress if "ipBlock" in rule["to"][0]]
+        assert dataset_rules == [
+            {
+                "ports": [{"port": 443, "protocol": "TCP"}, {"port": 8443, "protocol": "TCP"}],
+                "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+            },
+            {
+                "ports": [{"port": 443, "protocol": "TCP"}],
+                "to": [{"ipBlock": {"cidr": "2001:db8::/32"}}],
+            },
+        ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '[{"cidr": "example.com", "ports": [443]}]',  # a name: a NetworkPolicy needs addresses
+        '[{"cidr": "203.0.113.0/24", "ports": []}]',
+        '[{"cidr": "203.0.113.0/24", "ports": [70000]}]',
+        '[{"cidr": "203.0.113.0/24"}]',
+    ],
+)
+def test_a_bad_dataset_host_fails_the_install_naming_the_field(chart: helm.Chart, bad: str) -> None:
+    with pytest.raises(Exception, match="datasetEgress"):
+        render(chart, json_sets=f"networkPolicy.datasetEgress={bad}")
 
 
 def test_service_monitors_select_the_node_and_operator_services(chart: helm.Chart) -> None:

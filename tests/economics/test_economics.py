@@ -2,8 +2,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pouw.blockchain.draw import Ticket
+from pouw.blockchain.settlement import split_escrow
 from pouw.economics.reputation import MAX_SCORED, Reputation
-from pouw.economics.rewards import split_escrow
 from pouw.economics.selection import draw
 from pouw.roles import NodeRole
 
@@ -43,21 +43,13 @@ def test_the_draw_skips_late_tickets_other_roles_and_second_seats() -> None:
 @given(
     escrow=st.integers(min_value=1, max_value=10**15),
     miners=st.integers(min_value=1, max_value=8),
-    supervisors=st.integers(min_value=0, max_value=4),
-    verifiers=st.integers(min_value=0, max_value=4),
-    evaluators=st.integers(min_value=0, max_value=2),
+    evaluators=st.integers(min_value=0, max_value=3),
 )
 def test_payouts_spend_exactly_the_escrow_and_favour_rank(
-    escrow: int, miners: int, supervisors: int, verifiers: int, evaluators: int
+    escrow: int, miners: int, evaluators: int
 ) -> None:
     ranked = [f"m{i}" for i in range(miners)]
-    payouts = split_escrow(
-        escrow,
-        ranked,
-        [f"s{i}" for i in range(supervisors)],
-        [f"v{i}" for i in range(verifiers)],
-        [f"e{i}" for i in range(evaluators)],
-    )
+    payouts = split_escrow(escrow, ranked, [f"e{i}" for i in range(evaluators)])
     assert sum(p.amount for p in payouts) == escrow
     paid = {p.recipient: p.amount for p in payouts}
     miner_amounts = [paid.get(m, 0) for m in ranked]

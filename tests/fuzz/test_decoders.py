@@ -28,13 +28,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pouw.blockchain.block import Block, decode_block, encode_block, sign_block
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.blockchain.params import devnet_key, devnet_params, genesis_block
 from pouw.blockchain.transactions import (
     BuyTicket,
+    Equivocation,
+    EvidenceKind,
+    FailedReexecution,
     PayForTask,
-    Payout,
     RankedModel,
     SlashEvidence,
+    Statement,
     TaskResult,
     Transaction,
     Transfer,
@@ -45,7 +49,6 @@ from pouw.blockchain.transactions import (
 )
 from pouw.crypto import canonical_bytes, sha256
 from pouw.errors import MalformedData
-from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.ml.compression import CompressedUpdate, StromCompressor
 from pouw.ml.models import CorruptModel, build_model, load_model_bytes, model_to_bytes
 from pouw.network.messages import (
@@ -67,6 +70,7 @@ from pouw.network.messages import (
     message_type,
     open_frame,
     seal,
+    sign_envelope,
 )
 from pouw.node.items import (
     BlockVerdict,
@@ -115,16 +119,22 @@ TRANSACTIONS = [
     _tx(
         TaskResult(
             task_id=H,
-            ranking=(RankedModel(OTHER.address, H, 0.93),),
-            payouts=(Payout(OTHER.address, 99), Payout(KEY.address, 1)),
+            ranking=(
+                RankedModel(OTHER.address, H, 0.93, H, bytes(64)),
+                RankedModel(KEY.address, H, 0.5, H, bytes(64)),
+            ),
         ),
         nonce=3,
     ),
     _tx(
         SlashEvidence(
-            ticket_id=H, reason="loss_mismatch", evidence=b"it-res", evidence_signature=bytes(64)
+            H,
+            Equivocation(
+                EvidenceKind.VERDICT, Statement(b"one", bytes(64)), Statement(b"two", bytes(64))
+            ),
         )
     ),
+    _tx(SlashEvidence(H, FailedReexecution(b"a block")), nonce=4),
     reward_transaction(KEY.address, 10**7, 5),
 ]
 MESSAGE = iteration_message(H, KEY.public_key)
@@ -149,20 +159,21 @@ BLOCKS = [
         CHAIN,
     ),
 ]
-_RECORD = IterationRecord(MESSAGE.encode(), b"PWU1" + bytes(12), KEY.sign(b"x"))
+_RECORD = IterationRecord(MESSAGE.encode(), b"PWU1" + bytes(12), bytes(64))
 ITEMS: list[IterationRecord | IterationBatch | FinalModel | BlockVerdict] = [
     _RECORD,
-    sign_batch(KEY, IterationBatch(KEY.public_key, (_RECORD, _RECORD))),
+    sign_batch(KEY, CHAIN, IterationBatch(KEY.public_key, (_RECORD, _RECORD))),
     sign_final_model(
         KEY,
+        CHAIN,
         FinalModel(
             H, KEY.public_key, H, model_to_bytes(build_model(TINY_MODEL, b"seed")), iterations=9
         ),
     ),
-    sign_verdict(KEY, BlockVerdict(H, KEY.public_key, False, "loss_mismatch")),
+    sign_verdict(KEY, CHAIN, BlockVerdict(H, KEY.public_key, False, "loss_mismatch")),
 ]
 BODIES = [
-    Hello(CHAIN, H, 3, H, 4, "127.0.0.1", 9000),
+    Hello(CHAIN, H, 3, H, 4, "127.0.0.1", 9000, H, bytes(64)),
     Ping(1, 2, H, 3),
     Pong(1, 2, H, 3),
     Peers([("10.0.0.1", 1), ("node-2.pouw", 65535)]),
@@ -214,7 +225,7 @@ def _after_item(item: IterationRecord | IterationBatch | FinalModel | BlockVerdi
     author = item.miner if isinstance(item, IterationBatch | FinalModel) else KEY.public_key
     if isinstance(item, BlockVerdict):
         author = item.verifier
-    has_valid_signature(item, author)
+    has_valid_signature(item, author, CHAIN)
     if not isinstance(item, IterationRecord):
         item.item_id()
 
@@ -447,7 +458,7 @@ def test_resigned_frames_reach_the_body_decoders_cleanly(data: st.DataObject) ->
     }[source]()
     kind = data.draw(st.sampled_from([*BODY_TYPES, "", "x" * 32, message_type(body)]), label="type")
     envelope = Envelope(1, kind, KEY.public_key, 1_767_225_600_000, body_bytes)
-    signed = msgspec.structs.replace(envelope, signature=KEY.sign(envelope.signing_digest(CHAIN)))
+    signed = sign_envelope(KEY, CHAIN, envelope)
     judge(BY_NAME["frame"], canonical_bytes(signed))
 
 
@@ -578,7 +589,8 @@ def _node_samples(live: LiveNode) -> dict[ItemKind, list[bytes]]:
         client, Transfer(OTHER.address, 5), nonce=0, fee=3, chain_id=node.params.chain_id
     )
     message = msgspec.structs.replace(MESSAGE, task_id=task_id)
-    record = IterationRecord(message.encode(), b"PWU1" + bytes(12), KEY.sign(b"x"))
+    record = IterationRecord(message.encode(), b"PWU1" + bytes(12), bytes(64))
+    chain = node.params.chain_id
     model = model_to_bytes(build_model(node.params.bootstrap_task.model, task_id))
     template = node.chain.assemble_block(
         KEY.public_key, KEY.address, [transfer], iteration_message=message.encode()
@@ -587,24 +599,29 @@ def _node_samples(live: LiveNode) -> dict[ItemKind, list[bytes]]:
         ItemKind.TX: [encode_transaction(transfer)],
         ItemKind.BLOCK: [encode_block(sign_block(template, KEY, node.params.chain_id))],
         ItemKind.ITERATION: [
-            encode_item(sign_batch(KEY, IterationBatch(KEY.public_key, (record,))))
+            encode_item(sign_batch(KEY, chain, IterationBatch(KEY.public_key, (record,))))
         ],
         ItemKind.MODEL: [
-            encode_item(sign_final_model(KEY, FinalModel(task_id, KEY.public_key, H, model, 5)))
+            encode_item(
+                sign_final_model(KEY, chain, FinalModel(task_id, KEY.public_key, H, model, 5))
+            )
         ],
         ItemKind.VERDICT: [
-            encode_item(sign_verdict(KEY, BlockVerdict(template.hash(), KEY.public_key, True)))
+            encode_item(
+                sign_verdict(KEY, chain, BlockVerdict(template.hash(), KEY.public_key, True))
+            )
         ],
     }
 
 
-def _resigned_item(data: st.DataObject, kind: ItemKind, sample: bytes) -> bytes:
+def _resigned_item(data: st.DataObject, kind: ItemKind, sample: bytes, chain: str) -> bytes:
     """The sample with what its signature covers mutated, signed again: past the signature
     check, into what the node does with the contents."""
     if kind == ItemKind.MODEL:
         final = decode_item(FinalModel, sample)
         model = mutate(data, final.model, msgpack=False)
-        return encode_item(sign_final_model(KEY, msgspec.structs.replace(final, model=model)))
+        final = msgspec.structs.replace(final, model=model)
+        return encode_item(sign_final_model(KEY, chain, final))
     batch = decode_item(IterationBatch, sample)
     record = batch.records[0]
     edit = data.draw(st.sampled_from(["message", "update", "miner", "both"]), label="edit")
@@ -617,7 +634,7 @@ def _resigned_item(data: st.DataObject, kind: ItemKind, sample: bytes) -> bytes:
         other = msgspec.structs.replace(decode_iteration_message(message), miner=OTHER.public_key)
         message = other.encode()
     records = (IterationRecord(message, update, record.signature),)
-    return encode_item(sign_batch(KEY, IterationBatch(KEY.public_key, records)))
+    return encode_item(sign_batch(KEY, chain, IterationBatch(KEY.public_key, records)))
 
 
 def _item_id(kind: ItemKind, payload: bytes) -> bytes:
@@ -654,7 +671,7 @@ def test_the_node_judges_any_item_without_raising(live: LiveNode, data: st.DataO
     if source == "random":
         payload = data.draw(st.binary(max_size=1024), label="random")
     elif source == "resigned" and kind in (ItemKind.ITERATION, ItemKind.MODEL):
-        payload = _resigned_item(data, kind, sample)
+        payload = _resigned_item(data, kind, sample, live.node.params.chain_id)
     else:
         payload = sample if source == "sample" else mutate(data, sample)
     item_id = _item_id(kind, payload)

@@ -9,7 +9,7 @@ import pytest
 
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block
-from pouw.mining.messages import IterationMessage, decode_iteration_message
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.ml.iteration import configure_determinism
 from pouw.spec import DatasetSpec, ModelSpec, TaskSpec
 

@@ -10,10 +10,10 @@ from tests.mining.conftest import TINY, message_of, with_message
 
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block, sign_block
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.crypto import sha256
 from pouw.errors import InvalidBlock
 from pouw.mining.budget import derive_nonce, nonce_budget
-from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.segments import checkpoint_bytes, checkpoint_hash, read_checkpoint
 from pouw.mining.verify import BlockVerifier
 

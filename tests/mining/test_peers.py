@@ -9,8 +9,8 @@ import torch
 from tests.mining.conftest import TINY
 
 from pouw.bench.mining import MiningRig
+from pouw.blockchain.iteration_message import decode_iteration_message
 from pouw.crypto import hash_concat
-from pouw.mining.messages import decode_iteration_message
 from pouw.mining.miner import MiningStats
 from pouw.mining.peers import AppliedUpdates, PeerUpdates, aggregate_updates, apply_correction
 from pouw.mining.verify import BlockVerifier

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pouw.monitoring.metrics import ATTACK_KINDS, NodeMetrics
+from pouw.monitoring.metrics import ATTACK_KINDS, TRAINING_FAILURE_KINDS, NodeMetrics
 
 
 def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -28,3 +28,9 @@ def test_the_task_gauges_start_at_zero() -> None:
     assert exported[("pouw_tasks_training", ())] == 0.0
     assert exported[("pouw_task_assigned", ())] == 0.0
     assert exported[("pouw_iterations_total", ())] == 0.0
+
+
+def test_training_failure_counters_start_at_zero_for_every_kind() -> None:
+    exported = samples()
+    for kind in TRAINING_FAILURE_KINDS:
+        assert exported[("pouw_training_failures_total", (("kind", kind),))] == 0.0

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -22,10 +23,21 @@ from pouw.blockchain.block import Block, BlockHeader, decode_block, encode_block
 from pouw.crypto import ZERO_HASH, KeyPair, sha256
 from pouw.errors import MalformedData
 from pouw.monitoring.metrics import NodeMetrics
-from pouw.network.messages import Body, ChainInfo, Hello, ItemKind, ItemResult, Verdict, seal
+from pouw.network.messages import (
+    Body,
+    ChainInfo,
+    Hello,
+    ItemKind,
+    ItemResult,
+    Verdict,
+    answer_challenge,
+    open_frame,
+    seal,
+)
 from pouw.network.network import Network, NetworkSettings
 from pouw.network.transport import default_network_key, network_curve_keypair
 
+T = TypeVar("T")
 CHAIN = "pouw-test"
 HOST = "127.0.0.1"
 FAST = NetworkSettings(
@@ -264,10 +276,17 @@ def tuned(**changes: Any) -> NetworkSettings:
 class RawPeer:
     """A hand-driven DEALER speaking to a node: for garbage, floods and silence."""
 
-    def __init__(self, network: Network, name: str = "mallory", *, secure: bool = True) -> None:
+    def __init__(
+        self, network: Network, name: str = "mallory", *, secure: bool = True, reads: bool = True
+    ) -> None:
+        """`reads=False`: a peer that never reads what it is sent (its ZeroMQ and kernel
+        buffers take as little as they can)."""
         self.key = KeyPair.from_seed(name.encode())
         self.socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if not reads:
+            self.socket.setsockopt(zmq.RCVHWM, 1)
+            self.socket.setsockopt(zmq.RCVBUF, 4096)
         if secure:
             public, secret = zmq.curve_keypair()
             self.socket.curve_serverkey = network_curve_keypair(default_network_key(CHAIN))[0]
@@ -281,11 +300,39 @@ class RawPeer:
         now = time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
         await self.socket.send(seal(self.key, CHAIN, body, now))
 
-    async def hello(self, info: ChainInfo | None = None) -> None:
+    async def next_body(self, limit: int = 64 << 20) -> Body:
+        """The next frame's body, whatever it carries."""
+        return open_frame(await self.socket.recv(), CHAIN, limit)[1]
+
+    async def hello(self, info: ChainInfo | None = None, wait_s: float = 1.0) -> None:
+        """The handshake: our hello with a fresh challenge, then, once the node's hello came
+        back (within `wait_s`), our hello answering its challenge."""
         info = info or FakeNode().chain_info()
-        await self.send(
-            Hello(info.chain_id, info.genesis_hash, info.height, info.tip_hash, 0, HOST, 1)
-        )
+        challenge = os.urandom(32)
+
+        def hello(answer: bytes = b"") -> Hello:
+            return Hello(
+                info.chain_id, info.genesis_hash, info.height, info.tip_hash, 0, HOST, 1,
+                challenge, answer,
+            )  # fmt: skip
+
+        await self.send(hello())
+        reply = await self.receive(Hello, wait_s)
+        if reply is not None:
+            node, theirs = reply
+            await self.send(hello(answer_challenge(self.key, CHAIN, theirs.challenge, node)))
+
+    async def receive(self, kind: type[T], wait_s: float) -> tuple[bytes, T] | None:
+        """The next frame carrying a `kind` (others are skipped) and its sender, if one
+        arrives within `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            if not await self.socket.poll(int(left * 1000), zmq.POLLIN):
+                return None
+            envelope, body = open_frame(await self.socket.recv(), CHAIN, 1 << 26)
+            if isinstance(body, kind):
+                return envelope.sender, body
+        return None
 
     def close(self) -> None:
         self.socket.close(linger=0)

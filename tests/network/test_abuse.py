@@ -11,7 +11,7 @@ import zmq
 import zmq.asyncio
 
 from pouw.crypto import canonical_bytes
-from pouw.network.messages import Data, Envelope, Inv, ItemKind, Items, Ping, seal
+from pouw.network.messages import Data, Envelope, Inv, ItemKind, Items, Ping, seal, sign_envelope
 from tests.network.fakes import (
     CHAIN,
     GENESIS,
@@ -41,10 +41,8 @@ def test_garbage_is_dropped_counted_and_ends_in_a_ban_while_gossip_goes_on() -> 
             try:
                 await until(lambda: victim.peer_count() == 1)
                 unknown = Envelope(1, "nope", attacker.key.public_key, 1, b"")
-                signed = attacker.key.sign(unknown.signing_digest(CHAIN))
-                await attacker.send_raw(
-                    canonical_bytes(msgspec.structs.replace(unknown, signature=signed))
-                )
+                signed = sign_envelope(attacker.key, CHAIN, unknown)
+                await attacker.send_raw(canonical_bytes(signed))
                 await attacker.send(PING)  # valid, but before any hello
                 await attacker.send_raw(b"\x00\x01garbage")
                 await until(lambda: dropped(metrics, "no_hello") == 1)

@@ -7,6 +7,7 @@ import time
 from pouw.network.drops import ITEM_REJECTION_SCORE, DropReason, ban_points
 from pouw.network.messages import ItemKind
 from pouw.network.peers import (
+    WRITTEN,
     AddressBook,
     BanList,
     BanScore,
@@ -18,7 +19,7 @@ from pouw.network.relay import ItemRelay
 
 
 def link(name: str) -> Link:
-    peer = Link("out", lambda frame: True, TokenBucket(1, 1), BanScore(0))
+    peer = Link("out", lambda frame: WRITTEN, TokenBucket(1, 1), BanScore(0))
     peer.peer_key = name.encode().ljust(32, b"\0")
     return peer
 
@@ -53,10 +54,12 @@ def test_drop_reasons_cost_what_they_did_as_free_strings() -> None:
         "unknown_type": 10,
         "wrong_chain": 100,
         "impersonation": 100,
+        "bad_handshake": 50,
         "rate_limited": 2,
         "stale": 2,
         "unsolicited": 1,
         "no_hello": 1,
+        "slow_reader": 100,
         "rejected": 25,
         "banned": 0,
         "overloaded": 0,
@@ -64,6 +67,8 @@ def test_drop_reasons_cost_what_they_did_as_free_strings() -> None:
         "too_many_links": 0,
         "partitioned": 0,
         "send_failed": 0,
+        "outbound_full": 0,
+        "repeated_getdata": 0,
         "too_large": 0,
     }
     assert ban_points("loss_mismatch") == ban_points("bad_item") == ITEM_REJECTION_SCORE

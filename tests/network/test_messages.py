@@ -21,6 +21,7 @@ from pouw.network.messages import (
     Ping,
     open_frame,
     seal,
+    sign_envelope,
 )
 from tests.network.fakes import CHAIN
 
@@ -31,8 +32,7 @@ PING = Ping(7, 3, bytes(32), 4)
 
 def signed(envelope: Envelope, key: KeyPair = KEY, chain: str = CHAIN) -> bytes:
     """`envelope` with a valid signature by `key` (a well-behaved sender of odd content)."""
-    signature = key.sign(envelope.signing_digest(chain))
-    return canonical_bytes(msgspec.structs.replace(envelope, signature=signature))
+    return canonical_bytes(sign_envelope(key, chain, envelope))
 
 
 def reason(frame: bytes, chain: str = CHAIN, limit: int = LIMIT) -> str:
@@ -45,7 +45,7 @@ def reason(frame: bytes, chain: str = CHAIN, limit: int = LIMIT) -> str:
     "body",
     [
         PING,
-        Hello(CHAIN, bytes(32), 5, bytes(32), 6, "127.0.0.1", 9000),
+        Hello(CHAIN, bytes(32), 5, bytes(32), 6, "127.0.0.1", 9000, bytes(32)),
         Inv(ItemKind.BLOCK, [os.urandom(32) for _ in range(3)]),
         Bye("full", [("10.0.0.1", 9000)]),
     ],

@@ -13,7 +13,7 @@ from pouw.blockchain.block import encode_block
 from pouw.network.faults import PARTITION_FILE_ENV, Partition, cut_from, format_sides, parse_sides
 from pouw.network.messages import ItemKind, Ping
 from pouw.network.network import Network
-from pouw.network.peers import BanScore, Link, TokenBucket
+from pouw.network.peers import WRITTEN, BanScore, Link, TokenBucket
 from tests.network.fakes import (
     HOST,
     Cluster,
@@ -33,7 +33,7 @@ def address(network: Network) -> tuple[str, int]:
 
 
 def link_to(where: tuple[str, int] | None = None, listen: tuple[str, int] | None = None) -> Link:
-    link = Link("out", lambda frame: True, TokenBucket(1.0, 1.0), BanScore(0.1), address=where)
+    link = Link("out", lambda frame: WRITTEN, TokenBucket(1.0, 1.0), BanScore(0.1), address=where)
     link.listen = listen
     return link
 

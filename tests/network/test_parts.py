@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pouw.budgets import ByteBudget
 from pouw.crypto import KeyPair
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.drops import DropReason
@@ -31,14 +32,20 @@ from pouw.network.messages import (
     open_frame,
 )
 from pouw.network.peering import Peering
-from pouw.network.peers import BanScore, Link, TokenBucket
+from pouw.network.peers import WRITTEN, BanScore, Link, Sender, Sent, TokenBucket
 from pouw.network.settings import NetworkSettings
 from pouw.network.sync import FIRST_SERVE_BLOCKS, Sync
 from pouw.network.wire import Wire
 from tests.network.fakes import CHAIN, FakeNode, dropped, item
 
 LIMIT = 64 * 1024
-SETTINGS = NetworkSettings(max_message_bytes=LIMIT, sync_batch=500, import_queue=2)
+SETTINGS = NetworkSettings(
+    max_message_bytes=LIMIT,
+    sync_batch=500,
+    import_queue=2,
+    max_queued_bytes=4 * LIMIT,
+    max_queued_bytes_total=6 * LIMIT,
+)
 
 
 class Recorded:
@@ -47,15 +54,15 @@ class Recorded:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
 
-    def __call__(self, frame: bytes) -> bool:
+    def __call__(self, frame: bytes) -> Sent:
         self.frames.append(frame)
-        return True
+        return WRITTEN
 
     def bodies(self) -> list[Body]:
         return [open_frame(frame, CHAIN, LIMIT)[1] for frame in self.frames]
 
 
-def peer_link(name: str, sent: Recorded | None = None, work: int = 1) -> Link:
+def peer_link(name: str, sent: Sender | None = None, work: int = 1) -> Link:
     link = Link("in", sent or Recorded(), TokenBucket(100.0, 100.0), BanScore(0.0))
     link.peer_key = KeyPair.from_seed(name.encode()).public_key
     link.routing_id = name.encode()
@@ -175,6 +182,81 @@ def test_the_import_worker_scores_refusals_survives_bugs_and_calls_back_after_ea
     ]  # fmt: skip
     assert scores.penalised == [(liar, "loss_mismatch")]
     assert scores.counted == [DropReason.HANDLER_ERROR]
+
+
+def test_the_import_queue_holds_at_most_its_bytes_per_link_and_in_total() -> None:
+    """A peer answering our getdata with large items cannot fill the queue with its bytes:
+    past its share its items are refused as overloaded (fetched again later), and another
+    peer's still fit; a judged job gives its bytes back."""
+    scores = Scores()
+    queue = ImportQueue(
+        100,
+        penalise=lambda link, reason: scores.penalised.append((link, reason)),
+        count_drop=scores.counted.append,
+        budget=ByteBudget(per_sender=3000, total=4000),
+    )
+    importer = Recorder()
+    flooder, other = peer_link("flooder"), peer_link("other")
+    for _ in range(5):
+        queue.put(flooder, Data(ItemKind.TX, bytes(32), bytes(1000)), importer)
+    queue.put(other, Data(ItemKind.TX, bytes(32), bytes(1000)), importer)
+    queue.put(other, Blocks([bytes(500), bytes(600)]), importer)
+    assert importer.events == ["refused flooder", "refused flooder", "refused other"]
+    assert queue.budget.of(flooder) == 3000 and queue.budget.used == 4000
+    assert scores.counted == [DropReason.OVERLOADED] * 3 and scores.penalised == []
+
+    async def scenario() -> None:
+        worker = asyncio.ensure_future(queue.run())
+        while queue.waiting():
+            await asyncio.sleep(0)
+        worker.cancel()
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+    assert queue.budget.used == 0
+
+
+# -- what is queued to peers ------------------------------------------------------------------
+
+
+class Unread:
+    """A peer that reads nothing: every frame sent to it stays queued."""
+
+    done = False
+
+    def __call__(self, frame: bytes) -> Sent:
+        return self
+
+
+def _flood(wire: Wire, link: Link, frames: int) -> None:
+    for number in range(frames):
+        wire.send(link, Data(ItemKind.TX, number.to_bytes(32, "big"), bytes(LIMIT // 4)))
+
+
+def test_a_peer_past_its_unread_bytes_is_dropped_and_banned(
+    wire: Wire, metrics: NodeMetrics
+) -> None:
+    silent = connect(wire, peer_link("silent", Unread()))
+    _flood(wire, silent, 40)
+    assert silent.closed and wire.links.bans.banned(silent.peer_key)
+    assert wire.queued_bytes(silent) <= SETTINGS.max_queued_bytes
+    assert wire.queued_bytes() <= SETTINGS.max_queued_bytes  # the closed link's, still held
+    assert (
+        metrics.registry.get_sample_value("pouw_messages_dropped_total", {"reason": "slow_reader"})
+        == 1
+    )
+
+
+def test_all_peers_together_hold_at_most_the_total_and_none_is_blamed_for_it(
+    wire: Wire, metrics: NodeMetrics
+) -> None:
+    slow = [connect(wire, peer_link(f"slow-{n}", Unread())) for n in range(3)]
+    for link in slow:
+        _flood(wire, link, 10)  # each about 2.5 of its 4 allowed frames' worth
+    assert not any(link.closed for link in slow)
+    assert wire.queued_bytes() <= SETTINGS.max_queued_bytes_total
+    assert metrics.registry.get_sample_value(
+        "pouw_messages_dropped_total", {"reason": "outbound_full"}
+    )
 
 
 # -- sync --------------------------------------------------------------------------------------

@@ -8,20 +8,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from tests.support.items import iteration_message
 
 from pouw.blockchain.block import Block, BlockHeader
 from pouw.blockchain.chain import AddStatus, ChainUpdate
-from pouw.blockchain.draw import Ticket
+from pouw.blockchain.draw import TaskDraw, Ticket
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.blockchain.params import ChainParams, devnet_key, devnet_params
-from pouw.blockchain.state import LedgerState, TaskRecord
-from pouw.blockchain.transactions import COIN, Payload
+from pouw.blockchain.settlement import TaskRecord, task_deadline
+from pouw.blockchain.state import LedgerState
+from pouw.blockchain.transactions import COIN, Payload, Transaction, sign_transaction
 from pouw.config import NodeConfig
 from pouw.crypto import KeyPair, sha256
 from pouw.economics.reputation import Reputation
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, InvalidTransaction
-from pouw.mining.messages import IterationMessage
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.network.messages import ItemKind
 from pouw.node.context import Background, Counters, NodeContext
@@ -47,7 +49,8 @@ def ticket(owner: KeyPair, role: NodeRole, number: int = 0) -> Ticket:
 
 
 def task(task_id: bytes, spec: TaskSpec = IRIS, height: int = 1) -> TaskRecord:
-    return TaskRecord(task_id, key("client").address, spec, 100 * COIN, height)
+    deadline = task_deadline(PARAMS, height)
+    return TaskRecord(task_id, key("client").address, spec, 100 * COIN, height, deadline=deadline)
 
 
 @dataclass
@@ -79,14 +82,30 @@ class FakeSeal:
             raise failure
 
 
+@dataclass
+class FakeMempool:
+    pending: list[Transaction] = field(default_factory=list)
+
+    def transactions(self) -> list[Transaction]:
+        return list(self.pending)
+
+    def __contains__(self, txid: object) -> bool:
+        return any(tx.txid() == txid for tx in self.pending)
+
+    def clear(self) -> None:
+        self.pending.clear()
+
+
 class FakeLedger:
     def __init__(self, params: ChainParams = PARAMS) -> None:
         self.chain = FakeChain(LedgerState.genesis(params))
+        self.mempool = FakeMempool()
         self.seal = FakeSeal()
         self.template: Block | None = None
         self.draws: dict[bytes, TaskAssignment] = {}
         self.submitted: list[Payload] = []
         self.refuse: InvalidTransaction | None = None
+        self.refused: list[Payload] = []
         self.accepted: list[Block] = []
         self.reject: InvalidBlock | None = None
         self.templates = 0
@@ -96,7 +115,16 @@ class FakeLedger:
         return self.chain.state
 
     def add_task(self, record: TaskRecord, assignment: TaskAssignment) -> None:
-        self.state.tasks[record.task_id] = record
+        """The task on chain, drawn as `assignment` says."""
+        drawn = TaskDraw(
+            sha256(record.task_id),
+            record.height + 1,
+            tuple(assignment.miners),
+            tuple(assignment.supervisors),
+            tuple(assignment.verifiers),
+            tuple(assignment.evaluators),
+        )
+        self.state.tasks[record.task_id] = msgspec.structs.replace(record, drawn=drawn)
         self.draws[record.task_id] = assignment
         for drawn in (
             *assignment.miners,
@@ -109,11 +137,17 @@ class FakeLedger:
     def draw(self, record: TaskRecord) -> TaskAssignment | None:
         return self.draws.get(record.task_id)
 
-    def submit(self, payload: Payload, fee: float = 0.01) -> object:
+    def submit(self, payload: Payload, fee: float = 0.01) -> Transaction:
+        """Signed by the node's key at its next nonce and kept in `mempool`."""
         if self.refuse is not None:
+            self.refused.append(payload)
             raise self.refuse
+        tx = sign_transaction(
+            key("node"), payload, nonce=len(self.submitted), fee=0, chain_id=PARAMS.chain_id
+        )
         self.submitted.append(payload)
-        return payload
+        self.mempool.pending.append(tx)
+        return tx
 
     def accept_block(self, block: Block, encoded: bytes | None = None) -> ChainUpdate:
         if self.reject is not None:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 import torch
 from tests.mining.conftest import TINY
 
 from pouw.bench.mining import MiningRig
+from pouw.blockchain.block import Block, encode_block
+from pouw.blockchain.draw import Ticket
+from pouw.blockchain.iteration_message import decode_iteration_message
+from pouw.blockchain.params import devnet_key, devnet_params
+from pouw.blockchain.state import LedgerState
+from pouw.blockchain.transactions import FailedReexecution, SlashEvidence, sign_transaction
+from pouw.crypto import sha256
+from pouw.errors import InvalidTransaction, Reason
+from pouw.mining.verify import BlockVerifier
 from pouw.ml.compression import StromCompressor
 from pouw.node.byzantine import ByzantineMiner, encode_dense
+from pouw.roles import NodeRole
 from pouw.security import SenderScreen
+from pouw.spec import TaskSpec
 
 TAU = 1e-3
 
@@ -93,6 +106,68 @@ def test_a_stale_model_publishes_gradients_of_an_older_model(tmp_path: Path) -> 
             parameter.add_(0.1)
     again = attacker.gradients(trainer, x, y, [])
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True)), "still the old model"
+
+
+def _sealed_blocks(rig: MiningRig, tampering: ByzantineMiner | None, count: int) -> list[Block]:
+    """Blocks the rig's miner sealed (whatever the chain then made of them)."""
+    sealed: list[Block] = []
+    miner = rig.miner()
+    miner.on_block = lambda block: (sealed.append(block), rig.accept(block))
+    miner.tampering = tampering
+    trainer = rig.trainer(TINY)
+    while len(sealed) < count and not trainer.finished:
+        miner.train(trainer, max_iterations=10)
+    return sealed[:count]
+
+
+def _spec_in(state: LedgerState) -> Callable[[bytes], TaskSpec | None]:
+    return lambda task_id: state.tasks[task_id].spec if task_id in state.tasks else None
+
+
+def _spec_in(state: LedgerState) -> Callable[[bytes], TaskSpec | None]:
+    return lambda task_id: state.tasks[task_id].spec if task_id in state.tasks else None
+
+
+def test_a_fake_work_block_is_slashing_evidence_every_node_checks(tmp_path: Path) -> None:
+    """The verifier's evidence through the real re-execution: the miner's own signed block."""
+    fake_rig = MiningRig(TINY, tmp_path / "fake", difficulty=4)
+    fake_rig.check_own_blocks = True
+    fake_work = ByzantineMiner("fake_work", lambda task_id: True, b"attacker")
+    (fake,) = _sealed_blocks(fake_rig, fake_work, 1)
+    (honest,) = _sealed_blocks(MiningRig(TINY, tmp_path / "honest", difficulty=4), None, 1)
+    params = devnet_params(("miner", "reporter"), initial_difficulty=4, bootstrap_task=TINY)
+    miner, reporter = devnet_key("miner"), devnet_key("reporter")
+    for block, outcome in ((honest, Reason.EVIDENCE_NOT_PROVEN), (fake, None)):
+        state = LedgerState.genesis(params)
+        state.slashing.reexecution = BlockVerifier(params, _spec_in(state)).failure
+        ticket_id = decode_iteration_message(block.iteration_message).ticket_id
+        reporter_ticket = sha256(b"the reporter's ticket")
+        for key, role, number in (
+            (miner, NodeRole.MINER, ticket_id),
+            (reporter, NodeRole.VERIFIER, reporter_ticket),
+        ):
+            state.tickets[number] = Ticket(number, key.address, key.public_key, role, 0, 0)
+        proof = encode_block(msgspec.structs.replace(block, transactions=()))
+        slash = sign_transaction(
+            reporter, SlashEvidence(ticket_id, FailedReexecution(proof)), nonce=0, fee=1,
+            chain_id=params.chain_id,
+        )  # fmt: skip
+        with state.tracking():
+            if outcome is None:
+                state.apply_transaction(slash, slash.txid(), height=1)
+                assert ticket_id not in state.tickets
+            else:
+                with pytest.raises(InvalidTransaction) as refused:
+                    state.apply_transaction(slash, slash.txid(), height=1)
+                assert refused.value.reason == outcome
+    # A node that re-ran the fake block answers for other checkpoint bytes (the block hash does
+    # not cover them) as a node that never saw it: not proven.
+    verifier = BlockVerifier(params, _spec_in(LedgerState.genesis(params)))
+    reason = verifier.failure(fake)
+    assert reason is not None and reason.fake_work
+    for other_bytes in (b"", fake.checkpoint[:-1]):
+        swapped = msgspec.structs.replace(fake, checkpoint=other_bytes)
+        assert verifier.failure(swapped) == Reason.CHECKPOINT_BYTES
 
 
 class _Trainer:

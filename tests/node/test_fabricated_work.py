@@ -13,10 +13,10 @@ from tests.node.test_node_gossip import until
 from tests.support.nodes import hostile_peer, local_node
 
 from pouw.blockchain.block import Block, encode_block, meets_difficulty, sign_block
+from pouw.blockchain.iteration_message import NO_UPDATES_HASH, IterationMessage
 from pouw.blockchain.params import bootstrap_task_id
 from pouw.crypto import ZERO_HASH, KeyPair, sha256
 from pouw.mining.budget import derive_nonce
-from pouw.mining.messages import NO_UPDATES_HASH, IterationMessage
 from pouw.mining.segments import checkpoint_bytes, checkpoint_hash, initial_checkpoint
 from pouw.network.messages import ItemKind
 from pouw.node.node import PoUWNode

@@ -12,7 +12,6 @@ from tests.support.nodes import local_node
 
 from pouw.blockchain.params import devnet_key
 from pouw.blockchain.transactions import (
-    Payout,
     RankedModel,
     TaskResult,
     Transfer,
@@ -47,8 +46,7 @@ def test_a_transaction_no_block_could_hold_is_refused_and_not_relayed(tmp_path: 
             assert (nothing.verdict, nothing.reason) == (Verdict.REJECTED, "zero_amount")
             unknown = TaskResult(
                 sha256(b"a task this node has not seen"),
-                (RankedModel(node.address, sha256(b"model"), 0.9),),
-                (Payout(node.address, 1),),
+                (RankedModel(node.address, sha256(b"model"), 0.9, sha256(b"bytes"), bytes(64)),),
             )
             assert (await gossip(unknown)).verdict == Verdict.KNOWN  # dropped, not held against
             assert len(node.mempool) == 0

@@ -26,7 +26,9 @@ def test_a_ticketless_verdict_is_rejected_scored_counted_and_not_shown(tmp_path:
             genesis = node.chain.block_at(0)
             assert genesis is not None
             verdict = sign_verdict(
-                mallory_key, BlockVerdict(genesis.hash(), mallory_key.public_key, True)
+                mallory_key,
+                node.context.params.chain_id,
+                BlockVerdict(genesis.hash(), mallory_key.public_key, True),
             )
             await mallory.publish(ItemKind.VERDICT, verdict.item_id(), encode_item(verdict))
 

@@ -55,7 +55,9 @@ def known_block(ledger: FakeLedger, task_id: bytes | None) -> Block:
 
 def send(intake: Intake, signer: KeyPair, target: Block, valid: bool = True) -> ItemResult:
     verdict = sign_verdict(
-        signer, BlockVerdict(target.hash(), signer.public_key, valid, "" if valid else "x")
+        signer,
+        PARAMS.chain_id,
+        BlockVerdict(target.hash(), signer.public_key, valid, "" if valid else "x"),
     )
     return asyncio.run(
         intake.on_item(ItemKind.VERDICT, verdict.item_id(), encode_item(verdict), "peer")

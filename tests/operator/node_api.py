@@ -52,6 +52,12 @@ class ScriptedNode(FakeNode):
         """GET /tasks/{id} answered, by task id."""
         self.lock = threading.Lock()
 
+    ADDRESS = "pw" + "a1" * 20
+    """The address the node's /status names (the faucet pays it)."""
+
+    def get_status(self) -> dict[str, Any]:
+        return {**super().get_status(), "address": self.ADDRESS}
+
     @property
     def payments(self) -> list[str]:
         return list(self.views)

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from pouw_operator.builders.secrets import derive_api_token
 from pouw_operator.directory import (
     NodeDirectory,
     NodeEndpoint,
     NoNode,
     choose_node,
-    decode_token,
     labels_match,
     pod_url,
 )
@@ -55,11 +55,7 @@ class Cluster:
 
     def secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
         self.secret_reads += 1
-        return self.secret if name == "pouw-network" else None
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+        return self.secret if name == "pouw-api-root" else None
 
 
 @pytest.mark.parametrize(
@@ -132,20 +128,34 @@ def test_a_stake_goes_to_the_named_pod() -> None:
         assert missing.value.reason == "NodeNotFound"
 
 
-def test_the_token_comes_from_the_setting_else_the_network_secret() -> None:
-    cluster = Cluster([], secret={"api-token": b64("t0ken\n"), "network-key": b64("k")})
-    assert NodeDirectory(OperatorSettings(api_token="set"), cluster).token("ns") == "set"
+def test_the_token_comes_from_the_setting_else_is_the_called_nodes_own() -> None:
+    root = b"\x09" * 32
+    cluster = Cluster([], secret={"root": base64.b64encode(root).decode()})
+    assert NodeDirectory(OperatorSettings(api_token="set"), cluster).token("ns", "a") == "set"
     assert cluster.secret_reads == 0
-    assert NodeDirectory(OperatorSettings(), cluster).token("ns") == "t0ken"
-    assert NodeDirectory(OperatorSettings(), Cluster([])).token("ns") is None
+    directory = NodeDirectory(OperatorSettings(), cluster)
+    assert directory.token("ns", "miners") == derive_api_token(root, "miners")
+    assert directory.token("ns", "client") == derive_api_token(root, "client")
+    assert directory.token("ns", "miners") != directory.token("ns", "client")
+    assert NodeDirectory(OperatorSettings(), Cluster([])).token("ns", "a") is None
+    assert NodeDirectory(OperatorSettings(), Cluster([], {"root": "!!"})).token("ns", "a") is None
 
 
-@pytest.mark.parametrize(
-    ("data", "token"),
-    [(None, None), ({}, None), ({"api-token": "!!"}, None), ({"api-token": b64("x")}, "x")],
-)
-def test_decode_token(data: dict[str, str] | None, token: str | None) -> None:
-    assert decode_token(data) == token
+def test_a_client_holds_the_token_of_the_node_it_calls_only() -> None:
+    """A stake through miners-1 carries the miners' token: were it leaked, the client node's
+    API (which pays for tasks) would still refuse it."""
+    root = b"\x09" * 32
+    cluster = Cluster([pouwnode("miners", "miner", replicas=2), pouwnode("client", "peer")])
+    cluster.secret = {"root": base64.b64encode(root).decode()}
+    directory = NodeDirectory(OperatorSettings(), cluster)
+    with directory.client("ns", directory.for_stake("ns", "miners", 1)) as client:
+        assert client._http.headers["Authorization"] == (
+            f"Bearer {derive_api_token(root, 'miners')}"
+        )
+    with directory.client("ns", directory.for_pod("ns", "client-0")) as client:
+        assert client._http.headers["Authorization"] == (
+            f"Bearer {derive_api_token(root, 'client')}"
+        )
 
 
 def test_the_client_carries_url_and_token() -> None:

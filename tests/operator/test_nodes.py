@@ -15,9 +15,10 @@ import kopf
 import msgspec
 import pytest
 
-from pouw.blockchain.params import DEVNET_ACCOUNT_NAMES, ChainParams, devnet_key
+from pouw.blockchain.params import ChainParams
 from pouw.crypto import KeyPair
-from pouw_operator.builders.naming import label_selector
+from pouw_operator.builders.naming import api_token_secret_name, label_selector
+from pouw_operator.builders.secrets import api_root, derive_api_token
 from pouw_operator.handlers.pouwnode import retry_or_fail
 from pouw_operator.kube import KubeError, holds
 from pouw_operator.node_status import NodeProbe, node_status, probe_node
@@ -66,16 +67,18 @@ def test_a_new_node_gets_its_secrets_service_and_statefulset(
 
     statefulset = cluster.wait_for_object("statefulsets", "miner")
     service = cluster.get("services", "miner")
-    keys = cluster.get("secrets", "miner-keys")
+    token = cluster.get("secrets", api_token_secret_name("miner", uid))
     network = cluster.get("secrets", "pouw-network")
-    assert service is not None and keys is not None and network is not None
+    root = api_root(cluster.get("secrets", "pouw-api-root"))
+    assert service is not None and token is not None and network is not None and root
 
-    for child in (statefulset, service, keys):
+    for child in (statefulset, service, token):
         (owner,) = child["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["name"], owner["uid"]) == ("PoUWNode", "miner", uid)
         assert owner["controller"] is True
     assert "ownerReferences" not in network["metadata"]
-    assert set(network["data"]) == {"api-token", "network-key"}
+    assert set(network["data"]) == {"network-key"}
+    assert base64.b64decode(token["data"]["api-token"]).decode() == derive_api_token(root, "miner")
 
     assert statefulset["spec"]["replicas"] == 2
     values = env(statefulset)
@@ -83,11 +86,12 @@ def test_a_new_node_gets_its_secrets_service_and_statefulset(
     assert values["POUW_STAKE_AMOUNT"] == "50"
     assert values["POUW_CHAIN_ID"] == "pouw-devnet"
     assert values[PEERS] == ""
-    assert values["POUW_API_TOKEN"] == {
-        "secretKeyRef": {"name": "pouw-network", "key": "api-token"}
-    }
+    assert values["POUW_API_TOKEN_FILE"] == "/var/run/pouw/secrets/api-token"
+    assert statefulset["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # The node derives the key the devnet genesis funds from its pod's name itself.
+    assert values["POUW_NODE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "POUW_NODE_KEY_FILE" not in values
     assert service["spec"]["clusterIP"] == "None"
-    assert base64.b64decode(keys["data"]["miner-1.key"]) == b"pouw-devnet:miner-1"
 
     done = cluster.wait_for_object(
         "pouwnodes", "miner", lambda body: body.get("status", {}).get("observedGeneration") == 1
@@ -136,17 +140,14 @@ def test_a_private_chain_gets_its_faucet_and_genesis_once_and_pods_mount_it(
     assert cluster.get("configmaps", "pouw-genesis") == genesis
 
 
-def test_node_keys_off_devnet_are_random(operator_cluster: OperatorCluster) -> None:
+def test_each_node_gets_its_own_api_token(operator_cluster: OperatorCluster) -> None:
     cluster = operator_cluster
-    cluster.create("pouwnodes", pouwnode("miner"))
-    cluster.create("pouwnodes", pouwnode("verifier", role="verifier"))
-    seeds = [
-        base64.b64decode(cluster.wait_for_object("secrets", f"{name}-keys")["data"][file])
-        for name, file in (("miner", "miner-0.key"), ("verifier", "verifier-0.key"))
-    ]
-    assert seeds[0] != seeds[1] and all(len(seed) == 32 for seed in seeds)
-    public = {devnet_key(name).address for name in DEVNET_ACCOUNT_NAMES}
-    assert not {KeyPair.from_seed(seed).address for seed in seeds} & public
+    tokens = []
+    for name, role in (("miner", "miner"), ("verifier", "verifier")):
+        uid = cluster.create("pouwnodes", pouwnode(name, role=role))["metadata"]["uid"]
+        secret = cluster.wait_for_object("secrets", api_token_secret_name(name, uid))
+        tokens.append(base64.b64decode(secret["data"]["api-token"]))
+    assert tokens[0] != tokens[1] and all(len(token) == 64 for token in tokens)
 
 
 def test_the_network_secret_is_made_once_and_never_overwritten(
@@ -179,21 +180,20 @@ def test_a_spec_change_reaches_the_statefulset(operator_cluster: OperatorCluster
     )
 
 
-def test_scaling_through_the_scale_subresource_adds_a_key(
+def test_scaling_through_the_scale_subresource_reaches_the_statefulset(
     operator_cluster: OperatorCluster,
 ) -> None:
     cluster = operator_cluster
-    cluster.create("pouwnodes", pouwnode("miner", replicas=1, chainId="pouw-main"))
-    keys = cluster.wait_for_object("secrets", "miner-keys")
-    first_key = keys["data"]["miner-0.key"]
-    assert len(base64.b64decode(first_key)) == 32
+    uid = cluster.create("pouwnodes", pouwnode("miner", replicas=1, chainId="pouw-main"))[
+        "metadata"
+    ]["uid"]
+    token = cluster.wait_for_object("secrets", api_token_secret_name("miner", uid))
 
     cluster.patch("pouwnodes", "miner", {"spec": {"replicas": 3}}, subresource="scale")
 
     cluster.wait_for_object("statefulsets", "miner", lambda sts: sts["spec"]["replicas"] == 3)
-    keys = cluster.wait_for_object("secrets", "miner-keys", lambda s: len(s["data"]) == 3)
-    assert keys["data"]["miner-0.key"] == first_key
-    assert len(set(keys["data"].values())) == 3
+    # Each new pod makes its own key in its own claim; the node's token serves all its pods.
+    assert cluster.get("secrets", api_token_secret_name("miner", uid)) == token
 
 
 def test_a_supervisor_created_later_becomes_everyones_bootstrap_peer(
@@ -372,7 +372,7 @@ def test_deleting_a_node_leaves_no_children_and_no_polling_behind(
     operator_cluster: OperatorCluster,
 ) -> None:
     cluster = operator_cluster
-    cluster.create("pouwnodes", pouwnode("doomed"))
+    doomed_uid = cluster.create("pouwnodes", pouwnode("doomed"))["metadata"]["uid"]
     cluster.create("pouwnodes", pouwnode("survivor"))
     cluster.wait_for_object("pouwnodes", "doomed", has_reason("NodeUnreachable"))
     cluster.wait_for_object("pouwnodes", "survivor", has_reason("NodeUnreachable"))
@@ -384,8 +384,9 @@ def test_deleting_a_node_leaves_no_children_and_no_polling_behind(
     # The emulator collects garbage by ownerReferences, as the API server would.
     for kind, name in (("statefulsets", "doomed"), ("services", "doomed")):
         cluster.wait_until_gone(kind, name)
-    cluster.wait_until_gone("secrets", "doomed-keys")
+    cluster.wait_until_gone("secrets", api_token_secret_name("doomed", doomed_uid))
     assert cluster.get("secrets", "pouw-network") is not None
+    assert cluster.get("secrets", "pouw-api-root") is not None
     cluster.wait_for(lambda: unreachable._value.get() == 1, message="the deleted one forgotten")
 
     # The poller goes on for the survivor and leaves the deleted node alone.

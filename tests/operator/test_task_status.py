@@ -182,12 +182,32 @@ def test_an_unknown_phase_is_an_error_not_a_guess() -> None:
         ("training", {SYNCED: "True"}),
         ("completed", {SYNCED: "True", SUCCEEDED: "True"}),
         ("failed", {SYNCED: "True", SUCCEEDED: "False"}),
+        ("refunded", {SYNCED: "True", SUCCEEDED: "False"}),
     ],
 )
 def test_a_poll_sets_synced_and_on_the_end_succeeded(phase: str, types: dict[str, str]) -> None:
     conditions = view_conditions(status_from_view(_view(phase), NODE), "client-0", 3)
     assert {c["type"]: c["status"] for c in conditions} == types
     assert all(c["observedGeneration"] == 3 and c["reason"] for c in conditions)
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        "dataset refused: dataset 'cells.npz' declares features=4 but the file has 5",
+        "training failed: RuntimeError: mat1 and mat2 shapes cannot be multiplied",
+        "training diverged: loss is nan at epoch 3",
+    ],
+)
+def test_a_training_failure_ends_the_mltask_failed_with_the_nodes_reason(why: str) -> None:
+    status = status_from_view(_view("failed", message=why), NODE)
+    assert (status.get("phase"), status.get("message")) == ("Failed", why)
+    (succeeded,) = [c for c in view_conditions(status, "miner-0", 2) if c["type"] == SUCCEEDED]
+    assert (succeeded["status"], succeeded["reason"], succeeded["message"]) == (
+        "False",
+        "TaskFailed",
+        why,
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.crypto import sha256
-from pouw.mining.messages import IterationMessage
 
 
 def iteration_message(task_id: bytes, miner: bytes, **changes: Any) -> IterationMessage:

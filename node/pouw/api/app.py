@@ -41,12 +41,15 @@ from pouw.crypto import is_address
 from pouw.errors import InvalidTransaction, MalformedData
 from pouw.monitoring.health import HealthTracker
 from pouw.monitoring.metrics import NodeMetrics
+from pouw.node.requests import RequestConflict
 from pouw.spec import TaskSpecError, task_spec_from_mapping
 
 log = logging.getLogger(__name__)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 MAX_HEIGHT = 2**63 - 1  # SQLite's integer range: larger would overflow, not miss
 MAX_BODY_BYTES = 1 << 20  # a task spec is a few hundred bytes
+REQUEST_ID_REUSED = "request_id_reused"
+"""The 409's reason when a request id comes back on its route with another body."""
 
 _bearer = HTTPBearer(auto_error=False)
 _INVALID: dict[int | str, dict[str, Any]] = {422: {"model": Invalid}}
@@ -167,7 +170,8 @@ def create_app(node: NodeService, *, api_token: str | None) -> FastAPI:
 
     @app.post("/tasks", status_code=201, dependencies=[Depends(authorised)], responses=_WRITE)
     async def submit(body: TaskBody) -> Created:
-        """Pay for a task; a repeated `request_id` returns the first submission's id."""
+        """Pay for a task; a repeated `request_id` returns the first submission's id; the same
+        `request_id` with another body is 409 `request_id_reused`."""
         spec = task_spec_from_mapping(body.spec_mapping())
         task_id = await node.submit_task_spec(spec, body.reward, body.fee, body.request_id)
         return Created(task_id=task_id)
@@ -175,7 +179,8 @@ def create_app(node: NodeService, *, api_token: str | None) -> FastAPI:
     @app.post("/stake", status_code=201, dependencies=[Depends(authorised)], responses=_WRITE)
     async def stake(body: StakeBody) -> TicketOut:
         """Buy a ticket for the node's key (role defaults to the node's); a repeated
-        `request_id` returns the first purchase's ticket without buying again."""
+        `request_id` returns the first purchase's ticket without buying again; the same
+        `request_id` with another body is 409 `request_id_reused`. Ids are apart from /tasks'."""
         return TicketOut.model_validate(node.stake(body.amount, body.role, body.request_id))
 
     @app.get("/accounts/{address}", responses=_INVALID)
@@ -208,6 +213,11 @@ def _map_errors(app: FastAPI) -> None:
     @app.exception_handler(MalformedData)
     async def malformed(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, 422)
+
+    @app.exception_handler(RequestConflict)
+    async def reused(request: Request, error: Exception) -> JSONResponse:
+        refusal = Refused(reason=REQUEST_ID_REUSED, detail=str(error))
+        return JSONResponse(refusal.model_dump(), 409)
 
     @app.exception_handler(InvalidTransaction)
     async def refused(request: Request, error: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pouw.api.app import create_app
 from pouw.api.server import serve_api
-from pouw.config import NodeConfig
+from pouw.config import NodeConfig, check_api_exposure
 from pouw.errors import InvalidTransaction, Reason
 from pouw.node.node import PoUWNode
 from pouw.roles import NodeRole
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 async def run_node(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
+    check_api_exposure(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -41,6 +41,9 @@ class DatasetBody(BaseModel):
     sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     split_seed: int = Field(default=0, ge=0, le=2**32)
+    rows: int = Field(default=0, ge=0, le=2**31)
+    features: int = Field(default=0, ge=0, le=2**31)
+    classes: int = Field(default=0, ge=0, le=2**31)
 
 
 class TaskBody(BaseModel):

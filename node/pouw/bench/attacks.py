@@ -75,8 +75,8 @@ from pouw.bench.attack_rounds import (
 )
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block
+from pouw.blockchain.iteration_message import decode_iteration_message
 from pouw.errors import InvalidBlock
-from pouw.mining.messages import decode_iteration_message
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.datasets import load_dataset
 from pouw.ml.iteration import configure_determinism

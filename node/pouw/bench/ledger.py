@@ -29,9 +29,8 @@ from pouw.blockchain.transactions import (
     decode_transaction,
     encode_transaction,
     sign_transaction,
-    signing_message,
 )
-from pouw.crypto import KeyPair
+from pouw.crypto import KeyPair, SignedKind, signed_bytes
 
 Report = Callable[[str], None]
 
@@ -66,7 +65,7 @@ def _measure_verify(encoded: list[bytes], chain_id: str) -> float:
             (
                 Ed25519PublicKey.from_public_bytes(tx.sender),
                 tx.signature,
-                signing_message(chain_id, tx.txid()),
+                signed_bytes(SignedKind.TRANSACTION, chain_id, tx.txid()),
             )
         )
     start = time.perf_counter()

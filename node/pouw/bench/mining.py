@@ -23,13 +23,13 @@ import torch.nn.functional as F  # noqa: N812
 
 from pouw.blockchain.block import Block, sign_block
 from pouw.blockchain.chain import AddStatus, Chain
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.blockchain.params import ChainParams, bootstrap_task_id, devnet_key, devnet_params
 from pouw.blockchain.store import ChainStore
 from pouw.crypto import sha256
 from pouw.errors import InvalidBlock
 from pouw.mining.budget import derive_nonce, nonce_budget
 from pouw.mining.claims import ClaimRule
-from pouw.mining.messages import IterationMessage
 from pouw.mining.miner import Miner
 from pouw.mining.trainer import TaskTrainer
 from pouw.mining.verify import BlockVerifier

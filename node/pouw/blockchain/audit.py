@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pouw.blockchain.block import decode_block
+from pouw.blockchain.block import Block, decode_block
 from pouw.blockchain.chain import wall_clock_ms
 from pouw.blockchain.params import genesis_block
-from pouw.blockchain.state import ClaimRule, EvidenceCheck, LedgerState
+from pouw.blockchain.slashing import ReexecutionCheck
+from pouw.blockchain.state import ClaimRule, LedgerState
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.validation import SealRule, check_block_alone, check_header_in_context
 from pouw.errors import InvalidBlock, MalformedData, Reason
@@ -37,22 +38,30 @@ class AuditReport:
 def audit_store(
     data_dir: Path,
     seal_rules: Sequence[SealRule] = (),
-    evidence_check: EvidenceCheck | None = None,
+    reexecution: ReexecutionCheck | None = None,
     claim_rule: ClaimRule | None = None,
 ) -> AuditReport:
     """Replay the stored main chain; `claim_rule` as the node applied blocks with it
     (`pouw.mining.claims.ClaimRule`), else the positions it recorded will not match."""
     store = ChainStore(data_dir, read_only=True)
     try:
-        return _audit(store, seal_rules, evidence_check, claim_rule)
+        return _audit(store, seal_rules, reexecution, claim_rule)
     finally:
         store.close()
+
+
+def _taken_as_applied(block: Block) -> Reason:
+    """Without a re-execution the audit trusts what the node applied: it re-runs no stored
+    block, nor the block a failed-re-execution proof carries (its signature, seal and ticket
+    are still checked)."""
+    del block
+    return Reason.UPDATE_MISMATCH
 
 
 def _audit(
     store: ChainStore,
     seal_rules: Sequence[SealRule],
-    evidence_check: EvidenceCheck | None,
+    reexecution: ReexecutionCheck | None,
     claim_rule: ClaimRule | None,
 ) -> AuditReport:
     params = store.params()
@@ -65,7 +74,7 @@ def _audit(
     if not main or main[0] != genesis_block(params).hash():
         return AuditReport(False, 0, "genesis block does not match the chain parameters")
 
-    state = LedgerState.genesis(params, evidence_check)
+    state = LedgerState.genesis(params, reexecution or _taken_as_applied)
     headers = [genesis_block(params).header]
     context = max(params.retarget_window + 1, params.median_time_window)
     now_ms = wall_clock_ms()

@@ -19,10 +19,11 @@ from pouw.crypto import (
     SIGNATURE_SIZE,
     ZERO_HASH,
     KeyPair,
+    SignedKind,
     canonical_bytes,
     hash_concat,
     sha256,
-    verify_signature,
+    verify_as,
 )
 from pouw.errors import MalformedData
 
@@ -95,18 +96,13 @@ def merkle_root(leaves: list[bytes]) -> bytes:
     return level[0]
 
 
-def block_signing_message(chain_id: str, block_hash: bytes) -> bytes:
-    return b"pouw-block\x00" + chain_id.encode() + b"\x00" + block_hash
-
-
 def sign_block(block: Block, key: KeyPair, chain_id: str) -> Block:
-    signature = key.sign(block_signing_message(chain_id, block.hash()))
+    signature = key.sign_as(SignedKind.BLOCK, chain_id, block.hash())
     return msgspec.structs.replace(block, signature=signature)
 
 
 def has_valid_block_signature(block: Block, block_hash: bytes, chain_id: str) -> bool:
-    message = block_signing_message(chain_id, block_hash)
-    return verify_signature(block.header.miner, block.signature, message)
+    return verify_as(SignedKind.BLOCK, chain_id, block.header.miner, block.signature, block_hash)
 
 
 _block_decoder = msgspec.msgpack.Decoder(Block)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pouw.blockchain.block import BLOCK_VERSION, Block, BlockHeader, encode_block, merkle_root
 from pouw.blockchain.difficulty import next_difficulty
 from pouw.blockchain.params import ChainParams, genesis_block
-from pouw.blockchain.state import ClaimRule, EvidenceCheck, LedgerState, StateChanges
+from pouw.blockchain.slashing import ReexecutionCheck
+from pouw.blockchain.state import ClaimRule, LedgerState, StateChanges
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.transactions import Transaction, reward_transaction
 from pouw.blockchain.validation import SealRule, check_block_alone, check_header_in_context
@@ -81,7 +82,7 @@ class Chain:
         *,
         seal_rules: Sequence[SealRule] = (),
         claim_rule: ClaimRule | None = None,
-        evidence_check: EvidenceCheck | None = None,
+        reexecution: ReexecutionCheck | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.store = store
@@ -95,7 +96,7 @@ class Chain:
             if params is None:
                 raise ChainMismatch(f"{store.path} holds no chain and no params were given")
             self.params = params
-            self.state = LedgerState.genesis(params, evidence_check)
+            self.state = LedgerState.genesis(params, reexecution)
             self._write_genesis()
         else:
             if params is not None and params != stored_params:
@@ -103,7 +104,7 @@ class Chain:
                     f"{store.path} holds chain {stored_params.chain_id!r} with other parameters"
                 )
             self.params = stored_params
-            self.state = LedgerState(stored_params, evidence_check)
+            self.state = LedgerState(stored_params, reexecution)
             self.state.load(store.load_state())
         self._index: dict[bytes, IndexEntry] = {
             stored.hash: IndexEntry(stored.hash, stored.header, stored.total_work)

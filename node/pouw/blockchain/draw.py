@@ -18,7 +18,9 @@ from pouw.crypto import sha256
 from pouw.roles import NodeRole
 
 MAX_HELPERS_PER_ROLE = 8
-"""Supervisors, verifiers and evaluators drawn per task."""
+"""Supervisors and verifiers drawn per task."""
+EVALUATORS_PER_TASK = 3
+"""Evaluators drawn per task: a majority of those drawn settles it (pouw.blockchain.settlement)."""
 
 
 class Ticket(msgspec.Struct, frozen=True, array_like=True):
@@ -93,5 +95,5 @@ def draw_task(
         miners=pick(NodeRole.MINER, miners),
         supervisors=pick(NodeRole.SUPERVISOR, MAX_HELPERS_PER_ROLE),
         verifiers=pick(NodeRole.VERIFIER, MAX_HELPERS_PER_ROLE),
-        evaluators=pick(NodeRole.EVALUATOR, 1),
+        evaluators=pick(NodeRole.EVALUATOR, EVALUATORS_PER_TASK),
     )

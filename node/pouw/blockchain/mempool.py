@@ -3,8 +3,9 @@
 Admission checks a transaction against the state plus the sender's pending transactions before
 it, by the rules a block applies (signature, nonce sequence, balance, and the payload's own rules),
 so that nothing is admitted that no block could hold. A sender has at most `max_per_sender`
-transactions pending. A full pool evicts its lowest-fee transaction, with that sender's later
-transactions, which could no longer be mined, for a better-paying newcomer.
+transactions and `max_bytes_per_sender` bytes pending. A pool full by count or by bytes
+(`max_bytes`) evicts its lowest-fee transaction, with that sender's later transactions, which
+could no longer be mined, for a better-paying newcomer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pouw.blockchain.transactions import (
     Transfer,
     encode_transaction,
 )
+from pouw.budgets import MEMPOOL_BYTES_PER_SENDER, MEMPOOL_BYTES_TOTAL
 from pouw.crypto import address_of
 from pouw.errors import InvalidTransaction, Reason
 
@@ -82,9 +84,20 @@ def _apply_while_valid(entries: list[_Entry], state: LedgerState) -> None:
 
 
 class Mempool:
-    def __init__(self, max_transactions: int = 10_000, max_per_sender: int = 64) -> None:
+    def __init__(
+        self,
+        max_transactions: int = 10_000,
+        max_per_sender: int = 64,
+        *,
+        max_bytes: int = MEMPOOL_BYTES_TOTAL,
+        max_bytes_per_sender: int = MEMPOOL_BYTES_PER_SENDER,
+    ) -> None:
         self.max_transactions = max_transactions
         self.max_per_sender = max_per_sender
+        self.max_bytes = max_bytes
+        self.max_bytes_per_sender = max_bytes_per_sender
+        self.bytes = 0
+        """Encoded bytes of the transactions pending."""
         self._by_id: dict[bytes, _Entry] = {}
         self._by_sender: dict[str, dict[int, _Entry]] = {}
         self._arrivals = 0
@@ -133,19 +146,47 @@ class Mempool:
             raise InvalidTransaction(
                 Reason.TOO_MANY_PENDING, f"{len(pending)} pending, at most {self.max_per_sender}"
             )
+        held = sum(e.size for n, e in pending.items() if n != tx.nonce)
+        if held + size > self.max_bytes_per_sender:
+            raise InvalidTransaction(
+                Reason.TOO_MANY_PENDING,
+                f"{held + size} bytes pending, at most {self.max_bytes_per_sender}",
+            )
         committed = sum(_spend(e.tx) for n, e in pending.items() if n < tx.nonce)
         if committed + _spend(tx) > account.balance:
             raise InvalidTransaction(Reason.OVERSPEND, f"balance {account.balance} cannot cover it")
         _check_payload(tx, sender, pending, state)
-        if replaced is None and len(self._by_id) >= self.max_transactions:
-            self._make_room_for(tx.fee)
+        replacing = [e for n, e in pending.items() if n >= tx.nonce] if replaced else []
+        self._check_room(tx.fee, sender, size, replacing)
         if replaced is not None:
             self._remove_from(sender, tx.nonce)
+        while len(self._by_id) >= self.max_transactions or self.bytes + size > self.max_bytes:
+            self._make_room_for(tx.fee)
         self._arrivals += 1
         entry = _Entry((-tx.fee, self._arrivals), txid, tx, sender, size)
         self._by_id[txid] = entry
+        self.bytes += size
         self._by_sender.setdefault(sender, {})[tx.nonce] = entry
         return txid
+
+    def _check_room(self, fee: int, sender: str, size: int, replacing: list[_Entry]) -> None:
+        """Raise `mempool_full`, before anything is removed, unless evicting lower fees makes
+        room for `size` more bytes (`replacing` leaving); never by evicting the sender's own
+        earlier transactions, which would leave the newcomer unminable behind a gap."""
+        gone = {entry.txid for entry in replacing}
+        count = len(self._by_id) - len(gone)
+        used = self.bytes - sum(entry.size for entry in replacing)
+        while count >= self.max_transactions or used + size > self.max_bytes:
+            left = (e for e in self._by_id.values() if e.txid not in gone)
+            cheapest = max(left if gone else self._by_id.values(), key=_sort_key)
+            if cheapest.tx.fee >= fee or cheapest.sender == sender:
+                raise InvalidTransaction(
+                    Reason.MEMPOOL_FULL, f"fee {fee} does not beat the lowest {cheapest.tx.fee}"
+                )
+            nonces = self._by_sender[cheapest.sender]
+            for entry in (e for n, e in nonces.items() if n >= cheapest.tx.nonce):
+                gone.add(entry.txid)
+                count, used = count - 1, used - entry.size
 
     def _make_room_for(self, fee: int) -> None:
         cheapest = max(self._by_id.values(), key=_sort_key)  # plain tuples compare fast
@@ -159,9 +200,13 @@ class Mempool:
         """Remove a sender's transaction at `nonce` and every later one of theirs."""
         pending = self._by_sender.get(sender, {})
         for later in [n for n in pending if n >= nonce]:
-            del self._by_id[pending.pop(later).txid]
+            self._forget(pending.pop(later))
         if not pending:
             self._by_sender.pop(sender, None)
+
+    def _forget(self, entry: _Entry) -> None:
+        del self._by_id[entry.txid]
+        self.bytes -= entry.size
 
     def select(self, state: LedgerState, max_bytes: int, height: int) -> list[Transaction]:
         """The best-paying transactions that apply in order to `state`, within `max_bytes`.
@@ -199,14 +244,15 @@ class Mempool:
         """Drop what the new blocks included and whatever their state made stale."""
         for block in blocks:
             for tx in block.transactions:
-                entry = self._by_id.pop(tx.txid(), None)
+                entry = self._by_id.get(tx.txid())
                 if entry is not None:
+                    self._forget(entry)
                     del self._by_sender[entry.sender][entry.tx.nonce]
         for sender in list(self._by_sender):
             next_nonce = state.account(sender).nonce
             pending = self._by_sender[sender]
             for nonce in [n for n in pending if n < next_nonce]:
-                del self._by_id[pending.pop(nonce).txid]
+                self._forget(pending.pop(nonce))
             if not pending:
                 del self._by_sender[sender]
 

@@ -15,6 +15,7 @@ import msgspec
 
 from pouw.spec import (
     BUILTIN_DATASETS,
+    BUILTIN_SHAPES,
     DatasetSpec,
     ModelSpec,
     TaskSpec,
@@ -22,13 +23,8 @@ from pouw.spec import (
     check_task_spec,
 )
 
-BUILTIN_SHAPES: dict[str, tuple[int, int, tuple[int, int, int] | None]] = {
-    # dataset: (features, classes, image shape for a CNN)
-    "digits": (64, 10, (1, 8, 8)),
-    "iris": (4, 3, None),
-    "wine": (13, 3, None),
-    "breast_cancer": (30, 2, None),
-}
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {"digits": (1, 8, 8)}
+"""The built-in sets a CNN can take: (channels, height, width); the others are tabular."""
 KNOWN_REQUIREMENTS = {
     "architecture",
     "min_accuracy",
@@ -103,8 +99,8 @@ class MLTask:
     ) -> tuple[DatasetSpec, int, int, tuple[int, int, int] | None]:
         name = self.dataset_hash
         if name in BUILTIN_DATASETS:
-            features, classes, image = BUILTIN_SHAPES[name]
-            return DatasetSpec(name=name), features, classes, image
+            shape = BUILTIN_SHAPES[name]
+            return DatasetSpec(name=name), shape.features, shape.classes, IMAGE_SHAPES.get(name)
         if SHA256.match(name) and "dataset_url" in requirements:
             raise TaskSpecError(
                 "a user dataset needs its feature and class counts: submit a full task spec "

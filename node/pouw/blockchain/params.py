@@ -46,6 +46,12 @@ class ChainParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     draw_delay: Annotated[int, Meta(ge=1, le=1000)] = 2
     """A task confirmed at height h is drawn when block h + draw_delay is applied, seeded by
     that block's hash, among the tickets confirmed at or below h."""
+    task_deadline_blocks: Annotated[int, Meta(ge=2, le=1_000_000)] = 3_600
+    """A task confirmed at height h that no result settled by height h + task_deadline_blocks
+    is refunded to its client when that block is applied (pouw.blockchain.settlement)."""
+    settlement_blocks: Annotated[int, Meta(ge=1, le=100_000)] = 60
+    """The last blocks before a deadline, kept for evaluators' results: an evaluator still
+    waiting for a drawn miner's final model scores those it has once they begin."""
     allocations: tuple[Payout, ...] = ()
     bootstrap_task: TaskSpec | None = None
     """A perpetual task open from genesis, so that blocks (and the first PAY_FOR_TASK) can be

@@ -10,18 +10,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import msgspec
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.draw import TaskDraw, Ticket, draw_task
+from pouw.blockchain.draw import Ticket, draw_task
 from pouw.blockchain.params import (
     ChainParams,
     bootstrap_task_id,
     devnet_public_keys,
     is_devnet_chain,
 )
+from pouw.blockchain.settlement import (
+    TaskRecord,
+    check_task_result,
+    check_withdrawal,
+    due_for_refund,
+    record_result,
+    record_withdrawal,
+    refunded,
+    task_deadline,
+)
+from pouw.blockchain.slashing import ReexecutionCheck, SlashingRule
 from pouw.blockchain.transactions import (
     BuyTicket,
     PayForTask,
@@ -30,32 +41,18 @@ from pouw.blockchain.transactions import (
     TaskResult,
     Transaction,
     Transfer,
+    WithdrawFromTask,
 )
-from pouw.crypto import address_of, sha256, verify_signature
+from pouw.crypto import address_of
 from pouw.errors import InvalidBlock, InvalidTransaction, Reason
 from pouw.roles import NodeRole
-from pouw.spec import TaskSpec, TaskSpecError, check_task_spec
+from pouw.spec import TaskSpecError, check_task_spec
 
 
 class Account(msgspec.Struct, frozen=True, array_like=True):
     balance: int = 0
     nonce: int = 0
     locked: int = 0
-
-
-TaskStatus = Literal["open", "completed"]
-
-
-class TaskRecord(msgspec.Struct, frozen=True, array_like=True):
-    task_id: bytes
-    client: str
-    spec: TaskSpec
-    escrow: int
-    height: int
-    status: TaskStatus = "open"
-    result: TaskResult | None = None
-    drawn: TaskDraw | None = None
-    """Its workers, once block `height + draw_delay` is applied (`pouw.blockchain.draw`)."""
 
 
 class Position(msgspec.Struct, frozen=True, array_like=True):
@@ -99,31 +96,24 @@ class StateTables:
     positions: dict[bytes, Position]
 
 
-EvidenceCheck = Callable[[SlashEvidence, Ticket], str | None]
-"""Returns None when the evidence proves cheating, else why it does not."""
-
-
-def _signature_only_evidence_check(evidence: SlashEvidence, ticket: Ticket) -> str | None:
-    del evidence, ticket
-    return None
-
-
 class LedgerState:
-    def __init__(self, params: ChainParams, evidence_check: EvidenceCheck | None = None) -> None:
+    def __init__(self, params: ChainParams, reexecution: ReexecutionCheck | None = None) -> None:
+        """`reexecution` re-runs a block's iteration for slashing evidence (None: a failed
+        re-execution proves nothing here, `pouw.blockchain.slashing`)."""
         self.params = params
         self.accounts: dict[str, Account] = {}
         self.tickets: dict[bytes, Ticket] = {}
         self.tasks: dict[bytes, TaskRecord] = {}
         self.positions: dict[bytes, Position] = {}
         """(task id + ticket id) -> how far that ticket's work on the task went."""
-        self.evidence_check = evidence_check or _signature_only_evidence_check
+        self.slashing = SlashingRule(reexecution)
         self._changes: StateChanges | None = None
 
     @classmethod
     def genesis(
-        cls, params: ChainParams, evidence_check: EvidenceCheck | None = None
+        cls, params: ChainParams, reexecution: ReexecutionCheck | None = None
     ) -> LedgerState:
-        state = cls(params, evidence_check)
+        state = cls(params, reexecution)
         task_id = bootstrap_task_id(params)
         if params.bootstrap_task is not None and task_id is not None:
             state.tasks[task_id] = TaskRecord(task_id, "", params.bootstrap_task, 0, 0)
@@ -210,6 +200,7 @@ class LedgerState:
                 for tx, txid in zip(block.transactions[1:], txids[1:], strict=True):
                     self.apply_transaction(tx, txid, height)
                 self._draw_tasks(height, block.hash())
+                self._refund_expired(height)
             except InvalidTransaction as error:
                 self.revert(changes)
                 raise InvalidBlock(error.reason, error.detail, height) from None
@@ -236,6 +227,17 @@ class LedgerState:
                 tickets, task.task_id, task.spec.miners, confirmed_at, block_hash, height
             )
             self._put_task(task.task_id, msgspec.structs.replace(task, drawn=drawn))
+
+    def _refund_expired(self, height: int) -> None:
+        for task in due_for_refund(self.tasks.values(), height):
+            self._close(refunded(task, height))
+
+    def _close(self, task: TaskRecord) -> None:
+        """Write the task's record; if it just closed, pay what its record says."""
+        self._put_task(task.task_id, task)
+        if task.status != "open":
+            for payout in task.payouts:
+                self._credit(payout.recipient, payout.amount)
 
     def apply_reward(self, tx: Transaction, expected_amount: int) -> None:
         payload = tx.payload
@@ -304,41 +306,17 @@ class LedgerState:
                 f"stake {payload.amount} < minimum {self.params.min_stake}",
             )
         if isinstance(payload, TaskResult):
-            self._check_task_result(payload, sender)
+            check_task_result(
+                self.tasks.get(payload.task_id),
+                payload,
+                sender,
+                self.tickets,
+                self.params.chain_id,
+            )
+        if isinstance(payload, WithdrawFromTask):
+            check_withdrawal(self.tasks.get(payload.task_id), payload, sender, self.tickets)
         if isinstance(payload, SlashEvidence):
-            self._check_slash(payload, sender)
-
-    def _check_task_result(self, result: TaskResult, sender: str) -> None:
-        task = self.tasks.get(result.task_id)
-        if task is None:
-            raise InvalidTransaction(Reason.UNKNOWN_TASK, result.task_id.hex())
-        if task.status != "open":
-            raise InvalidTransaction(
-                Reason.TASK_CLOSED, f"task {result.task_id.hex()[:16]} is {task.status}"
-            )
-        if not self.holds_role(sender, NodeRole.EVALUATOR):
-            raise InvalidTransaction(Reason.NOT_AN_EVALUATOR, f"{sender} holds no evaluator ticket")
-        paid = sum(p.amount for p in result.payouts)
-        if paid != task.escrow:
-            raise InvalidTransaction(
-                Reason.PAYOUT_MISMATCH, f"payouts {paid} != escrow {task.escrow}"
-            )
-
-    def _check_slash(self, slash: SlashEvidence, sender: str) -> None:
-        ticket = self.tickets.get(slash.ticket_id)
-        if ticket is None:
-            raise InvalidTransaction(Reason.UNKNOWN_TICKET, slash.ticket_id.hex())
-        if not self.holds_role(sender, NodeRole.VERIFIER, NodeRole.SUPERVISOR):
-            raise InvalidTransaction(Reason.NOT_A_VERIFIER, f"{sender} holds no verifier ticket")
-        if not verify_signature(
-            ticket.public_key, slash.evidence_signature, sha256(slash.evidence)
-        ):
-            raise InvalidTransaction(
-                Reason.BAD_EVIDENCE_SIGNATURE, "evidence not signed by the ticket owner"
-            )
-        why_not = self.evidence_check(slash, ticket)
-        if why_not is not None:
-            raise InvalidTransaction(Reason.EVIDENCE_NOT_PROVEN, why_not)
+            self.slashing.check(payload, sender, self)
 
     def _apply_payload(
         self, payload: object, tx: Transaction, txid: bytes, sender: str, height: int
@@ -347,7 +325,8 @@ class LedgerState:
             self._credit(payload.recipient, payload.amount)
         elif isinstance(payload, PayForTask):
             record = TaskRecord(txid, sender, payload.spec, payload.reward, height)
-            self._put_task(txid, record)
+            deadline = task_deadline(self.params, height)
+            self._put_task(txid, msgspec.structs.replace(record, deadline=deadline))
         elif isinstance(payload, BuyTicket):
             ticket = Ticket(
                 txid, sender, tx.sender, payload.role, payload.amount, height, payload.preferences
@@ -355,11 +334,10 @@ class LedgerState:
             self._put_ticket(txid, ticket)
         elif isinstance(payload, TaskResult):
             task = self.tasks[payload.task_id]
-            self._put_task(
-                payload.task_id, msgspec.structs.replace(task, status="completed", result=payload)
-            )
-            for payout in payload.payouts:
-                self._credit(payout.recipient, payout.amount)
+            self._close(record_result(task, payload, sender, height))
+        elif isinstance(payload, WithdrawFromTask):
+            task = self.tasks[payload.task_id]
+            self._close(record_withdrawal(task, payload, sender, self.tickets, height))
         elif isinstance(payload, SlashEvidence):
             self._confiscate(self.tickets[payload.ticket_id], reporter=sender)
 
@@ -394,7 +372,7 @@ class LedgerState:
 def payload_rules_read_state(payload: object) -> bool:
     """Whether `check_payload` reads the tasks and tickets: the other payloads' rules depend on
     the payload and the chain parameters alone."""
-    return isinstance(payload, TaskResult | SlashEvidence)
+    return isinstance(payload, TaskResult | WithdrawFromTask | SlashEvidence)
 
 
 def _amount_spent(payload: object) -> int:

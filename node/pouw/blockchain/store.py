@@ -17,17 +17,12 @@ import msgspec
 from pouw.blockchain.block import Block, BlockHeader, decode_block
 from pouw.blockchain.draw import Ticket
 from pouw.blockchain.params import ChainParams
-from pouw.blockchain.state import (
-    Account,
-    Position,
-    StateChanges,
-    StateTables,
-    TaskRecord,
-)
+from pouw.blockchain.settlement import TaskRecord
+from pouw.blockchain.state import Account, Position, StateChanges, StateTables
 from pouw.crypto import canonical_bytes
 
 STORE_FILE: Final = "chain.sqlite"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);

@@ -1,11 +1,12 @@
 """Transactions: typed payloads inside one signed envelope.
 
-A transaction's id is the hash of its unsigned body; the signature covers the id under a
-chain-specific domain, so a transaction cannot be replayed on another chain.
+A transaction's id is the hash of its unsigned body; the signature covers the id as a
+`SignedKind.TRANSACTION` on its chain, so a transaction cannot be replayed on another chain.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Final
 
 import msgspec
@@ -16,10 +17,11 @@ from pouw.crypto import (
     PUBLIC_KEY_SIZE,
     SIGNATURE_SIZE,
     KeyPair,
+    SignedKind,
     address_of,
     canonical_bytes,
     sha256,
-    verify_signature,
+    verify_as,
 )
 from pouw.errors import MalformedData
 from pouw.roles import NodeRole
@@ -36,6 +38,8 @@ Address = Annotated[str, Meta(pattern="^pw[0-9a-f]{40}$")]
 PublicKey = Annotated[bytes, Meta(min_length=PUBLIC_KEY_SIZE, max_length=PUBLIC_KEY_SIZE)]
 Signature = Annotated[bytes, Meta(max_length=SIGNATURE_SIZE)]
 ShortText = Annotated[str, Meta(max_length=256)]
+MAX_STATEMENT_BYTES: Final = 1 << 20
+"""A statement (or a block) presented as slashing evidence, checkpoint included."""
 
 
 def coins(amount: float) -> int:
@@ -69,26 +73,73 @@ class Payout(msgspec.Struct, frozen=True, array_like=True):
 
 
 class RankedModel(msgspec.Struct, frozen=True, array_like=True):
+    """A drawn miner's final model as an evaluator ranked it, with the miner's own signature
+    over it (its FinalModel item's, over `final_model_body`), so every node checks that the
+    ranked model is one the miner handed in."""
+
     miner: Address
     model_hash: Hash
     accuracy: Annotated[float, Meta(ge=0.0, le=1.0)]
+    bytes_hash: Hash
+    """sha256 of the model's bytes (safetensors)."""
+    signature: Signature
+
+
+FINAL_MODEL_TAG: Final = b"pouw-final-model"
+
+
+def final_model_body(task_id: bytes, miner: bytes, model_hash: bytes, bytes_hash: bytes) -> bytes:
+    """What a miner signs, as a `SignedKind.FINAL_MODEL`, for its final model of a task: its hash
+    and the hash of its bytes. The first three fields (tag, task, miner) are the slot slashing
+    reads (`pouw.blockchain.slashing`): two different bodies for one slot are equivocation."""
+    return canonical_bytes((FINAL_MODEL_TAG, task_id, miner, model_hash, bytes_hash))
 
 
 class TaskResult(msgspec.Struct, frozen=True, array_like=True, tag="task_result"):
-    """An evaluator closes a task: the ranking of final models and the split of its escrow."""
+    """A drawn evaluator's ranking of a task's final models. It carries no payouts: once a
+    majority of the drawn evaluators agree, the ledger splits the escrow itself
+    (`pouw.blockchain.settlement`)."""
 
     task_id: Hash
     ranking: Annotated[tuple[RankedModel, ...], Meta(max_length=256)]
-    payouts: Annotated[tuple[Payout, ...], Meta(max_length=256)]
+
+
+class EvidenceKind(StrEnum):
+    """The statements whose conflicting pairs prove a key cheated (`pouw.blockchain.slashing`)."""
+
+    ITERATION = "iteration"
+    FINAL_MODEL = "final_model"
+    VERDICT = "verdict"
+    TASK_RESULT = "task_result"
+
+
+class Statement(msgspec.Struct, frozen=True, array_like=True):
+    """A signed statement as its signer signed it: the body of its kind and the signature."""
+
+    body: Annotated[bytes, Meta(max_length=MAX_STATEMENT_BYTES)]
+    signature: Signature
+
+
+class Equivocation(msgspec.Struct, frozen=True, array_like=True, tag="equivocation"):
+    """Two different statements of one kind by one key for the same slot."""
+
+    kind: EvidenceKind
+    first: Statement
+    second: Statement
+
+
+class FailedReexecution(msgspec.Struct, frozen=True, array_like=True, tag="failed_reexecution"):
+    """A block signed by the ticket's key whose iteration fails re-execution: the encoded
+    block (its transactions may be left out; the header still commits to them)."""
+
+    block: Annotated[bytes, Meta(max_length=MAX_STATEMENT_BYTES)]
 
 
 class SlashEvidence(msgspec.Struct, frozen=True, array_like=True, tag="slash"):
-    """Proof that a ticket holder cheated: a message it signed that fails re-execution."""
+    """Proof that a ticket's key cheated, which every node checks (`pouw.blockchain.slashing`)."""
 
     ticket_id: Hash
-    reason: ShortText
-    evidence: Annotated[bytes, Meta(max_length=1 << 20)]
-    evidence_signature: Signature
+    proof: Equivocation | FailedReexecution
 
 
 class Reward(msgspec.Struct, frozen=True, array_like=True, tag="reward"):
@@ -98,7 +149,15 @@ class Reward(msgspec.Struct, frozen=True, array_like=True, tag="reward"):
     amount: Amount
 
 
-Payload = Transfer | PayForTask | BuyTicket | TaskResult | SlashEvidence | Reward
+class WithdrawFromTask(msgspec.Struct, frozen=True, array_like=True, tag="withdraw_from_task"):
+    """A drawn miner leaves a task its training failed on, saying why. When every drawn miner
+    has left (or lost its ticket), the escrow goes back to the client at once."""
+
+    task_id: Hash
+    reason: ShortText
+
+
+Payload = Transfer | PayForTask | BuyTicket | TaskResult | WithdrawFromTask | SlashEvidence | Reward
 
 
 class Transaction(msgspec.Struct, frozen=True, array_like=True):
@@ -123,19 +182,15 @@ class Transaction(msgspec.Struct, frozen=True, array_like=True):
         return sha256(self.body_bytes())
 
     def has_valid_signature(self, chain_id: str, txid: bytes | None = None) -> bool:
-        message = signing_message(chain_id, txid if txid is not None else self.txid())
-        return verify_signature(self.sender, self.signature, message)
-
-
-def signing_message(chain_id: str, txid: bytes) -> bytes:
-    return b"pouw-tx\x00" + chain_id.encode() + b"\x00" + txid
+        txid = txid if txid is not None else self.txid()
+        return verify_as(SignedKind.TRANSACTION, chain_id, self.sender, self.signature, txid)
 
 
 def sign_transaction(
     key: KeyPair, payload: Payload, *, nonce: int, fee: int, chain_id: str
 ) -> Transaction:
     unsigned = Transaction(payload=payload, sender=key.public_key, nonce=nonce, fee=fee)
-    signature = key.sign(signing_message(chain_id, unsigned.txid()))
+    signature = key.sign_as(SignedKind.TRANSACTION, chain_id, unsigned.txid())
     return msgspec.structs.replace(unsigned, signature=signature)
 
 

@@ -12,7 +12,7 @@ from pouw.blockchain.draw import (
     draw_seed,
     ticket_score,
 )
-from pouw.blockchain.state import TaskRecord
+from pouw.blockchain.settlement import TaskRecord
 from pouw.roles import NodeRole
 
 __all__ = [

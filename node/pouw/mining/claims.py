@@ -16,11 +16,12 @@ its miner was entitled to seal it, and only once:
 from __future__ import annotations
 
 from pouw.blockchain.block import Block
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.blockchain.params import bootstrap_task_id
-from pouw.blockchain.state import LedgerState, Position, TaskRecord, WorkClaim
+from pouw.blockchain.settlement import TaskRecord
+from pouw.blockchain.state import LedgerState, Position, WorkClaim
 from pouw.crypto import ZERO_HASH
 from pouw.errors import InvalidBlock, MalformedData, Reason
-from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.segments import position, segment_start
 from pouw.roles import NodeRole
 

@@ -1,11 +1,11 @@
 """The miner loop: every training iteration is also a bounded round of nonce trials.
 
 The training thread runs forward/backward, derives the precursor from the iteration
-(`pouw.mining.messages`), tries its nonce budget against the current block template and takes
-the optimizer step. At each segment start (`pouw.mining.segments`) it first applies its peers'
-updates through the task's aggregator (`pouw.mining.peers`), then takes the checkpoint that
-every block of the segment carries. A pipeline thread does the rest off the training thread:
-Strom compression of the update for peers, signing, and sealing found blocks.
+(`pouw.blockchain.iteration_message`), tries its nonce budget against the current block
+template and takes the optimizer step. At each segment start (`pouw.mining.segments`) it first
+applies its peers' updates through the task's aggregator (`pouw.mining.peers`), then takes the
+checkpoint that every block of the segment carries. A pipeline thread does the rest off the
+training thread: Strom compression of the update for peers, signing, and sealing found blocks.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import msgspec
 import torch
 
 from pouw.blockchain.block import Block, BlockHeader, meets_difficulty, seal_hash, sign_block
+from pouw.blockchain.iteration_message import NO_UPDATES_HASH, IterationMessage, sign_iteration
 from pouw.blockchain.params import ChainParams
 from pouw.crypto import ZERO_HASH, KeyPair, sha256
 from pouw.errors import PouwError
 from pouw.mining.budget import derive_nonce, node_budget, nonce_budget
-from pouw.mining.messages import NO_UPDATES_HASH, IterationMessage
 from pouw.mining.peers import apply_correction
 from pouw.mining.segments import checkpoint_bytes
 from pouw.mining.trainer import TaskTrainer
@@ -303,7 +303,7 @@ class Miner:
                     trainer.peers.add(self.key.public_key, update)
                 if self.tampering is not None:
                     update = self.tampering.update(trainer, compressed).to_bytes()
-            signature = self.key.sign(sha256(item.encoded + sha256(update)))
+            signature = sign_iteration(self.key, self.params.chain_id, item.encoded, update)
             if self.on_iteration is not None:
                 self.on_iteration(PublishedIteration(item.encoded, update, signature))
             if (

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pouw.mining.messages import initial_commitment
+from pouw.blockchain.iteration_message import initial_commitment
 from pouw.mining.peers import PeerUpdates
 from pouw.mining.segments import Segment
 from pouw.ml.datasets import (

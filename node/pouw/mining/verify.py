@@ -24,11 +24,11 @@ from cachetools import LRUCache
 from torch import nn
 
 from pouw.blockchain.block import Block
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.blockchain.params import ChainParams
 from pouw.crypto import sha256
 from pouw.errors import InvalidBlock, MalformedData, Reason
 from pouw.mining.budget import OVER_BUDGET_SEARCH, nonce_budget, nonce_index
-from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.segments import (
     checkpoint_hash,
     initial_checkpoint,
@@ -163,6 +163,23 @@ class BlockVerifier:
             raise
         self._verified[block_hash] = verification
         return verification
+
+    def failure(self, block: Block) -> Reason | None:
+        """Why the block fails re-execution, None when it holds: what slashing evidence asks
+        (`pouw.blockchain.slashing.ReexecutionCheck`). Cached like every re-execution, so the
+        checkpoint's bytes, which the block hash does not cover, are checked first: a node
+        that re-ran this block before answers as one that never saw it."""
+        try:
+            message = decode_iteration_message(block.iteration_message)
+            if checkpoint_hash(read_checkpoint(block.checkpoint)) != message.checkpoint_hash:
+                return Reason.CHECKPOINT_BYTES
+        except (MalformedData, CorruptModel):
+            return Reason.CHECKPOINT_BYTES
+        try:
+            self.reexecute(block)
+        except InvalidBlock as error:
+            return error.reason
+        return None
 
     def _reexecute(self, block: Block, block_hash: bytes) -> Verification:
         started = time.perf_counter()

@@ -8,30 +8,23 @@ reads only x_train/y_train; evaluators score on x_test/y_test.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
-import urllib.parse
-import urllib.request
+import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 
-from pouw.errors import PouwError
-from pouw.spec import BUILTIN_DATASETS, DatasetSpec
+from pouw.ml.dataset_files import DatasetError, DatasetIntegrityError, DatasetSource
+from pouw.spec import BUILTIN_DATASETS, DatasetShape, DatasetSpec
 
-MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
-DOWNLOAD_TIMEOUT_S = 60
+__all__ = ["Dataset", "DatasetError", "DatasetIntegrityError", "DatasetSource", "load_dataset"]
 
-
-class DatasetError(PouwError, ValueError):
-    pass
-
-
-class DatasetIntegrityError(DatasetError):
-    pass
+BUILTIN_ONLY = DatasetSource()
 
 
 @dataclass(frozen=True)
@@ -45,19 +38,56 @@ class Dataset:
     num_classes: int
     digest: bytes
 
+    @property
+    def shape(self) -> DatasetShape:
+        rows = len(self.y_train) + len(self.y_test)
+        return DatasetShape(rows, self.num_features, self.num_classes)
 
-_cache: dict[DatasetSpec, Dataset] = {}
+    @property
+    def nbytes(self) -> int:
+        tensors = (self.x_train, self.y_train, self.x_test, self.y_test)
+        return sum(t.element_size() * t.nelement() for t in tensors)
 
 
-def load_dataset(spec: DatasetSpec, *, cache_dir: Path | None = None) -> Dataset:
-    cached = _cache.get(spec)
+MAX_CACHED_BYTES = 1024 * 1024 * 1024
+"""Loaded datasets kept in memory at most (the least recently used go first)."""
+
+
+def dataset_cache(max_bytes: int) -> LRUCache[DatasetSpec, Dataset]:
+    """Loaded datasets by spec, at most `max_bytes` of tensors: a file's spec pins its bytes
+    by sha256, so any node's copy is the same data."""
+    return LRUCache(max_bytes, getsizeof=lambda dataset: dataset.nbytes)
+
+
+_cache = dataset_cache(MAX_CACHED_BYTES)
+_cache_lock = threading.Lock()
+
+
+def load_dataset(spec: DatasetSpec, source: DatasetSource = BUILTIN_ONLY) -> Dataset:
+    """The spec's dataset; a file from `source` (this node's directory or allowed hosts),
+    refused unless it has the shape the spec declares."""
+    with _cache_lock:
+        cached = _cache.get(spec)
     if cached is None:
-        x, y, scale_by_16 = _read(spec, cache_dir)
-        cached = _cache[spec] = _split(spec, x, y, scale_by_16)
+        x, y, scale_by_16 = _read(spec, source)
+        cached = _split(spec, x, y, scale_by_16)
+        if spec.format != "builtin":
+            _check_declared(spec, cached.shape)
+        with _cache_lock, contextlib.suppress(ValueError):  # one larger than the whole cache
+            _cache[spec] = cached
     return cached
 
 
-def _read(spec: DatasetSpec, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray, bool]:
+def _check_declared(spec: DatasetSpec, found: DatasetShape) -> None:
+    for field in ("rows", "features", "classes"):
+        declared, actual = getattr(spec, field), getattr(found, field)
+        if declared != actual:
+            raise DatasetError(
+                f"dataset {spec.name!r} declares {field}={declared} but the file has {actual}"
+            )
+
+
+def _read(spec: DatasetSpec, source: DatasetSource) -> tuple[np.ndarray, np.ndarray, bool]:
     if spec.format == "builtin":
         if spec.name not in BUILTIN_DATASETS:
             raise DatasetError(f"unknown built-in dataset {spec.name!r}")
@@ -69,36 +99,9 @@ def _read(spec: DatasetSpec, cache_dir: Path | None) -> tuple[np.ndarray, np.nda
             np.asarray(bunch.target),
             spec.name == "digits",
         )
-    if spec.sha256 is None:
-        raise DatasetError("a dataset file needs its sha256 in the task spec")
-    raw = _fetch(spec.url or spec.name, cache_dir)
-    actual = hashlib.sha256(raw).hexdigest()
-    if actual != spec.sha256:
-        raise DatasetIntegrityError(
-            f"dataset {spec.name!r} has sha256 {actual}, the task spec pins {spec.sha256}"
-        )
+    raw = source.read(spec)
     x, y = _parse_npz(raw) if spec.format == "npz" else _parse_csv(raw)
     return x, y, False
-
-
-def _fetch(location: str, cache_dir: Path | None) -> bytes:
-    parsed = urllib.parse.urlparse(location)
-    if parsed.scheme in ("http", "https"):
-        with urllib.request.urlopen(location, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            raw: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
-        if len(raw) > MAX_DOWNLOAD_BYTES:
-            raise DatasetError(f"{location} is larger than {MAX_DOWNLOAD_BYTES} bytes")
-        if cache_dir is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            (cache_dir / hashlib.sha256(location.encode()).hexdigest()).write_bytes(raw)
-        return raw
-    path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else location)
-    try:
-        if path.stat().st_size > MAX_DOWNLOAD_BYTES:
-            raise DatasetError(f"{path} is larger than {MAX_DOWNLOAD_BYTES} bytes")
-        return path.read_bytes()
-    except OSError as error:
-        raise DatasetError(f"cannot read dataset {location}: {error.strerror}") from None
 
 
 def _parse_npz(raw: bytes) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 ATTACK_KINDS = ("fake_work", "anomalous_update")
 """The `kind` label values of pouw_attacks_detected_total."""
+TRAINING_FAILURE_KINDS = ("dataset", "diverged", "error")
+"""The `kind` label values of pouw_training_failures_total (`pouw.node.worker`)."""
 
 
 class NodeMetrics:
@@ -44,6 +46,13 @@ class NodeMetrics:
         )
         self.messages_dropped = Counter(
             "pouw_messages_dropped", "Network messages dropped, by reason", ["reason"], registry=r
+        )
+        self.over_budget = Counter(
+            "pouw_over_budget",
+            "Items a store refused for its byte budget, by store and reason"
+            " (model_too_large, over_sender_budget, store_full)",
+            ["store", "reason"],
+            registry=r,
         )
         self.peers_banned = Counter(
             "pouw_peers_banned", "Peers disconnected for ban score", registry=r
@@ -90,6 +99,14 @@ class NodeMetrics:
             "1 while this node is drawn for an open client task it has not finished training",
             registry=r,
         )
+        self.training_failures = Counter(
+            "pouw_training_failures",
+            "Client tasks whose training failed on this node (so it trains them no more), by kind",
+            ["kind"],
+            registry=r,
+        )
+        for kind in TRAINING_FAILURE_KINDS:
+            self.training_failures.labels(kind)
         self.api_requests = Counter(
             "pouw_api_requests", "HTTP API requests, by status class", ["status"], registry=r
         )

@@ -33,10 +33,16 @@ class DropReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type", 10
     WRONG_CHAIN = "wrong_chain", 100
     IMPERSONATION = "impersonation", 100
+    BAD_HANDSHAKE = "bad_handshake", 50
+    """A hello whose answer does not sign the challenge we sent on this link, for us, with
+    the sender's key: a hello replayed or relayed from another link."""
     RATE_LIMITED = "rate_limited", 2
     STALE = "stale", 2
     UNSOLICITED = "unsolicited", 1
     NO_HELLO = "no_hello", 1
+    SLOW_READER = "slow_reader", 100
+    """More than NetworkSettings.max_queued_bytes queued to the peer unread: it asks and does
+    not read the answers (amplification), so it is dropped and banned."""
     REJECTED = "rejected", ITEM_REJECTION_SCORE
     """The node rejected an item without naming the rule it broke."""
 
@@ -47,6 +53,10 @@ class DropReason(StrEnum):
     TOO_MANY_LINKS = "too_many_links"
     PARTITIONED = "partitioned"
     SEND_FAILED = "send_failed"
+    OUTBOUND_FULL = "outbound_full"
+    """All peers together have max_queued_bytes_total unread: the frame is not sent."""
+    REPEATED_GETDATA = "repeated_getdata"
+    """Items asked for again within SERVE_AGAIN_AFTER_S of being sent: not sent again."""
     TOO_LARGE = "too_large"
     """An item of ours too large to gossip."""
 

@@ -237,11 +237,18 @@ class ItemGossip:
     # -- serving ---------------------------------------------------------------------------------
 
     def on_getdata(self, link: Link, request: GetData) -> None:
-        """Answer with what we have: small items packed together, large ones alone."""
+        """Answer with what we have: small items packed together, large ones alone; an item
+        sent to this peer lately is not sent again (a peer repeating a getdata for a large
+        item must not make us queue it again and again)."""
         budget, kind = self._settings.serve_bytes, request.kind
         pack: list[tuple[bytes, bytes]] = []
         packed = 0
+        now = time.monotonic()
+        repeated = False
         for item_id in request.ids:
+            if link.served.recent((kind, item_id), now):
+                repeated = True
+                continue
             payload = self._relay.payload((kind, item_id))
             if payload is None:
                 payload = self._handler.get_item(kind, item_id)
@@ -251,6 +258,7 @@ class ItemGossip:
             if budget < 0:
                 break
             link.known.add((kind, item_id))
+            link.served.add((kind, item_id), now)
             if pack and packed + len(payload) > PACK_BYTES:
                 self._send_pack(link, kind, pack)
                 pack, packed = [], 0
@@ -258,6 +266,8 @@ class ItemGossip:
             packed += len(payload) + 40
         if pack:
             self._send_pack(link, kind, pack)
+        if repeated:
+            self._wire.count_drop(DropReason.REPEATED_GETDATA)
 
     def _send_pack(self, link: Link, kind: ItemKind, pack: list[tuple[bytes, bytes]]) -> None:
         if len(pack) == 1:

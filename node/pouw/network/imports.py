@@ -1,6 +1,7 @@
-"""The import queue: what peers sent for the node to judge (items, sync batches), bounded,
-drained in arrival order by a single worker, so that the node sees one call at a time and the
-read loops never wait for it (pings, inv and getdata keep flowing during a slow import).
+"""The import queue: what peers sent for the node to judge (items, sync batches), bounded by
+count and by bytes (per link and in total: pouw.budgets), drained in arrival order by a single
+worker, so that the node sees one call at a time and the read loops never wait for it (pings,
+inv and getdata keep flowing during a slow import).
 
 Each job names its `Importer` (item gossip, or sync), which judges it and says what becomes
 of it when the queue is full (`refused`) and when the node raises on it (`failed`); a
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from pouw.budgets import IMPORT_BYTES_PER_PEER, IMPORT_BYTES_TOTAL, ByteBudget
 from pouw.network.drops import DropReason
 from pouw.network.messages import Blocks, Data, DropMessage, message_type
 from pouw.network.peers import Link
@@ -41,7 +43,8 @@ class Importer(Protocol):
         ...
 
 
-ImportJob = tuple[Link, Imported, Importer]
+ImportJob = tuple[Link, Imported, Importer, int]
+"""The link, the body, its importer and the job's number (its charge in the byte budget)."""
 
 
 class ImportQueue:
@@ -51,8 +54,12 @@ class ImportQueue:
         *,
         penalise: Callable[[Link, DropReason | str], None],
         count_drop: Callable[[DropReason], None],
+        budget: ByteBudget[Link, int] | None = None,
     ) -> None:
         self._queue: asyncio.Queue[ImportJob] = asyncio.Queue(size)
+        self.budget = budget or ByteBudget(IMPORT_BYTES_PER_PEER, IMPORT_BYTES_TOTAL)
+        """The bytes of the jobs waiting, per link and in total."""
+        self._jobs = 0
         self._penalise = penalise
         self._count_drop = count_drop
         self._listeners: list[Callable[[], None]] = []
@@ -77,16 +84,20 @@ class ImportQueue:
         self._listeners.append(listener)
 
     def put(self, link: Link, body: Imported, importer: Importer) -> None:
-        try:
-            self._queue.put_nowait((link, body, importer))
-        except asyncio.QueueFull:
+        self._jobs += 1
+        size = len(body.payload) if isinstance(body, Data) else sum(map(len, body.blocks))
+        refused = self._queue.full() or self.budget.charge(self._jobs, link, size) is not None
+        if refused:
             self._count_drop(DropReason.OVERLOADED)
             importer.refused(link, body)
+            return
+        self._queue.put_nowait((link, body, importer, self._jobs))
 
     async def run(self) -> None:
         """The worker: runs until cancelled."""
         while True:
-            link, body, importer = await self._queue.get()
+            link, body, importer, number = await self._queue.get()
+            self.budget.release(number)
             try:
                 await importer.judge(link, body)
             except DropMessage as drop:

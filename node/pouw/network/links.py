@@ -8,7 +8,7 @@ from collections.abc import Callable
 import zmq
 import zmq.asyncio
 
-from pouw.network.peers import AddressBook, BanList, BanScore, Link, TokenBucket
+from pouw.network.peers import AddressBook, BanList, BanScore, Link, Sent, TokenBucket
 from pouw.network.transport import Transport, send_now
 
 
@@ -36,7 +36,7 @@ class LinkTable:
         self.bans = BanList(ban_seconds)
         self.book = AddressBook(max_backoff_s=max_backoff_s)
 
-    def _new_link(self, direction: str, send: Callable[[bytes], bool]) -> Link:
+    def _new_link(self, direction: str, send: Callable[[bytes], Sent | None]) -> Link:
         return Link(
             direction,
             send,
@@ -80,7 +80,7 @@ class LinkTable:
         router = self.router
         assert router is not None
 
-        def send(frame: bytes) -> bool:
+        def send(frame: bytes) -> Sent | None:
             return send_now(router, [routing_id, frame])
 
         link = self._new_link("in", send)
@@ -91,7 +91,7 @@ class LinkTable:
     def dial(self, address: tuple[str, int]) -> tuple[Link, zmq.asyncio.Socket]:
         dealer = self.transport.connect_dealer(*address)
 
-        def send(frame: bytes) -> bool:
+        def send(frame: bytes) -> Sent | None:
             return send_now(dealer, [frame])
 
         link = self._new_link("out", send)

@@ -1,11 +1,12 @@
 """What peers say to each other: one signed envelope type carrying typed bodies.
 
 Every frame is an Envelope (msgpack via msgspec, array-encoded): protocol version, message
-type, the sender's ed25519 key, a timestamp, the encoded body and a signature over a
-domain-separated hash of all of them and the chain id, so a message signed for one chain is
-worthless on another. `open_frame` checks size, shape, version, signature and type, in that
-order, before it decodes the body into a bounded typed struct; every refusal is a
-`DropMessage` whose reason (drops.py) is the metric label and sets the ban points.
+type, the sender's ed25519 key, a timestamp, the encoded body and a signature (as
+`SignedKind.ENVELOPE` on the chain) over all of them, so a message signed for one chain is
+worthless on another, and a frame's signature is no other kind of statement. `open_frame`
+checks size, shape, version, signature and type, in that order, before it decodes the body
+into a bounded typed struct; every refusal is a `DropMessage` whose reason (drops.py) is the
+metric label and sets the ban points.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import Meta
 
-from pouw.crypto import KeyPair, canonical_bytes, sha256, verify_signature
+from pouw.crypto import KeyPair, SignedKind, canonical_bytes, sha256, verify_as
 from pouw.errors import PouwError
 from pouw.network.drops import DropReason
 
@@ -29,7 +30,7 @@ MAX_BLOCKS: Final = 1000
 """Blocks in one sync reply (and the largest limit a getblocks may ask for)."""
 MAX_LOCATOR: Final = 128
 MAX_ADDRESSES: Final = 256
-SIGNING_DOMAIN: Final = b"pouw-p2p-v1\x00"
+CHALLENGE_SIZE: Final = 32
 ENVELOPE_OVERHEAD: Final = 4096
 """Bytes kept free in a frame for the envelope around a payload."""
 
@@ -81,13 +82,21 @@ class Envelope(msgspec.Struct, frozen=True, array_like=True):
     body: bytes
     signature: Annotated[bytes, Meta(max_length=64)] = b""
 
-    def signing_digest(self, chain_id: str) -> bytes:
+    def signed_body(self) -> bytes:
         head = canonical_bytes((self.version, self.type, self.sender, self.timestamp_ms))
-        return sha256(SIGNING_DOMAIN + chain_id.encode() + b"\x00" + head + sha256(self.body))
+        return head + sha256(self.body)
+
+
+def sign_envelope(key: KeyPair, chain_id: str, envelope: Envelope) -> Envelope:
+    signature = key.sign_as(SignedKind.ENVELOPE, chain_id, envelope.signed_body())
+    return msgspec.structs.replace(envelope, signature=signature)
 
 
 class Hello(msgspec.Struct, frozen=True, array_like=True):
-    """The handshake: which chain we are on, how far we are, where we listen."""
+    """The handshake: which chain we are on, how far we are, where we listen; and the proof
+    that the sender holds its key on this very link: `challenge` is the sender's fresh nonce
+    for this link, `answer` the sender's signature over the receiver's challenge
+    (`challenge_body`; empty until the sender has heard it)."""
 
     chain_id: Annotated[str, Meta(max_length=64)]
     genesis_hash: Hash
@@ -96,6 +105,26 @@ class Hello(msgspec.Struct, frozen=True, array_like=True):
     total_work: Work
     listen_host: Host
     listen_port: Port
+    challenge: Annotated[bytes, Meta(min_length=CHALLENGE_SIZE, max_length=CHALLENGE_SIZE)]
+    answer: Annotated[bytes, Meta(max_length=64)] = b""
+
+
+def challenge_body(challenge: bytes, recipient: bytes) -> bytes:
+    """What an answer signs (as `SignedKind.HELLO`): the challenge and whom it answers, so an
+    answer given to one node proves nothing to another."""
+    return canonical_bytes((challenge, recipient))
+
+
+def answer_challenge(key: KeyPair, chain_id: str, challenge: bytes, recipient: bytes) -> bytes:
+    return key.sign_as(SignedKind.HELLO, chain_id, challenge_body(challenge, recipient))
+
+
+def answers_challenge(
+    chain_id: str, sender: bytes, answer: bytes, challenge: bytes, recipient: bytes
+) -> bool:
+    """Whether `answer` is `sender`'s answer to `challenge`, given to `recipient`."""
+    body = challenge_body(challenge, recipient)
+    return verify_as(SignedKind.HELLO, chain_id, sender, answer, body)
 
 
 class Ping(msgspec.Struct, frozen=True, array_like=True):
@@ -198,8 +227,7 @@ def seal(key: KeyPair, chain_id: str, body: Body, timestamp_ms: int) -> bytes:
         timestamp_ms,
         canonical_bytes(body),
     )
-    signature = key.sign(unsigned.signing_digest(chain_id))
-    return canonical_bytes(msgspec.structs.replace(unsigned, signature=signature))
+    return canonical_bytes(sign_envelope(key, chain_id, unsigned))
 
 
 def open_frame(frame: bytes, chain_id: str, max_bytes: int) -> tuple[Envelope, Body]:
@@ -212,7 +240,9 @@ def open_frame(frame: bytes, chain_id: str, max_bytes: int) -> tuple[Envelope, B
         raise DropMessage(DropReason.MALFORMED, str(error)) from None
     if envelope.version != PROTOCOL_VERSION:
         raise DropMessage(DropReason.BAD_VERSION, str(envelope.version))
-    if not verify_signature(envelope.sender, envelope.signature, envelope.signing_digest(chain_id)):
+    if not verify_as(
+        SignedKind.ENVELOPE, chain_id, envelope.sender, envelope.signature, envelope.signed_body()
+    ):
         raise DropMessage(DropReason.BAD_SIGNATURE)
     decoder = _body_decoders.get(envelope.type)
     if decoder is None:

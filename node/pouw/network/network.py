@@ -137,6 +137,10 @@ class Network:
     def peer_count(self) -> int:
         return self._wire.links.peer_count()
 
+    def queued_bytes(self) -> int:
+        """Bytes queued to peers that they have not read yet (closed links' included)."""
+        return self._wire.queued_bytes()
+
     def import_backlog(self) -> int:
         """Items and sync batches received but not yet judged by the node."""
         return self._imports.waiting()

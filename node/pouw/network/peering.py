@@ -1,4 +1,5 @@
-"""Peering: the hello handshake (same chain, max_peers, duplicates), goodbyes, peer exchange,
+"""Peering: the hello handshake (same chain, each side signs the other's challenge for this
+link, max_peers, duplicates), goodbyes, peer exchange,
 dialling from the address book with backoff, heartbeats (pings carry our tip, so a peer that
 fell behind notices and syncs; silent peers are dropped; bootstrap peers redialled), and
 cutting and healing the partition (faults.py)."""
@@ -22,6 +23,8 @@ from pouw.network.messages import (
     Peers,
     Ping,
     Pong,
+    answer_challenge,
+    answers_challenge,
 )
 from pouw.network.peers import UNSPECIFIED_HOSTS, Link, PeerInfo, format_address
 from pouw.network.settings import NetworkSettings
@@ -125,11 +128,17 @@ class Peering:
                 continue
             if address in self._partition.blocked:
                 continue
-            self._wire.send(self._wire.dial(address), self._hello())
+            link = self._wire.dial(address)
+            self._wire.send(link, self._hello(link))
             room -= 1
 
-    def _hello(self) -> Hello:
+    def _hello(self, link: Link, answer_to: tuple[bytes, bytes] | None = None) -> Hello:
+        """Our hello on `link`, with its challenge and, given the peer's (challenge, key), our
+        answer to it."""
         info = self._chain_info()
+        answer = b""
+        if answer_to is not None:
+            answer = answer_challenge(self._wire.key, info.chain_id, *answer_to)
         return Hello(
             info.chain_id,
             info.genesis_hash,
@@ -138,6 +147,8 @@ class Peering:
             info.total_work,
             self._wire.host,
             self._wire.port,
+            link.challenge,
+            answer,
         )
 
     # -- hello and goodbye -----------------------------------------------------------------------
@@ -160,6 +171,14 @@ class Peering:
             seen_at = link.address[0] if link.address else link.remote_ip
             listen = (seen_at or hello.listen_host, hello.listen_port)
         first = link.peer_key != sender
+        if first and not self._has_room(link, sender, listen):
+            return  # said before we answer: a dialler never counts a full node as its peer
+        proven = self._proves_link(link, sender, hello)
+        if hello.challenge != link.answered:
+            link.answered = hello.challenge
+            self._wire.send(link, self._hello(link, (hello.challenge, sender)))
+        if not proven:
+            return  # admitted once its next hello answers our challenge
         link.chain = ChainInfo(
             hello.chain_id, hello.genesis_hash, hello.height, hello.tip_hash, hello.total_work
         )
@@ -171,21 +190,35 @@ class Peering:
             if link.address is not None:
                 self._links.book.succeeded(link.address)
             self._links.book.add(listen)
-            if link.direction == "in":
-                self._wire.send(link, self._hello())
             self._wire.send(link, Peers(self._addresses(exclude=listen)))
             self._wire.update_gauge()
         if hello.total_work > ours.total_work:
             self._start_sync(link)
 
-    def _admit(self, link: Link, sender: bytes, listen: Address) -> bool:
-        """Whether a new peer may have this link (max_peers, duplicates)."""
-        existing = self._links.peer_links().get(sender)
-        if existing is None and self._links.peer_count() >= self._max_peers:
-            self._wire.send(link, Bye("full", self._addresses(exclude=listen)))
-            self._wire.disconnect(link)
-            self._links.book.add(listen)  # for the next node we turn away
+    def _proves_link(self, link: Link, sender: bytes, hello: Hello) -> bool:
+        """Whether the hello answers the challenge we sent on this link, signed for us by its
+        sender; an answer that does not is a hello replayed or relayed from elsewhere."""
+        if not hello.answer:
             return False
+        ours = self._wire.key.public_key
+        if not answers_challenge(self._wire.chain_id, sender, hello.answer, link.challenge, ours):
+            raise DropMessage(DropReason.BAD_HANDSHAKE)
+        return True
+
+    def _has_room(self, link: Link, sender: bytes, listen: Address) -> bool:
+        """Whether we have room for the sender (max_peers), else tell it we are full."""
+        if sender in self._links.peer_links() or self._links.peer_count() < self._max_peers:
+            return True
+        self._wire.send(link, Bye("full", self._addresses(exclude=listen)))
+        self._wire.disconnect(link)
+        self._links.book.add(listen)  # for the next node we turn away
+        return False
+
+    def _admit(self, link: Link, sender: bytes, listen: Address) -> bool:
+        """Whether a new peer, proven on this link, may have it (max_peers, duplicates)."""
+        if not self._has_room(link, sender, listen):
+            return False
+        existing = self._links.peer_links().get(sender)
         if existing is not None and existing.direction == link.direction:
             if link.direction == "out":  # the same node under a second address
                 if link.address is not None:
@@ -199,7 +232,7 @@ class Peering:
         self._learn(bye.addresses)
         if bye.reason == "hello_first":
             if link.direction == "out" and link.ready:
-                self._wire.send(link, self._hello())  # it restarted and forgot us
+                self._wire.send(link, self._hello(link))  # it restarted and forgot us
             return
         if bye.reason == "full" and link.address is not None:
             self._links.book.defer(link.address, FULL_RETRY_S)

@@ -5,14 +5,16 @@ Nothing here does I/O; the Network drives it.
 
 from __future__ import annotations
 
+import os
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
-from pouw.network.messages import ChainInfo, ItemKind
+from pouw.budgets import KNOWN_ITEMS_PER_LINK, SERVE_AGAIN_AFTER_S
+from pouw.network.messages import CHALLENGE_SIZE, ChainInfo, ItemKind
 
 K = TypeVar("K", bound=Hashable)
 
@@ -86,8 +88,70 @@ class BanScore:
         return max(0.0, self.value - (now - self.updated) * self.decay_per_s)
 
 
-Sender = Callable[[bytes], bool]
-"""Queues one frame to the peer without waiting; False when it could not."""
+class Sent(Protocol):
+    """A frame handed to ZeroMQ (its MessageTracker): done once ZeroMQ let go of it, written
+    to the peer's socket or discarded with it."""
+
+    @property
+    def done(self) -> bool: ...
+
+
+class _Written:
+    done = True
+
+
+WRITTEN: Final[Sent] = _Written()
+"""A frame already out of our hands (a transport that does not track its frames)."""
+
+Sender = Callable[[bytes], Sent | None]
+"""Queues one frame to the peer without waiting; None when it could not."""
+
+
+@dataclass
+class OutboundBytes:
+    """Frames queued to one peer that ZeroMQ has not written to its socket yet, and their
+    bytes: what a peer that does not read makes us hold."""
+
+    frames: deque[tuple[Sent, int]] = field(default_factory=deque)
+    bytes: int = 0
+    stalled: bool = False
+    """The peer passed its bound: nothing more is sent to it."""
+
+    def add(self, sent: Sent, size: int) -> int:
+        """Count a frame handed on; returns the bytes it adds (0 once written)."""
+        if sent.done:
+            return 0
+        self.frames.append((sent, size))
+        self.bytes += size
+        return size
+
+    def settle(self) -> int:
+        """Forget the frames written since (ZeroMQ writes a peer's frames in order); returns
+        the bytes that freed."""
+        freed = 0
+        while self.frames and self.frames[0][0].done:
+            freed += self.frames.popleft()[1]
+        self.bytes -= freed
+        return freed
+
+
+class RecentSet(Generic[K]):
+    """Members added less than `window_s` ago, at most `limit` of them (oldest go first)."""
+
+    def __init__(self, window_s: float, limit: int) -> None:
+        self.window_s = window_s
+        self.limit = limit
+        self._added: OrderedDict[K, float] = OrderedDict()
+
+    def add(self, item: K, now: float) -> None:
+        self._added.pop(item, None)
+        self._added[item] = now
+        while len(self._added) > self.limit:
+            self._added.popitem(last=False)
+
+    def recent(self, item: K, now: float) -> bool:
+        added = self._added.get(item)
+        return added is not None and now - added < self.window_s
 
 
 @dataclass(eq=False)
@@ -120,12 +184,24 @@ class Link:
     synced_to: bytes | None = None
     """The peer's tip when our last sync from it ended (not retried until it moves)."""
     pending_inv: dict[ItemKind, list[bytes]] = field(default_factory=dict)
-    known: BoundedSet[tuple[ItemKind, bytes]] = field(default_factory=lambda: BoundedSet(4096))
+    known: BoundedSet[tuple[ItemKind, bytes]] = field(
+        default_factory=lambda: BoundedSet(KNOWN_ITEMS_PER_LINK)
+    )
     """Items this peer has (it announced or sent them, or we did): never announced to it."""
+    challenge: bytes = field(default_factory=lambda: os.urandom(CHALLENGE_SIZE))
+    """Our fresh nonce for this link: the peer is admitted once its hello signs it."""
+    answered: bytes | None = None
+    """The peer's challenge we last answered on this link."""
+    outbound: OutboundBytes = field(default_factory=OutboundBytes)
+    served: RecentSet[tuple[ItemKind, bytes]] = field(
+        default_factory=lambda: RecentSet(SERVE_AGAIN_AFTER_S, 1024)
+    )
+    """Items we sent this peer lately: a getdata for one of them again is not answered (the
+    last 1 024: about 200 KB a link)."""
 
     @property
     def ready(self) -> bool:
-        """The peer said a valid hello on this link."""
+        """The peer said a hello on this link that answered our challenge."""
         return self.peer_key is not None and not self.closed
 
     @property

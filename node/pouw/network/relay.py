@@ -14,13 +14,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
+from pouw.budgets import RELAY_DEFERRED, RELAY_REQUESTS
 from pouw.network.messages import ItemKind
 from pouw.network.peers import BoundedSet, Link
 
 ItemKey = tuple[ItemKind, bytes]
-MAX_REQUESTS: Final = 65_536
+MAX_REQUESTS: Final = RELAY_REQUESTS
 MAX_ANNOUNCERS: Final = 8
-MAX_DEFERRED: Final = 65_536
+MAX_DEFERRED: Final = RELAY_DEFERRED
 
 
 @dataclass

@@ -5,10 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pouw.budgets import (
+    GOSSIP_FRAME_BYTES,
+    OUTBOUND_BYTES_PER_PEER,
+    OUTBOUND_BYTES_TOTAL,
+    RELAY_SEEN_ITEMS,
+)
+
 
 @dataclass(frozen=True)
 class NetworkSettings:
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = GOSSIP_FRAME_BYTES
     rate_per_s: float = 2000.0
     """Frames a second one link may send us (token bucket), beyond `burst`."""
     burst: int = 4000
@@ -33,12 +40,15 @@ class NetworkSettings:
     max_clock_skew_s: float = 600.0
     cache_items: int = 4096
     cache_bytes: int = 64 * 1024 * 1024
-    seen_items: int = 65_536
+    seen_items: int = RELAY_SEEN_ITEMS
     inv_delay_s: float = 0.005
     """Announcements of items other than blocks wait this long to be sent together."""
     import_queue: int = 4096
     serve_bytes: int = 32 * 1024 * 1024
     """Most payload bytes one getdata is answered with."""
+    max_queued_bytes: int = OUTBOUND_BYTES_PER_PEER
+    """Bytes queued to one peer unread before it is dropped (pouw.budgets)."""
+    max_queued_bytes_total: int = OUTBOUND_BYTES_TOTAL
     partition_file: Path | None = None
     """Fault injection for tests (faults.py): a file of peer addresses to cut this node off
     from, re-read every heartbeat. None: POUW_FAULT_PARTITION_FILE when set, else no file."""

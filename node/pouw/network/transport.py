@@ -10,9 +10,11 @@ the application layer: every envelope is signed with the sender's ed25519 node k
 belongs to the key that said hello on it.
 
 Sends never block: a frame that does not fit in a peer's queue (ZeroMQ's high-water mark) is
-dropped and counted, so a slow or stuck peer cannot stall the node. ZMQ_MAXMSGSIZE is set a
-little above the envelope limit: frames just over the limit still arrive and are counted and
-scored as "oversized", while anything far larger is cut off by ZeroMQ before it is buffered.
+dropped and counted, so a slow or stuck peer cannot stall the node. Each frame's tracker tells
+when ZeroMQ has written it out, so the wire counts the bytes a peer has not read yet.
+ZMQ_MAXMSGSIZE is set a little above the envelope limit: frames just over the limit still
+arrive and are counted and scored as "oversized", while anything far larger is cut off by
+ZeroMQ before it is buffered.
 """
 
 from __future__ import annotations
@@ -59,21 +61,25 @@ def socket_limit(max_message_bytes: int) -> int:
     return max_message_bytes + max(64 * 1024, max_message_bytes // 8)
 
 
-def send_now(socket: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
-    """Queue `frames` on `socket` without waiting; False when the peer's queue is full, the
-    peer is gone (ROUTER) or the socket is closed."""
+def send_now(socket: zmq.asyncio.Socket, frames: list[bytes]) -> zmq.MessageTracker | None:
+    """Queue `frames` on `socket` without waiting; None when the peer's queue is full, the
+    peer is gone (ROUTER) or the socket is closed. The tracker of the last frame (the
+    payload) tells when ZeroMQ has written it out (or discarded it)."""
     if socket.closed:
-        return False
+        return None
+    payload = zmq.Frame(frames[-1], track=True)
+    tracker: zmq.MessageTracker = payload.tracker
     try:
         future = asyncio.ensure_future(
-            socket.send_multipart(frames, flags=zmq.DONTWAIT, copy=False)
+            socket.send_multipart([*frames[:-1], payload], flags=zmq.DONTWAIT, copy=False)
         )
     except zmq.ZMQError:
-        return False
+        return None
     if future.done():
-        return not future.cancelled() and future.exception() is None
+        failed = future.cancelled() or future.exception() is not None
+        return None if failed else tracker
     future.add_done_callback(_consume)
-    return True
+    return tracker
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -27,7 +27,7 @@ from pouw.network.drops import DropReason, ban_points
 from pouw.network.faults import Partition
 from pouw.network.links import LinkTable
 from pouw.network.messages import Body, Bye, DropMessage, Hello, message_type, open_frame, seal
-from pouw.network.peers import UNSPECIFIED_HOSTS, Link
+from pouw.network.peers import UNSPECIFIED_HOSTS, Link, OutboundBytes
 from pouw.network.settings import NetworkSettings
 from pouw.network.transport import CLOSE_LINGER_MS, Transport, peer_ip
 
@@ -78,6 +78,10 @@ class Wire:
         )
         self._readers: dict[Link, asyncio.Task[None]] = {}
         self._disconnect_listeners: list[Callable[[Link], None]] = []
+        self._queued = 0
+        """Bytes handed to ZeroMQ for any peer and not written out yet."""
+        self._draining: list[OutboundBytes] = []
+        """What closed links left unwritten."""
         self._running = False
 
     # -- sockets ---------------------------------------------------------------------------------
@@ -111,14 +115,57 @@ class Wire:
         self._disconnect_listeners.append(listener)
 
     def send(self, link: Link, body: Body) -> None:
-        if link.closed:
+        if link.closed or link.outbound.stalled:
             return
         if self._partition and self._partition.blocks(link):
             self.count_drop(DropReason.PARTITIONED)
             return
         frame = seal(self.key, self.chain_id, body, time.time_ns() // 1_000_000)
-        if not link.send(frame):
+        if not self._room_for(link, len(frame)):
+            return
+        sent = link.send(frame)
+        if sent is None:
             self.count_drop(DropReason.SEND_FAILED)  # its queue is full or it is gone
+            return
+        self._queued += link.outbound.add(sent, len(frame))
+
+    def _room_for(self, link: Link, size: int) -> bool:
+        """Whether `size` more bytes may be queued to `link`. A peer with more than
+        max_queued_bytes unread is not reading: dropped and penalised. Past the total for
+        all peers the frame is dropped (not this peer's fault)."""
+        outbound = self.settings.max_queued_bytes, self.settings.max_queued_bytes_total
+        self._queued -= link.outbound.settle()
+        if link.outbound.bytes + size > outbound[0]:
+            log.warning("peer %s does not read: %d bytes unsent", link.label, link.outbound.bytes)
+            link.outbound.stalled = True
+            self.penalise(link, DropReason.SLOW_READER)
+            self.disconnect(link)
+            return False
+        if self._queued + size > outbound[1]:
+            self._settle_all()
+            if self._queued + size > outbound[1]:
+                self.count_drop(DropReason.OUTBOUND_FULL)
+                return False
+        return True
+
+    def _settle_all(self) -> None:
+        for link in self.links.links():
+            self._queued -= link.outbound.settle()
+        self._settle_draining()
+
+    def _settle_draining(self) -> None:
+        for closed in self._draining:
+            self._queued -= closed.settle()
+        self._draining = [closed for closed in self._draining if closed.frames]
+
+    def queued_bytes(self, link: Link | None = None) -> int:
+        """Bytes handed to ZeroMQ and not written out yet: to `link`, or to every peer (links
+        already closed included)."""
+        if link is not None:
+            self._queued -= link.outbound.settle()
+            return link.outbound.bytes
+        self._settle_all()
+        return self._queued
 
     def disconnect(self, link: Link, *, failed: bool = False, bye: str | None = None) -> None:
         """Close `link` (after a goodbye saying `bye`); `failed` backs off its address."""
@@ -127,6 +174,9 @@ class Wire:
         if bye is not None:
             self.send(link, Bye(bye))
         self.links.remove(link, linger_ms=50 if bye else 0)
+        self._settle_draining()
+        if link.outbound.frames:
+            self._draining.append(link.outbound)  # a ROUTER holds them until the peer goes
         reader = self._readers.pop(link, None)
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()

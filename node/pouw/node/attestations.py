@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from cachetools import FIFOCache
 
 from pouw.blockchain.block import Block
-from pouw.blockchain.state import LedgerState, TaskRecord
+from pouw.blockchain.iteration_message import decode_iteration_message
+from pouw.blockchain.settlement import TaskRecord
+from pouw.blockchain.state import LedgerState
 from pouw.crypto import address_of
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import MalformedData
-from pouw.mining.messages import decode_iteration_message
 from pouw.node.items import BlockVerdict
 from pouw.roles import NodeRole
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.crypto import sha256
-from pouw.mining.messages import IterationMessage
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.compression import CompressedUpdate
 from pouw.ml.models import state_snapshot

@@ -15,6 +15,7 @@ from pouw.blockchain.params import ChainParams
 from pouw.config import NodeConfig
 from pouw.crypto import KeyPair
 from pouw.economics.reputation import Reputation
+from pouw.ml.dataset_files import DatasetSource
 from pouw.monitoring.metrics import NodeMetrics
 from pouw.node.events import NodeEvents
 from pouw.node.tasks import TaskBook
@@ -97,3 +98,9 @@ class NodeContext:
     @property
     def address(self) -> str:
         return self.key.address
+
+    @property
+    def datasets(self) -> DatasetSource:
+        """Where this node may read a task's dataset file from."""
+        config = self.config
+        return DatasetSource(config.dataset_directory, frozenset(config.dataset_hosts))

@@ -14,9 +14,9 @@ from typing import Generic, ParamSpec
 
 from pouw.blockchain.block import Block
 from pouw.blockchain.chain import ChainUpdate
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.blockchain.transactions import Transaction
 from pouw.errors import InvalidBlock
-from pouw.mining.messages import IterationMessage
 from pouw.node.items import FinalModel, IterationRecord
 
 P = ParamSpec("P")

@@ -13,12 +13,14 @@ from typing import Protocol
 
 from pouw.blockchain.block import Block, decode_block
 from pouw.blockchain.chain import AddStatus
+from pouw.blockchain.iteration_message import decode_iteration_message
 from pouw.blockchain.params import bootstrap_task_id
+from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.state import LedgerState
 from pouw.blockchain.transactions import decode_transaction, encode_transaction
+from pouw.budgets import final_model_bytes
 from pouw.crypto import address_of
 from pouw.errors import InvalidBlock, InvalidTransaction, MalformedData, Reason, ReorgTooDeep
-from pouw.mining.messages import decode_iteration_message
 from pouw.monitoring.health import HealthTracker
 from pouw.network.messages import ChainInfo, ItemKind, ItemResult, Verdict
 from pouw.node.announcer import Announcer
@@ -29,10 +31,12 @@ from pouw.node.items import (
     FinalModel,
     IterationBatch,
     decode_item,
+    encode_item,
     has_valid_signature,
 )
 from pouw.node.ledger import Ledger
 from pouw.node.locator import block_locator, blocks_after
+from pouw.node.waiting_models import WaitingModels
 
 log = logging.getLogger("pouw.node")
 
@@ -56,11 +60,14 @@ class Intake:
         self.ledger = ledger
         self.announcer = announcer
         self.health = health
+        self._chain_id = context.params.chain_id
         self.block_checks: list[BlockCheck] = [self.reexecute]
         """Every node re-executes a peer's block (in the checking thread) before taking it;
         roles add their own checks after."""
         self.attestations = AttestationBook()
         """Verifiers' verdicts on recent blocks, one per verifier (this node's own included)."""
+        self.waiting = WaitingModels()
+        context.events.chain_changed.subscribe(lambda _: self.judge_waiting_models())
 
     # -- what the network asks of the node ---------------------------------------------------------
 
@@ -256,7 +263,7 @@ class Intake:
             return rejected(Reason.ID_MISMATCH)
         if self.announcer.knows(ItemKind.ITERATION, item_id):
             return ItemResult(Verdict.KNOWN)
-        if not has_valid_signature(batch, batch.miner):
+        if not has_valid_signature(batch, batch.miner, self._chain_id):
             return rejected(Reason.BAD_SIGNATURE)
         events, tasks = self.context.events, self.context.tasks
         on_chain = self.ledger.chain.state.tasks
@@ -278,13 +285,45 @@ class Intake:
             return rejected(Reason.ID_MISMATCH)
         if self.announcer.knows(ItemKind.MODEL, item_id):
             return ItemResult(Verdict.KNOWN)
-        if not has_valid_signature(final, final.miner):
+        record = self.ledger.chain.state.tasks.get(final.task_id)
+        if record is None or record.drawn is None:  # a relay ahead of us: not its fault
+            if not has_valid_signature(final, final.miner, self._chain_id):
+                return rejected(Reason.BAD_SIGNATURE)
+            refused = self.waiting.park(final, self.ledger.chain.height)
+            if refused is not None:
+                return over_budget(self.context, "waiting_final_models", refused)
+            return ItemResult(Verdict.KNOWN, Reason.TASK_NOT_DRAWN)
+        result = self._take_drawn_miners_model(final, record)
+        if result.verdict == Verdict.ACCEPTED:
+            self.announcer.remember(ItemKind.MODEL, item_id, payload)
+        return result
+
+    def _take_drawn_miners_model(self, final: FinalModel, record: TaskRecord) -> ItemResult:
+        assert record.drawn is not None
+        if all(ticket.public_key != final.miner for ticket in record.drawn.miners):
+            return rejected(Reason.NOT_DRAWN_MINER)
+        if not has_valid_signature(final, final.miner, self._chain_id):
             return rejected(Reason.BAD_SIGNATURE)
-        if final.task_id not in self.ledger.chain.state.tasks:
-            return rejected(Reason.UNKNOWN_TASK)
-        self.announcer.remember(ItemKind.MODEL, item_id, payload)
-        take_final_model(self.context, final)
+        refused = take_final_model(self.context, final, final_model_bytes(record.spec.model))
+        if refused is not None:
+            return over_budget(self.context, "final_models", refused)
         return ItemResult(Verdict.ACCEPTED)
+
+    def judge_waiting_models(self) -> None:
+        """The waiting final models whose task the chain now decides: taken (and announced)
+        when their miner was drawn for the open task, let go otherwise."""
+        tasks = self.ledger.chain.state.tasks
+
+        def decided(task_id: bytes) -> bool | None:
+            record = tasks.get(task_id)
+            if record is None or (record.status == "open" and record.drawn is None):
+                return None
+            return record.status == "open"
+
+        for final in self.waiting.ready(decided, self.ledger.chain.height):
+            taken = self._take_drawn_miners_model(final, tasks[final.task_id])
+            if taken.verdict == Verdict.ACCEPTED:
+                self.announcer.announce(ItemKind.MODEL, final.item_id(), encode_item(final))
 
     def _on_verdict(self, item_id: bytes, payload: bytes) -> ItemResult:
         verdict = decode_item(BlockVerdict, payload)
@@ -292,7 +331,7 @@ class Intake:
             return rejected(Reason.ID_MISMATCH)
         if self.announcer.knows(ItemKind.VERDICT, item_id):
             return ItemResult(Verdict.KNOWN)
-        if not has_valid_signature(verdict, verdict.verifier):
+        if not has_valid_signature(verdict, verdict.verifier, self._chain_id):
             return rejected(Reason.BAD_SIGNATURE)
         block = self.ledger.chain.block(verdict.block_hash)
         if not may_attest(verdict.verifier, block, *self._attesting()):
@@ -312,19 +351,43 @@ class Intake:
 
     def restore_final_models(self) -> None:
         """Final models this node stored for tasks still open: an evaluator restarted before
-        its TASK_RESULT was mined evaluates them again instead of leaving the task open."""
-        for task_id, record in self.ledger.chain.state.tasks.items():
-            if record.status != "open":
+        its TASK_RESULT was mined evaluates them again instead of leaving the task open. Those
+        of tasks its chain does not hold yet (it lost the last blocks in a crash) wait."""
+        tasks = self.ledger.chain.state.tasks
+        for task_id in self.context.tasks.stored_tasks():
+            record = tasks.get(task_id)
+            if record is not None and record.drawn is not None:
+                if record.status == "open":
+                    restore_models(self.context, record)
                 continue
             for final in self.context.tasks.stored_models(task_id):
-                if has_valid_signature(final, final.miner):
-                    take_final_model(self.context, final)
+                if has_valid_signature(final, final.miner, self._chain_id):
+                    self.waiting.park(final, self.ledger.chain.height)
 
 
-def take_final_model(context: NodeContext, final: FinalModel) -> None:
-    """Store a final model in the task book and tell it."""
-    context.tasks.store_model(final)
-    context.events.final_model.emit(final)
+def restore_models(context: NodeContext, record: TaskRecord) -> None:
+    """Take again the final models of the task stored on disk (signatures checked)."""
+    for final in context.tasks.stored_models(record.task_id):
+        if has_valid_signature(final, final.miner, context.params.chain_id):
+            take_final_model(context, final, final_model_bytes(record.spec.model))
+
+
+def take_final_model(context: NodeContext, final: FinalModel, largest: int) -> Reason | None:
+    """Store a final model in the task book and tell it; or say why its bytes do not fit (more
+    than `largest`, its task's size, or past the budget)."""
+    refused = context.tasks.store_model(final, largest)
+    if refused is None:
+        context.events.final_model.emit(final)
+    return refused
+
+
+def over_budget(context: NodeContext, store: str, reason: Reason) -> ItemResult:
+    """An item a store's byte budget refused: counted; past its author's share it is the
+    sender's fault (rejected, scored), past the store's total it is not (known, dropped)."""
+    context.metrics.over_budget.labels(store, reason).inc()
+    if reason.relay_may_cause:
+        return ItemResult(Verdict.KNOWN, reason)
+    return rejected(reason)
 
 
 def rejected(reason: Reason) -> ItemResult:

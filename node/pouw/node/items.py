@@ -1,8 +1,10 @@
 """What nodes gossip besides blocks and transactions, each signed by its author.
 
 - IterationRecord: a miner's IT_RES: the iteration message, its compressed update and the
-  miner's signature over H(message || H(update)) (what Miner publishes). Supervisors keep them.
-- FinalModel: a miner's model at the end of a task, for evaluators (safetensors).
+  miner's signature over message || H(update) as an ITERATION (what Miner publishes).
+  Supervisors keep them.
+- FinalModel: a miner's model at the end of a task, for evaluators (safetensors); its signature
+  covers the sha256 of the model bytes, so no relay can put other bytes under its id.
 - BlockVerdict: a verifier's attestation that it re-executed a block and what it found.
 """
 
@@ -13,7 +15,10 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from msgspec import Meta
 
-from pouw.crypto import KeyPair, canonical_bytes, sha256, verify_signature
+from pouw.blockchain.iteration_message import iteration_body
+from pouw.blockchain.slashing import VERDICT_TAG
+from pouw.blockchain.transactions import final_model_body
+from pouw.crypto import KeyPair, SignedKind, canonical_bytes, sha256, verify_as
 from pouw.errors import MalformedData
 
 Hash = Annotated[bytes, Meta(min_length=32, max_length=32)]
@@ -27,8 +32,8 @@ class IterationRecord(msgspec.Struct, frozen=True, array_like=True):
     update: Annotated[bytes, Meta(max_length=64 << 20)]
     signature: Signature
 
-    def signed_digest(self) -> bytes:
-        return sha256(self.message + sha256(self.update))
+    def signed_body(self) -> bytes:
+        return iteration_body(self.message, self.update)
 
     def item_id(self) -> bytes:
         return sha256(self.message)
@@ -45,7 +50,7 @@ class IterationBatch(msgspec.Struct, frozen=True, array_like=True):
     signature: Signature = b""
 
     def body(self) -> bytes:
-        digests = b"".join(record.signed_digest() for record in self.records)
+        digests = b"".join(sha256(record.signed_body()) for record in self.records)
         return canonical_bytes((b"pouw-iterations", self.miner, sha256(digests)))
 
     def item_id(self) -> bytes:
@@ -61,7 +66,7 @@ class FinalModel(msgspec.Struct, frozen=True, array_like=True):
     signature: Signature = b""
 
     def body(self) -> bytes:
-        return canonical_bytes((b"pouw-final-model", self.task_id, self.miner, self.model_hash))
+        return final_model_body(self.task_id, self.miner, self.model_hash, sha256(self.model))
 
     def item_id(self) -> bytes:
         return sha256(self.body())
@@ -76,30 +81,40 @@ class BlockVerdict(msgspec.Struct, frozen=True, array_like=True):
 
     def body(self) -> bytes:
         return canonical_bytes(
-            (b"pouw-verdict", self.block_hash, self.verifier, self.valid, self.reason)
+            (VERDICT_TAG, self.block_hash, self.verifier, self.valid, self.reason)
         )
 
     def item_id(self) -> bytes:
         return sha256(self.body())
 
 
-def sign_batch(key: KeyPair, batch: IterationBatch) -> IterationBatch:
-    return msgspec.structs.replace(batch, signature=key.sign(batch.body()))
+SignedItem = IterationRecord | IterationBatch | FinalModel | BlockVerdict
+KIND_OF: dict[type[SignedItem], SignedKind] = {
+    IterationRecord: SignedKind.ITERATION,
+    IterationBatch: SignedKind.ITERATION_BATCH,
+    FinalModel: SignedKind.FINAL_MODEL,
+    BlockVerdict: SignedKind.VERDICT,
+}
 
 
-def sign_final_model(key: KeyPair, model: FinalModel) -> FinalModel:
-    return msgspec.structs.replace(model, signature=key.sign(model.body()))
+def sign_batch(key: KeyPair, chain_id: str, batch: IterationBatch) -> IterationBatch:
+    signature = key.sign_as(SignedKind.ITERATION_BATCH, chain_id, batch.body())
+    return msgspec.structs.replace(batch, signature=signature)
 
 
-def sign_verdict(key: KeyPair, verdict: BlockVerdict) -> BlockVerdict:
-    return msgspec.structs.replace(verdict, signature=key.sign(verdict.body()))
+def sign_final_model(key: KeyPair, chain_id: str, model: FinalModel) -> FinalModel:
+    signature = key.sign_as(SignedKind.FINAL_MODEL, chain_id, model.body())
+    return msgspec.structs.replace(model, signature=signature)
 
 
-def has_valid_signature(
-    item: IterationRecord | IterationBatch | FinalModel | BlockVerdict, author: bytes
-) -> bool:
-    body = item.signed_digest() if isinstance(item, IterationRecord) else item.body()
-    return verify_signature(author, item.signature, body)
+def sign_verdict(key: KeyPair, chain_id: str, verdict: BlockVerdict) -> BlockVerdict:
+    signature = key.sign_as(SignedKind.VERDICT, chain_id, verdict.body())
+    return msgspec.structs.replace(verdict, signature=signature)
+
+
+def has_valid_signature(item: SignedItem, author: bytes, chain_id: str) -> bool:
+    body = item.signed_body() if isinstance(item, IterationRecord) else item.body()
+    return verify_as(KIND_OF[type(item)], chain_id, author, item.signature, body)
 
 
 def encode_item(item: IterationRecord | IterationBatch | FinalModel | BlockVerdict) -> bytes:

@@ -14,7 +14,7 @@ import logging
 from pouw.blockchain.block import Block
 from pouw.blockchain.chain import AddStatus, Chain, ChainUpdate
 from pouw.blockchain.mempool import Mempool
-from pouw.blockchain.state import TaskRecord
+from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.store import ChainStore
 from pouw.blockchain.transactions import (
     Payload,
@@ -28,6 +28,7 @@ from pouw.economics.selection import TaskAssignment, assignment_of
 from pouw.errors import InvalidTransaction, MalformedData, PouwError
 from pouw.mining.claims import ClaimRule
 from pouw.mining.verify import BlockVerifier
+from pouw.ml.datasets import load_dataset
 from pouw.network.messages import ItemKind
 from pouw.node.announcer import Announcer
 from pouw.node.context import NodeContext
@@ -57,7 +58,11 @@ class Ledger:
         self.journal = MempoolJournal(
             context.config.data_dir / MEMPOOL_JOURNAL, 2 * self.mempool.max_transactions
         )
-        self.seal = BlockVerifier(context.params, self.open_task_spec)
+        self.seal = BlockVerifier(
+            context.params,
+            self.open_task_spec,
+            datasets=lambda spec: load_dataset(spec.dataset, context.datasets),
+        )
         """The PoUW seal every block must pass: its iteration re-executed."""
         self.template: Block | None = None
         """The block a miner seals next: the tip's child with the mempool's best."""
@@ -78,7 +83,11 @@ class Ledger:
 
     def open(self) -> None:
         """The stored chain, and the journaled transactions that still apply."""
-        self._chain = Chain(ChainStore(self.context.config.data_dir), self.context.params)
+        self._chain = Chain(
+            ChainStore(self.context.config.data_dir),
+            self.context.params,
+            reexecution=self.seal.failure,  # a block rejected already costs nothing again
+        )
         self._chain.seal_rules = (self.seal,)
         self._chain.claim_rule = ClaimRule()
         self.context.metrics.chain_height.set(self._chain.height)

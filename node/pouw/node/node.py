@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,9 @@ from pouw.node.backlog import Backlog, MiningHold
 from pouw.node.context import Background, Counters, NodeContext
 from pouw.node.events import NodeEvents
 from pouw.node.identity import check_node_key, load_node_key, network_params
-from pouw.node.intake import Intake
+from pouw.node.intake import Intake, restore_models
 from pouw.node.ledger import Ledger, NodeNotRunning
-from pouw.node.requests import RequestLog
+from pouw.node.requests import RequestLog, fingerprint
 from pouw.node.roles.evaluator import EvaluatorRole
 from pouw.node.roles.miner import MinerRole
 from pouw.node.roles.screening import ScreeningRole
@@ -99,7 +100,9 @@ class PoUWNode:
         self.announcer = Announcer(context.background)
         self.ledger = Ledger(context, self.announcer)
         self.intake = Intake(context, self.ledger, self.announcer, self.health)
-        self.tally = ChainTally(context)
+        self.tally = ChainTally(
+            context, lambda: self.ledger.chain.state, partial(restore_models, context)
+        )
         context.events.transaction_admitted.subscribe(context.tasks.note_payment)
         # The draw decides who evaluates and screens a task, so every node runs those two
         # (the screening first: the evaluator ranks by what it flagged); re-execution and the
@@ -243,14 +246,17 @@ class PoUWNode:
         self, amount: float, role: NodeRole | None = None, request_id: str | None = None
     ) -> TicketView:
         """Buy a ticket; a repeated `request_id` returns the first purchase's ticket (confirmed
-        once it is on chain) without buying again."""
-        key = None if request_id is None else f"stake:{request_id}"  # apart from task ids
-        bought = None if key is None else self.requests.get(key)
-        if bought is not None:
-            return self.views.ticket(bytes.fromhex(bought), amount, role or self.role)
-        ticket = self.stake_and_register(amount, role)
-        if key is not None:
-            self.requests.put(key, ticket.ticket_id)
+        once it is on chain) without buying again; the same id for another purchase is a
+        RequestConflict."""
+        ticket_role = NodeRole.parse(str(role)) if role else self.role
+        body = fingerprint(coins(amount), ticket_role.value)
+        if request_id is not None:
+            bought = self.requests.answer("stake", request_id, body)
+            if bought is not None:
+                return self.views.ticket(bytes.fromhex(bought), amount, ticket_role)
+        ticket = self.stake_and_register(amount, ticket_role)
+        if request_id is not None:
+            self.requests.put("stake", request_id, body, ticket.ticket_id)
         return ticket
 
     async def submit_task(
@@ -266,13 +272,15 @@ class PoUWNode:
         self, spec: TaskSpec, reward: float, fee: float, request_id: str | None = None
     ) -> str:
         check_task_spec(spec)
-        paid = None if request_id is None else self.requests.get(request_id)
-        if paid is not None:
-            return paid
+        body = fingerprint(spec, coins(reward), coins(fee))
+        if request_id is not None:
+            paid = self.requests.answer("tasks", request_id, body)
+            if paid is not None:
+                return paid
         tx = self.ledger.submit(PayForTask(spec=spec, reward=coins(reward)), fee=fee)
         task_id = tx.txid().hex()
         if request_id is not None:
-            self.requests.put(request_id, task_id)
+            self.requests.put("tasks", request_id, body, task_id)
         return task_id
 
     # -- seed API: status ------------------------------------------------------------------------

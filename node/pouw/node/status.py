@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pouw.blockchain.params import bootstrap_task_id
-from pouw.blockchain.state import TaskRecord
+from pouw.blockchain.settlement import TaskRecord
 from pouw.blockchain.transactions import COIN, BuyTicket, PayForTask
 from pouw.crypto import address_of
 from pouw.mining.miner import MiningStats

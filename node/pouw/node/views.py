@@ -9,7 +9,7 @@ from pouw.monitoring.health import HealthMetrics
 
 __all__ = ["HealthMetrics", "MinerProgress", "TaskPhase", "TaskView", "TicketView"]
 
-TaskPhase = Literal["pending", "training", "evaluating", "completed", "failed"]
+TaskPhase = Literal["pending", "training", "evaluating", "completed", "failed", "refunded"]
 
 
 @dataclass(frozen=True)

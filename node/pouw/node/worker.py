@@ -7,19 +7,22 @@ event loop, decides the job; the worker switches at the next iteration when the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pouw.mining.checkpoint import TrainerCheckpoints
-from pouw.mining.miner import Miner, MiningStats, TrainingDiverged
+from pouw.mining.miner import Miner, MinerPipelineError, MiningStats, TrainingDiverged
 from pouw.mining.peers import PeerUpdates
 from pouw.mining.trainer import TaskTrainer
-from pouw.ml.datasets import load_dataset
-from pouw.spec import TaskSpec
+from pouw.ml.datasets import Dataset, DatasetError, load_dataset
+from pouw.spec import DatasetSpec, TaskSpec
 
 log = logging.getLogger(__name__)
+
+MAX_REASON_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class MiningWorker:
         on_failed: Callable[[Job, str], None],
         checkpoints: TrainerCheckpoints | None = None,
         sealed_up_to: Callable[[Job], int | None] = lambda job: None,
+        datasets: Callable[[DatasetSpec], Dataset] = load_dataset,
     ) -> None:
         self.miner = miner
         self.miner_key = miner_key
@@ -62,7 +66,10 @@ class MiningWorker:
         """Where client tasks' trainers are saved, to resume after a restart (None: never)."""
         self.sealed_up_to = sealed_up_to
         """The last position the node's ticket sealed on the job's task on the main chain."""
+        self.datasets = datasets
         self.current: Job | None = None
+        self._failed: set[bytes] = set()
+        """Tasks whose training failed here: never started again by this thread."""
         self._stopping = threading.Event()
         self._trainers: dict[bytes, TaskTrainer] = {}
         self._thread = threading.Thread(target=self._run, name="pouw-mining-worker", daemon=True)
@@ -87,7 +94,7 @@ class MiningWorker:
     def _run(self) -> None:
         while not self._stopping.is_set():
             job = self.next_job()
-            if job is None:
+            if job is None or job.task_id in self._failed:
                 self.current = None
                 self._idle.wait(1.0)
                 self._idle.clear()
@@ -96,7 +103,19 @@ class MiningWorker:
             self._train(job)
 
     def _train(self, job: Job) -> None:
-        trainer = self._trainer_for(job)
+        """Train `job` until it finishes or changes; any failure ends the job, not the thread."""
+        try:
+            trainer = self._trainer_for(job)
+            self._train_with(job, trainer)
+        except Exception as error:
+            why = failure_reason(error)
+            log.warning("task %s failed: %s", job.task_id.hex()[:16], why)
+            self._failed.add(job.task_id)
+            with contextlib.suppress(OSError):
+                self._forget(job)
+            self.on_failed(job, why)
+
+    def _train_with(self, job: Job, trainer: TaskTrainer) -> None:
         switch = threading.Event()
 
         def progress(stats: MiningStats) -> None:
@@ -106,13 +125,7 @@ class MiningWorker:
             if self._stopping.is_set() or self.next_job() != job:
                 switch.set()
 
-        try:
-            self.miner.train(trainer, stop=switch, progress=progress)
-        except TrainingDiverged as error:
-            log.warning("task %s diverged: %s", job.task_id.hex()[:16], error)
-            self._forget(job)
-            self.on_failed(job, str(error))
-            return
+        self.miner.train(trainer, stop=switch, progress=progress)
         if trainer.finished:
             self._forget(job)
             self.on_finished(FinishedTraining(job, trainer))
@@ -128,7 +141,7 @@ class MiningWorker:
             trainer = TaskTrainer(
                 job.task_id,
                 job.spec,
-                load_dataset(job.spec.dataset),
+                self.datasets(job.spec.dataset),
                 self.miner_key,
                 worker_index=job.worker_index,
                 workers=job.workers,
@@ -153,3 +166,31 @@ class MiningWorker:
                 trainer.skip_past(sealed)
             self._trainers[job.task_id] = trainer
         return trainer
+
+
+FAILURE_PREFIXES = {
+    "dataset": "dataset refused: ",
+    "diverged": "training diverged: ",
+    "error": "training failed: ",
+}
+"""How a job's failure reason starts, by kind (`pouw_training_failures_total{kind}`)."""
+
+
+def failure_kind(why: str) -> str:
+    """The kind of a reason `failure_reason` wrote ("error" for any other)."""
+    return next((k for k, prefix in FAILURE_PREFIXES.items() if why.startswith(prefix)), "error")
+
+
+def failure_reason(error: Exception) -> str:
+    """Why a job failed, as the task's status says it (one line, bounded)."""
+    cause = error.__cause__ if isinstance(error, MinerPipelineError) else None
+    if isinstance(cause, Exception):
+        error = cause
+    if isinstance(error, TrainingDiverged):
+        why = f"{FAILURE_PREFIXES['diverged']}{error}"
+    elif isinstance(error, DatasetError):
+        why = f"{FAILURE_PREFIXES['dataset']}{error}"
+    else:
+        why = f"{FAILURE_PREFIXES['error']}{type(error).__name__}: {error}"
+    line = " ".join(why.split())
+    return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 3] + "..."

@@ -25,12 +25,11 @@ def pod_name(name: str, ordinal: int) -> str:
     return f"{name}-{ordinal}"
 
 
-def keys_secret_name(name: str) -> str:
-    return f"{name}-keys"
-
-
-def key_file(name: str, ordinal: int) -> str:
-    return f"{pod_name(name, ordinal)}.key"
+def api_token_secret_name(name: str, uid: str) -> str:
+    """The Secret of a PoUWNode's API token. Its uid in the name: a PoUWNode deleted and made
+    again at once never finds the old one's Secret (which the garbage collector is about to
+    remove, and which the operator may not patch to adopt)."""
+    return f"{name}-api-token-{uid[:8]}"
 
 
 def node_api_url(settings: OperatorSettings, namespace: str, name: str, ordinal: int = 0) -> str:

@@ -1,94 +1,98 @@
-"""The Secrets of a PoUWNode: its keys Secret (one signing-key seed per replica, never rotated)
-and the namespace's `pouw-network` Secret (the API token and the network key), which no
-PoUWNode owns."""
+"""The Secrets the operator writes for a PoUWNode, none of which it reads back but the one it
+derives the others from (docs/security.md, "Cluster least privilege"):
+
+- `pouw-api-root` (one per namespace, owned by nobody): a random root the API tokens derive
+  from. The operator reads it by its fixed name (RBAC `resourceNames`), the only Secret of
+  the namespace it reads besides the faucet's.
+- `<name>-api-token-<uid>` (one per PoUWNode, owned by it): that node's API token, derived from
+  the root, mounted into its pods as a file. The operator derives it again to call the node.
+- `pouw-network` (one per namespace, owned by nobody): the network key (CURVE) every node of
+  the namespace shares, mounted as a file; the operator never needs it.
+
+A pod's signing key is no Secret: the node makes it in its data volume on first start
+(pouw.node.identity), so no key leaves the pod it signs for.
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from pouw_operator.builders.naming import (
     APP_NAME,
     MANAGED_BY_LABEL,
     MANAGER,
     NAME_LABEL,
+    api_token_secret_name,
     child_metadata,
-    key_file,
-    keys_secret_name,
-    pod_name,
 )
-from pouw_operator.resources import DEVNET_PREFIX, Manifest, NodeResource
+from pouw_operator.resources import Manifest, NodeResource
 
 NETWORK_SECRET = "pouw-network"
-API_TOKEN_KEY = "api-token"
 NETWORK_KEY_KEY = "network-key"
+API_ROOT_SECRET = "pouw-api-root"
+API_ROOT_KEY = "root"
+API_TOKEN_KEY = "api-token"
 KEY_BYTES = 32
+TOKEN_DOMAIN = b"pouw-api-token:"
+"""Separates the token derivation from any other use of the root."""
 
 Entropy = Callable[[int], bytes]
 
 
-def build_keys_secret(
-    node: NodeResource,
-    existing: Mapping[str, str] | None = None,
-    entropy: Entropy = os.urandom,
-) -> Manifest:
-    """One signing-key seed per replica. `existing` is the Secret's current data: its keys are
-    kept as they are (never rotated, also those of ordinals scaled away) and only missing
-    ordinals get a key: on a devnet chain the seed the genesis funds, else random bytes."""
-    spec = node.resolved
-    data = dict(existing or {})
-    for ordinal in range(spec.replicas):
-        file = key_file(node.name, ordinal)
-        if file not in data:
-            seed = (
-                f"{DEVNET_PREFIX}:{pod_name(node.name, ordinal)}".encode()
-                if spec.devnet
-                else entropy(KEY_BYTES)
-            )
-            data[file] = _b64(seed)
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": child_metadata(node, keys_secret_name(node.name)),
-        "type": "Opaque",
-        "data": data,
-    }
-
-
-def build_network_secret(namespace: str, entropy: Entropy = os.urandom) -> Manifest:
-    """The namespace's shared secrets: the API token and the network key (CURVE). Owned by
-    nobody: it outlives any one PoUWNode, and the operator never overwrites it."""
+def _namespace_secret(name: str, namespace: str, data: Mapping[str, bytes]) -> Manifest:
+    """A Secret of the namespace that outlives any one PoUWNode; never overwritten."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": NETWORK_SECRET,
+            "name": name,
             "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: MANAGER, NAME_LABEL: APP_NAME},
         },
         "type": "Opaque",
-        "data": {
-            API_TOKEN_KEY: _b64(entropy(KEY_BYTES).hex().encode()),
-            NETWORK_KEY_KEY: _b64(entropy(KEY_BYTES).hex().encode()),
-        },
+        "data": {key: _b64(value) for key, value in data.items()},
     }
 
 
-def secret_owned_fields(secret: Mapping[str, Any]) -> Manifest:
+def build_network_secret(namespace: str, entropy: Entropy = os.urandom) -> Manifest:
+    """The network key (CURVE) of the namespace's nodes."""
+    return _namespace_secret(
+        NETWORK_SECRET, namespace, {NETWORK_KEY_KEY: entropy(KEY_BYTES).hex().encode()}
+    )
+
+
+def build_api_root_secret(namespace: str, entropy: Entropy = os.urandom) -> Manifest:
+    """The root every API token of the namespace derives from."""
+    return _namespace_secret(API_ROOT_SECRET, namespace, {API_ROOT_KEY: entropy(KEY_BYTES)})
+
+
+def api_root(secret: Mapping[str, object] | None) -> bytes | None:
+    """The root in a `pouw-api-root` Secret, None when there is none (not made yet)."""
+    data = (secret or {}).get("data")
+    encoded = data.get(API_ROOT_KEY) if isinstance(data, Mapping) else None
+    return base64.b64decode(encoded) if isinstance(encoded, str) and encoded else None
+
+
+def derive_api_token(root: bytes, node_name: str) -> str:
+    """The API token of every pod of PoUWNode `node_name`: an HMAC of its name under the
+    namespace's root, so knowing one node's token tells nothing of another's."""
+    return hmac.new(root, TOKEN_DOMAIN + node_name.encode(), hashlib.sha256).hexdigest()
+
+
+def build_api_token_secret(node: NodeResource, root: bytes) -> Manifest:
+    """The node's API token, owned by the PoUWNode (garbage-collected with it)."""
+    token = derive_api_token(root, node.name)
     return {
-        "metadata": {
-            "labels": secret["metadata"]["labels"],
-            "ownerReferences": secret["metadata"]["ownerReferences"],
-        },
-        "data": secret["data"],
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": child_metadata(node, api_token_secret_name(node.name, node.uid)),
+        "type": "Opaque",
+        "data": {API_TOKEN_KEY: _b64(token.encode())},
     }
-
-
-def decoded_seed(secret: Mapping[str, Any], file: str) -> bytes:
-    """A replica's key seed as the keys Secret holds it."""
-    return base64.b64decode(secret["data"][file])
 
 
 def _b64(raw: bytes) -> str:

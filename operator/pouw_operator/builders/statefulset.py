@@ -1,5 +1,9 @@
 """The StatefulSet of a NodeResource: its pods (the node container, its environment, probes,
-resources and security contexts, the keys and scratch volumes) and their data claims."""
+resources and security contexts, the secrets and scratch volumes) and their data claims.
+
+Least privilege (docs/security.md, "Cluster least privilege"): no ServiceAccount token in the
+pods (a node never calls the Kubernetes API), secrets as files, never in the environment, and
+the signing key made by the node in its own data volume, seen by no other pod."""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from typing import Any, Required, TypedDict
 from pouw.roles import NodeRole
 from pouw_operator.builders.genesis import GENESIS_CONFIGMAP, GENESIS_DIR, GENESIS_FILE_KEY
 from pouw_operator.builders.naming import (
+    api_token_secret_name,
     child_metadata,
-    keys_secret_name,
     labels,
     selector_labels,
 )
@@ -20,11 +24,13 @@ from pouw_operator.resources import Manifest, NodeResource
 from pouw_operator.settings import API_PORT, P2P_PORT, OperatorSettings
 
 DATA_DIR = "/data"
-KEYS_DIR = "/var/run/pouw/keys"
+SECRETS_DIR = "/var/run/pouw/secrets"
+API_TOKEN_FILE = f"{SECRETS_DIR}/api-token"
+NETWORK_KEY_FILE = f"{SECRETS_DIR}/network-key"
 TMP_DIR = "/tmp"
 RUN_AS = 10001
 """The image's user and group `pouw` (Dockerfile): the pods run as them, never as root."""
-KEYS_MODE = 0o440
+SECRETS_MODE = 0o440
 """Secret files belong to root and to the pod's fsGroup: the group must be able to read them."""
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -46,7 +52,6 @@ def node_env(node: NodeResource, supervisors: Iterable[Supervisor]) -> list[EnvV
         {"name": "POUW_PORT", "value": str(P2P_PORT)},
         {"name": "POUW_API_PORT", "value": str(API_PORT)},
         {"name": "POUW_DATA_DIR", "value": DATA_DIR},
-        {"name": "POUW_NODE_KEY_FILE", "value": f"{KEYS_DIR}/$(POUW_NODE_ID).key"},
         {
             "name": "POUW_STAKE_AMOUNT",
             "value": _number(0 if spec.role is NodeRole.PEER else spec.stake),
@@ -67,8 +72,8 @@ def node_env(node: NodeResource, supervisors: Iterable[Supervisor]) -> list[EnvV
             "value": bootstrap_peers(supervisors, node.namespace, node.name),
         },
         {"name": "POUW_DEVICE", "value": "cuda" if spec.gpu > 0 else "cpu"},
-        _from_secret("POUW_API_TOKEN", API_TOKEN_KEY),
-        _from_secret("POUW_NETWORK_KEY", NETWORK_KEY_KEY),
+        {"name": "POUW_API_TOKEN_FILE", "value": API_TOKEN_FILE},
+        {"name": "POUW_NETWORK_KEY_FILE", "value": NETWORK_KEY_FILE},
     ]
     return env
 
@@ -79,7 +84,7 @@ def pod_security_context() -> Manifest:
         "runAsNonRoot": True,
         "runAsUser": RUN_AS,
         "runAsGroup": RUN_AS,
-        # The data volume and the keys' files get this group, so the node can use them.
+        # The data volume and the secrets' files get this group, so the node can use them.
         "fsGroup": RUN_AS,
         # Re-own a volume only when its root is not the group's yet: a big chain starts faster.
         "fsGroupChangePolicy": "OnRootMismatch",
@@ -120,7 +125,7 @@ def build_statefulset(
         ],
         "volumeMounts": [
             {"name": "data", "mountPath": DATA_DIR},
-            {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+            {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": TMP_DIR},
         ],
         "readinessProbe": {
@@ -140,10 +145,7 @@ def build_statefulset(
         "securityContext": container_security_context(),
     }
     volumes: list[Manifest] = [
-        {
-            "name": "keys",
-            "secret": {"secretName": keys_secret_name(node.name), "defaultMode": KEYS_MODE},
-        },
+        secrets_volume(node),
         # The root filesystem is read-only: /data (the claim) and this are all a node writes.
         {"name": "tmp", "emptyDir": {}},
     ]
@@ -153,10 +155,13 @@ def build_statefulset(
         )
         volumes.append({"name": "genesis", "configMap": {"name": GENESIS_CONFIGMAP}})
     pod_spec: Manifest = {
+        "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
     }
+    if settings.node_service_account:
+        pod_spec["serviceAccountName"] = settings.node_service_account
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if tolerations:
@@ -178,8 +183,9 @@ def build_statefulset(
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector_labels(node.name)},
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
-            # A deleted NodeResource loses its keys (owned Secret), so its chain data goes too; a
-            # scale-down keeps the data for the pod that comes back at that ordinal.
+            # The claim holds the pod's signing key (made by the node) with its chain data: a
+            # deleted NodeResource loses both; a scale-down keeps them for the pod that comes
+            # back at that ordinal.
             "persistentVolumeClaimRetentionPolicy": {
                 "whenDeleted": "Delete",
                 "whenScaled": "Retain",
@@ -224,8 +230,23 @@ def env_value(statefulset: Mapping[str, Any] | None, name: str) -> str | None:
     return None
 
 
-def _from_secret(variable: str, key: str) -> EnvVar:
-    return {"name": variable, "valueFrom": {"secretKeyRef": {"name": NETWORK_SECRET, "key": key}}}
+def secrets_volume(node: NodeResource) -> Manifest:
+    """The node's API token (its own Secret) and the namespace's network key, as two files."""
+    token_secret = api_token_secret_name(node.name, node.uid)
+    return {
+        "name": "secrets",
+        "projected": {
+            "defaultMode": SECRETS_MODE,
+            "sources": [
+                _secret_file(token_secret, API_TOKEN_KEY, API_TOKEN_FILE),
+                _secret_file(NETWORK_SECRET, NETWORK_KEY_KEY, NETWORK_KEY_FILE),
+            ],
+        },
+    }
+
+
+def _secret_file(secret: str, key: str, path: str) -> Manifest:
+    return {"secret": {"name": secret, "items": [{"key": key, "path": path.rsplit("/", 1)[1]}]}}
 
 
 def _number(value: float) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import torch
 from tests.node.fakes import (
     IRIS,
@@ -23,6 +24,8 @@ from tests.node.fakes import (
 
 from pouw.blockchain.chain import AddStatus, ChainUpdate
 from pouw.blockchain.params import bootstrap_task_id
+from pouw.blockchain.state import TaskRecord
+from pouw.blockchain.transactions import WithdrawFromTask
 from pouw.crypto import sha256
 from pouw.errors import InvalidBlock, Reason
 from pouw.mining.miner import PublishedIteration
@@ -61,7 +64,7 @@ def test_without_a_drawn_task_it_trains_the_bootstrap_task(tmp_path: Path) -> No
     assert role.activity.describe() == "not mining"
 
 
-def test_it_trains_the_oldest_open_task_it_was_drawn_for(tmp_path: Path) -> None:
+def test_of_equally_paid_tasks_it_trains_the_oldest_it_was_drawn_for(tmp_path: Path) -> None:
     node, ledger, _, role = setup(tmp_path)
     ledger.add_task(task(NEW, height=5), assignment([PEERS[0], node.key]))
     ledger.add_task(task(OLD, height=2), assignment([node.key, *PEERS]))
@@ -92,7 +95,7 @@ def test_peers_updates_reach_the_trainers_inbox_never_its_own(tmp_path: Path) ->
 
 def published(node: NodeContext, task_id: bytes, iteration: int) -> PublishedIteration:
     message = message_of(node.key, task_id, iteration=iteration)
-    return PublishedIteration(message.encode(), b"", node.key.sign(b"the digest"))
+    return PublishedIteration(message.encode(), b"", bytes(64))
 
 
 def test_its_iterations_go_out_in_signed_batches_for_client_tasks_only(tmp_path: Path) -> None:
@@ -113,7 +116,9 @@ def test_its_iterations_go_out_in_signed_batches_for_client_tasks_only(tmp_path:
     ((kind, item_id, payload),) = announcer.announced
     batch = decode_item(IterationBatch, payload)
     assert kind == ItemKind.ITERATION and batch.item_id() == item_id
-    assert len(batch.records) == 3 and has_valid_signature(batch, node.key.public_key)
+    assert len(batch.records) == 3 and has_valid_signature(
+        batch, node.key.public_key, node.params.chain_id
+    )
     for iteration in range(ITERATION_BATCH_MAX):
         role.on_iteration(published(node, OLD, iteration))
     assert len(announcer.announced) == 2  # a full batch does not wait for the tick
@@ -131,6 +136,19 @@ def test_its_blocks_are_announced_once_the_ledger_takes_them(tmp_path: Path) -> 
     assert ledger.templates == 1  # the template is rebuilt on the tip
 
 
+def test_a_task_whose_final_model_it_signed_is_never_trained_again(tmp_path: Path) -> None:
+    """After a restart its stored final model comes back: a second, different one for the task
+    would be slashing evidence against it (`pouw.blockchain.slashing`)."""
+    node, ledger, _, role = setup(tmp_path)
+    ledger.add_task(task(OLD, height=2), assignment([node.key]))
+    changed(node)
+    assert role.job is not None and role.job.task_id == OLD
+    node.events.final_model.emit(FinalModel(OLD, node.key.public_key, sha256(b"m"), b"", 9))
+    assert role.job is not None and role.job.task_id != OLD
+    changed(node)
+    assert role.job is not None and role.job.task_id != OLD
+
+
 def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> None:
     node, ledger, announcer, role = setup(tmp_path)
     ledger.add_task(task(OLD, height=2), assignment([node.key]))
@@ -144,17 +162,74 @@ def test_a_finished_task_sends_its_final_model_and_moves_on(tmp_path: Path) -> N
     (final,) = stored
     assert (final.task_id, final.miner) == (OLD, node.key.public_key)
     assert final.model_hash == model_hash(trainer.model)
-    assert has_valid_signature(final, node.key.public_key)
-    assert node.tasks.of(OLD).final_models[node.address] == final
+    assert has_valid_signature(final, node.key.public_key, node.params.chain_id)
+    assert node.tasks.with_bytes(node.tasks.of(OLD).final_models[node.address]) == final
     assert announcer.kinds() == [ItemKind.MODEL]
     assert role.job is not None and role.job.task_id == NEW
 
 
-def test_a_diverged_task_is_marked_failed_and_left(tmp_path: Path) -> None:
+def test_a_failed_task_is_marked_failed_and_left_on_chain_also_after_a_restart(
+    tmp_path: Path,
+) -> None:
     node, ledger, _, role = setup(tmp_path)
     ledger.add_task(task(OLD), assignment([node.key]))
     changed(node)
     assert role.job is not None
-    role.on_failed(role.job, "loss is nan")
+    role.on_failed(role.job, "training diverged: loss is nan")
     assert node.tasks.of(OLD).failure == "training diverged: loss is nan"
+    failures = node.metrics.registry.get_sample_value
+    assert failures("pouw_training_failures_total", {"kind": "diverged"}) == 1
     assert role.job is not None and not role.job.client_task
+    assert ledger.submitted == [WithdrawFromTask(OLD, "training diverged: loss is nan")]
+    restarted = context(tmp_path)  # a fresh task book, the same data dir
+    again = MinerRole(restarted, ledger, FakeAnnouncer())  # type: ignore[arg-type]
+    changed(restarted)
+    assert again.job is not None and not again.job.client_task
+    view = restarted.tasks.view(task(OLD), assignment([node.key]), evaluating=False)
+    assert (view.phase, view.message) == ("failed", "training diverged: loss is nan")
+    assert len(ledger.submitted) == 1, "its withdrawal waits in the mempool: not sent twice"
+    ledger.mempool.clear()  # lost before it was mined
+    changed(restarted)
+    assert ledger.submitted[1:] == [WithdrawFromTask(OLD, "training diverged: loss is nan")]
+
+
+CHEAP_AND_HUGE = msgspec.structs.replace(IRIS, epochs=10_000)
+
+
+def test_a_well_paid_task_is_trained_and_finished_while_a_cheap_huge_one_waits(
+    tmp_path: Path,
+) -> None:
+    node, ledger, _, role = setup(tmp_path)
+    ledger.add_task(
+        TaskRecord(OLD, key("client").address, CHEAP_AND_HUGE, 1, 1), assignment([node.key])
+    )
+    changed(node)
+    assert role.job is not None and role.job.task_id == OLD  # nothing better: it trains
+    ledger.add_task(task(NEW, height=9), assignment([node.key]))  # 100 coins, 4 epochs
+    changed(node)
+    assert role.job is not None and role.job.task_id == NEW, "the better paid task first"
+    trainer = TaskTrainer(NEW, IRIS, load_dataset(IRIS.dataset), node.key.public_key)
+    role.on_finished(FinishedTraining(role.job, trainer))
+    assert node.tasks.of(NEW).final_models[node.address].task_id == NEW
+    assert role.job is not None and role.job.task_id == OLD, "then the cheap one resumes"
+
+
+def test_its_final_model_is_offered_again_while_the_task_is_open(tmp_path: Path) -> None:
+    """A miner announces a final model once; an evaluator that was down or behind then would
+    wait for it until the task's deadline, so it is offered again every 10 s until the task
+    closes (peers that hold it are not sent it again: the gossip's known set)."""
+    node, ledger, announcer, role = setup(tmp_path)
+    ledger.add_task(task(NEW), assignment([node.key]))
+    changed(node)
+    assert role.job is not None and role.job.task_id == NEW
+    trainer = TaskTrainer(NEW, IRIS, load_dataset(IRIS.dataset), node.key.public_key)
+    role.on_finished(FinishedTraining(role.job, trainer))
+    (first,) = [item for kind, item, _ in announcer.announced if kind == ItemKind.MODEL]
+    for tick in range(1, 41):
+        node.events.tick.emit(tick)
+    models = [item for kind, item, _ in announcer.announced if kind == ItemKind.MODEL]
+    assert models == [first, first, first], "at ticks 20 and 40"
+    record = ledger.state.tasks[NEW]
+    ledger.state.tasks[NEW] = msgspec.structs.replace(record, status="completed")
+    node.events.tick.emit(60)
+    assert [item for kind, item, _ in announcer.announced if kind == ItemKind.MODEL] == models

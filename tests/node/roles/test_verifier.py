@@ -14,11 +14,11 @@ from tests.node.fakes import (
     context,
     key,
     message_of,
-    record,
     ticket,
 )
 
-from pouw.blockchain.transactions import SlashEvidence
+from pouw.blockchain.block import decode_block
+from pouw.blockchain.transactions import FailedReexecution, SlashEvidence
 from pouw.crypto import sha256
 from pouw.errors import InvalidBlock, Reason
 from pouw.monitoring.health import HealthTracker
@@ -81,12 +81,10 @@ def test_a_block_that_re_executes_passes_and_gets_a_signed_verdict(tmp_path: Pat
     assert node.counters.blocks_verified == 1
 
 
-def test_fake_work_is_rejected_counted_and_slashed_once_its_evidence_arrives(
-    tmp_path: Path,
-) -> None:
+def test_fake_work_is_rejected_counted_and_slashed_with_its_signed_block(tmp_path: Path) -> None:
     node, ledger, announcer, intake, _ = setup(tmp_path)
-    message = message_of(CHEAT, TASK_ID)
-    fake = block(CHEAT, message)
+    cheat_ticket = ticket(CHEAT, NodeRole.MINER).ticket_id
+    fake = block(CHEAT, message_of(CHEAT, TASK_ID, ticket_id=cheat_ticket))
     ledger.seal.bad[fake.hash()] = InvalidBlock(Reason.LOSS_MISMATCH, "re-run differs")
     answer = run(intake.reexecute(fake, CHEAT.public_key.hex()))  # from its own miner
     assert answer is not None and (answer.verdict, answer.reason) == (
@@ -97,15 +95,12 @@ def test_fake_work_is_rejected_counted_and_slashed_once_its_evidence_arrives(
     assert (verdict.valid, verdict.reason) == (False, "loss_mismatch")
     counters = node.counters
     assert (counters.blocks_rejected, counters.attacks_detected["fake_work"]) == (1, 1)
-    assert ledger.submitted == []  # the IT_RES that proves it has not arrived yet
-    evidence = record(message, b"the update")
-    node.events.iteration_record.emit(evidence)
     (slash,) = ledger.submitted
-    assert isinstance(slash, SlashEvidence)
-    assert slash.evidence == evidence.message + sha256(evidence.update)
-    assert slash.evidence_signature == evidence.signature
-    assert slash.reason == "loss_mismatch"
-    node.events.iteration_record.emit(evidence)
+    assert isinstance(slash, SlashEvidence) and slash.ticket_id == cheat_ticket
+    assert isinstance(slash.proof, FailedReexecution)
+    proof = decode_block(slash.proof.block)
+    assert proof.hash() == fake.hash() and proof.transactions == ()  # the header commits to them
+    node.events.block_rejected.emit(fake, InvalidBlock(Reason.LOSS_MISMATCH))
     assert len(ledger.submitted) == 1
 
 
@@ -127,14 +122,12 @@ def test_a_rejection_that_is_not_fake_work_is_not_slashed(tmp_path: Path) -> Non
     ledger.seal.bad[broken.hash()] = InvalidBlock(Reason.DATASET_UNAVAILABLE, "offline")
     answer = run(intake.reexecute(broken, RELAY.public_key.hex()))
     assert answer is not None and answer.verdict == Verdict.REJECTED  # whoever relays it
-    node.events.iteration_record.emit(record(message))
     assert ledger.submitted == [] and node.counters.attacks_detected == {}
 
 
 def test_a_verifier_without_a_ticket_does_not_slash(tmp_path: Path) -> None:
     node, ledger, _, intake, _ = setup(tmp_path, staked=False)
-    message = message_of(CHEAT, TASK_ID)
-    node.events.iteration_record.emit(record(message))
+    message = message_of(CHEAT, TASK_ID, ticket_id=ticket(CHEAT, NodeRole.MINER).ticket_id)
     fake = block(CHEAT, message)
     ledger.seal.bad[fake.hash()] = InvalidBlock(Reason.BATCH_MISMATCH)
     run(intake.reexecute(fake, CHEAT.public_key.hex()))

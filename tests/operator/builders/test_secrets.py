@@ -1,15 +1,17 @@
-"""The Secret builders: a PoUWNode's keys (never rotated) and the namespace's network Secret,
-checked against the Kubernetes OpenAPI schema."""
+"""The Secret builders: the namespace's network key and API token root (owned by nobody), and a
+PoUWNode's own API token derived from that root, checked against the Kubernetes OpenAPI
+schema."""
 
 from __future__ import annotations
 
-import pytest
-
 from pouw_operator.builders.secrets import (
+    API_ROOT_SECRET,
     NETWORK_SECRET,
-    build_keys_secret,
+    api_root,
+    build_api_root_secret,
+    build_api_token_secret,
     build_network_secret,
-    secret_owned_fields,
+    derive_api_token,
 )
 from tests.operator.builders.manifests import (
     NAMESPACE,
@@ -21,48 +23,32 @@ from tests.operator.builders.manifests import (
 )
 
 
-@pytest.mark.parametrize(
-    ("chain", "seeds"),
-    [
-        ({"chainId": "pouw-devnet"}, [b"pouw-devnet:miner-0", b"pouw-devnet:miner-1"]),
-        ({"chainId": "pouw-main"}, [b"\x01" * 32, b"\x02" * 32]),
-        ({}, [b"\x01" * 32, b"\x02" * 32]),
-    ],
-    ids=[
-        "devnet-keys-are-the-seeds-the-genesis-funds",
-        "keys-of-other-chains-are-random-32-bytes",
-        "keys-of-the-default-private-chain-are-random-32-bytes",
-    ],
-)
-def test_each_replica_gets_a_key(chain: dict[str, str], seeds: list[bytes]) -> None:
-    secret = valid(build_keys_secret(node(replicas=2, **chain), entropy=counting_entropy()))
-    assert secret["metadata"]["name"] == "miner-keys"
-    assert secret["metadata"]["ownerReferences"][0]["uid"] == UID
-    assert set(secret["data"]) == {"miner-0.key", "miner-1.key"}
-    assert decoded(secret, "miner-0.key") == seeds[0]
-    assert decoded(secret, "miner-1.key") == seeds[1]
-
-
-def test_scaling_up_adds_keys_and_never_changes_existing_ones() -> None:
-    entropy = counting_entropy()
-    first = build_keys_secret(node(replicas=1, chainId="pouw-main"), entropy=entropy)
-    scaled = build_keys_secret(
-        node(replicas=3, chainId="pouw-main"), existing=first["data"], entropy=entropy
-    )
-    assert scaled["data"]["miner-0.key"] == first["data"]["miner-0.key"]
-    assert set(scaled["data"]) == {"miner-0.key", "miner-1.key", "miner-2.key"}
-    assert len({scaled["data"][key] for key in scaled["data"]}) == 3
-    down = build_keys_secret(node(replicas=1, chainId="pouw-main"), existing=scaled["data"])
-    assert down["data"] == scaled["data"]  # kept for when it scales back up
-    assert secret_owned_fields(scaled)["data"] == scaled["data"]
-
-
-def test_the_network_secret_is_random_and_owned_by_nobody() -> None:
+def test_the_network_secret_holds_the_network_key_only_and_is_owned_by_nobody() -> None:
     secret = valid(build_network_secret(NAMESPACE, entropy=counting_entropy()))
     assert secret["metadata"]["name"] == NETWORK_SECRET
     assert "ownerReferences" not in secret["metadata"]
-    token, key = decoded(secret, "api-token"), decoded(secret, "network-key")
-    assert token == (b"\x01" * 32).hex().encode()
-    assert key == (b"\x02" * 32).hex().encode()
-    fresh = build_network_secret(NAMESPACE)
-    assert fresh["data"]["api-token"] != fresh["data"]["network-key"]
+    assert set(secret["data"]) == {"network-key"}  # no API token shared by every node
+    assert decoded(secret, "network-key") == (b"\x01" * 32).hex().encode()
+
+
+def test_the_api_root_is_random_and_owned_by_nobody() -> None:
+    secret = valid(build_api_root_secret(NAMESPACE, entropy=counting_entropy()))
+    assert secret["metadata"]["name"] == API_ROOT_SECRET
+    assert "ownerReferences" not in secret["metadata"]
+    assert api_root(secret) == b"\x01" * 32
+    assert api_root(build_api_root_secret(NAMESPACE)) != api_root(build_api_root_secret(NAMESPACE))
+    assert api_root(None) is None and api_root({"data": {}}) is None
+
+
+def test_each_pouwnode_has_its_own_token_derived_from_the_root() -> None:
+    root = b"\x05" * 32
+    miners = valid(build_api_token_secret(node("miners"), root))
+    client = valid(build_api_token_secret(node("client"), root))
+    assert miners["metadata"]["name"] == f"miners-api-token-{UID[:8]}"
+    assert miners["metadata"]["ownerReferences"][0]["uid"] == UID  # collected with its node
+    assert set(miners["data"]) == {"api-token"}
+    token = decoded(miners, "api-token").decode()
+    assert token == derive_api_token(root, "miners")  # what the operator derives to call it
+    assert token != decoded(client, "api-token").decode()
+    assert token != derive_api_token(b"\x06" * 32, "miners")  # another namespace's root
+    assert len(token) == 64

@@ -9,9 +9,6 @@ import pytest
 
 from pouw_operator.builders.naming import labels
 from pouw_operator.builders.peers import Supervisor
-from pouw_operator.builders.secrets import (
-    NETWORK_SECRET,
-)
 from pouw_operator.builders.statefulset import (
     GPU_RESOURCE,
     build_statefulset,
@@ -19,6 +16,7 @@ from pouw_operator.builders.statefulset import (
     statefulset_owned_fields,
 )
 from pouw_operator.resources import NodeResource, PoUWNodeSpec
+from pouw_operator.settings import OperatorSettings
 from tests.operator.builders.manifests import (
     GPU_TOLERATION,
     NAMESPACE,
@@ -57,7 +55,7 @@ def test_a_devnet_node_derives_its_genesis_and_mounts_none() -> None:
     assert env(statefulset)["POUW_CHAIN_ID"] == "pouw-devnet"
     assert "POUW_GENESIS_FILE" not in env(statefulset)
     volumes = statefulset["spec"]["template"]["spec"]["volumes"]
-    assert [volume["name"] for volume in volumes] == ["keys", "tmp"]
+    assert [volume["name"] for volume in volumes] == ["secrets", "tmp"]
 
 
 def test_the_statefulset_of_a_default_spec() -> None:
@@ -94,7 +92,6 @@ def test_the_statefulset_of_a_default_spec() -> None:
         "POUW_PORT": "8000",
         "POUW_API_PORT": "8080",
         "POUW_DATA_DIR": "/data",
-        "POUW_NODE_KEY_FILE": "/var/run/pouw/keys/$(POUW_NODE_ID).key",
         "POUW_STAKE_AMOUNT": "100",
         "POUW_MINING_INTENSITY": "1",
         "POUW_CHAIN_ID": f"pouw-{NAMESPACE}",  # the namespace's private chain
@@ -102,19 +99,36 @@ def test_the_statefulset_of_a_default_spec() -> None:
         "POUW_ENABLE_SECURITY": "true",
         "POUW_BOOTSTRAP_PEERS": "",
         "POUW_DEVICE": "cpu",
-        "POUW_API_TOKEN": {"secretKeyRef": {"name": NETWORK_SECRET, "key": "api-token"}},
-        "POUW_NETWORK_KEY": {"secretKeyRef": {"name": NETWORK_SECRET, "key": "network-key"}},
+        "POUW_API_TOKEN_FILE": "/var/run/pouw/secrets/api-token",
+        "POUW_NETWORK_KEY_FILE": "/var/run/pouw/secrets/network-key",
     }
-    # POUW_NODE_KEY_FILE expands $(POUW_NODE_ID): that must come first.
-    assert container(statefulset)["env"][0]["name"] == "POUW_NODE_ID"
     assert node_container["volumeMounts"] == [
         {"name": "data", "mountPath": "/data"},
-        {"name": "keys", "mountPath": "/var/run/pouw/keys", "readOnly": True},
+        {"name": "secrets", "mountPath": "/var/run/pouw/secrets", "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "genesis", "mountPath": "/etc/pouw/genesis", "readOnly": True},
     ]
     assert spec["template"]["spec"]["volumes"] == [
-        {"name": "keys", "secret": {"secretName": "miner-keys", "defaultMode": 0o440}},
+        {
+            "name": "secrets",
+            "projected": {
+                "defaultMode": 0o440,
+                "sources": [
+                    {
+                        "secret": {
+                            "name": f"miner-api-token-{UID[:8]}",
+                            "items": [{"key": "api-token", "path": "api-token"}],
+                        }
+                    },
+                    {
+                        "secret": {
+                            "name": "pouw-network",
+                            "items": [{"key": "network-key", "path": "network-key"}],
+                        }
+                    },
+                ],
+            },
+        },
         {"name": "tmp", "emptyDir": {}},
         {"name": "genesis", "configMap": {"name": "pouw-genesis"}},
     ]
@@ -154,10 +168,37 @@ def test_node_pods_run_as_the_images_user_on_a_read_only_root() -> None:
     mounts = {m["mountPath"]: m for m in container(statefulset)["volumeMounts"]}
     assert {"/data", "/tmp"} <= set(mounts)
     assert "readOnly" not in mounts["/data"] and "readOnly" not in mounts["/tmp"]
-    # Secret files belong to root and the fsGroup: the group (the node) must read its key.
-    keys = next(v for v in pod["volumes"] if v["name"] == "keys")
-    assert keys["secret"]["defaultMode"] & 0o040
-    assert not keys["secret"]["defaultMode"] & 0o007
+    # Secret files belong to root and the fsGroup: the group (the node) must read them.
+    secrets = next(v for v in pod["volumes"] if v["name"] == "secrets")
+    assert secrets["projected"]["defaultMode"] & 0o040
+    assert not secrets["projected"]["defaultMode"] & 0o007
+
+
+@pytest.mark.parametrize("service_account", [None, "pouw-node"])
+def test_node_pods_mount_no_service_account_token(service_account: str | None) -> None:
+    """A node never calls the Kubernetes API: a token in its pod would only serve whoever
+    subverts it. The chart names a ServiceAccount bound to no Role; without one the pods run
+    as the namespace's default, still without its token."""
+    settings = OperatorSettings(node_service_account=service_account)
+    pod = valid(build_statefulset(node(), settings, []))["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod.get("serviceAccountName") == service_account
+    mounts = container(build_statefulset(node(), settings, []))["volumeMounts"]
+    assert not [m for m in mounts if m["mountPath"].startswith("/var/run/secrets/kubernetes.io")]
+
+
+def test_no_secret_reaches_a_node_pod_through_its_environment() -> None:
+    """Environment variables are inherited by every child process and shown with the process
+    (/proc/<pid>/environ): the token and the network key come as files, the signing key is
+    made by the node in its own data volume (no other pod of the PoUWNode sees it)."""
+    statefulset = valid(build_statefulset(node(replicas=3), SETTINGS, []))
+    entries = container(statefulset)["env"]
+    assert not [e for e in entries if "secretKeyRef" in e.get("valueFrom", {})]
+    names = {e["name"] for e in entries}
+    assert not names & {"POUW_API_TOKEN", "POUW_NETWORK_KEY", "POUW_NODE_KEY_FILE"}
+    sources = statefulset["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    mounted = {s["secret"]["name"]: [i["key"] for i in s["secret"]["items"]] for s in sources}
+    assert mounted == {f"miner-api-token-{UID[:8]}": ["api-token"], "pouw-network": ["network-key"]}
 
 
 def test_security_contexts_are_fresh_per_manifest() -> None:

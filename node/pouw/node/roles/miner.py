@@ -17,18 +17,22 @@ from dataclasses import dataclass
 
 from pouw.blockchain.block import Block, encode_block
 from pouw.blockchain.chain import AddStatus
+from pouw.blockchain.iteration_message import IterationMessage, decode_iteration_message
 from pouw.blockchain.params import bootstrap_task_id
-from pouw.blockchain.state import Position, TaskRecord
+from pouw.blockchain.settlement import TaskRecord
+from pouw.blockchain.state import Position
+from pouw.budgets import final_model_bytes
 from pouw.crypto import ZERO_HASH
+from pouw.economics.schedule import training_order
 from pouw.economics.selection import TaskAssignment
 from pouw.errors import InvalidBlock, MalformedData
 from pouw.mining.checkpoint import TrainerCheckpoints
-from pouw.mining.messages import IterationMessage, decode_iteration_message
 from pouw.mining.miner import Miner, MiningStats, PublishedIteration
 from pouw.mining.peers import PeerUpdates
 from pouw.mining.segments import position, segment_start
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.aggregation import UNSCREENED
+from pouw.ml.datasets import load_dataset
 from pouw.ml.models import model_hash, model_to_bytes
 from pouw.network.messages import ItemKind
 from pouw.node.announcer import Announcer
@@ -45,7 +49,8 @@ from pouw.node.items import (
     sign_final_model,
 )
 from pouw.node.ledger import Ledger
-from pouw.node.worker import FinishedTraining, Job, MiningWorker
+from pouw.node.training_failures import FILE_NAME, TrainingFailures, leave_task
+from pouw.node.worker import FinishedTraining, Job, MiningWorker, failure_kind
 from pouw.roles import NodeRole
 from pouw.security import SenderScreen
 from pouw.security.detection import MIN_UPDATES
@@ -54,6 +59,9 @@ from pouw.spec import model_parameters
 log = logging.getLogger("pouw.node")
 
 ITERATION_BATCH_MAX = 1024
+FINAL_MODEL_REANNOUNCE_TICKS = 20
+"""How often (in node ticks, 10 s) a miner offers its final models of open tasks again: a peer
+that was down or behind when they were first announced, an evaluator among them, gets them."""
 """IT_RES records sent at once at most; else they go every tick (ITERATION_FLUSH_S)."""
 
 
@@ -120,10 +128,35 @@ class MinerRole:
         self._inboxes: dict[bytes, PeerUpdates] = {}
         self._unsent: list[IterationRecord] = []
         self._claim: Claim | None = None
+        self._failures = TrainingFailures(context.config.data_dir / FILE_NAME)
+        for task_id, why in self._failures.reasons().items():
+            context.tasks.of(task_id).failure = why  # failed here before a restart: left
         events = context.events
         events.chain_changed.subscribe(lambda _: self.refresh_job())
+        events.chain_changed.subscribe(lambda _: self._leave_failed_tasks())
         events.peer_iteration.subscribe(self._take_update)
         events.tick.subscribe(lambda _: self.flush_iterations())
+        events.tick.subscribe(self._reannounce_final_models)
+        events.final_model.subscribe(self._own_final_model)
+
+    def _own_final_model(self, final: FinalModel) -> None:
+        """A final model of ours (restored after a restart): the task is never trained again,
+        since a second, different final model for it is slashing evidence."""
+        if final.miner == self.context.key.public_key and final.task_id not in self._finished:
+            self._finished.add(final.task_id)
+            self.refresh_job()
+
+    def _reannounce_final_models(self, tick: int) -> None:
+        """Offer our final models of open tasks again; peers that hold one are not sent it."""
+        if tick % FINAL_MODEL_REANNOUNCE_TICKS:
+            return
+        tasks, book = self.ledger.chain.state.tasks, self.context.tasks
+        for task_id in self._finished:
+            record = tasks.get(task_id)
+            kept = book.of(task_id).final_models.get(self.context.address)
+            final = book.with_bytes(kept) if kept and record and record.status == "open" else None
+            if final is not None:
+                self.announcer.announce(ItemKind.MODEL, final.item_id(), encode_item(final))
 
     @property
     def activity(self) -> Activity:
@@ -150,6 +183,8 @@ class MinerRole:
             entitlement=self._entitlement,
         )
         self.stats = miner.stats
+        self._forget_closed_failures()
+        datasets = context.datasets
         self._worker = MiningWorker(
             miner,
             context.key.public_key,
@@ -159,6 +194,7 @@ class MinerRole:
             on_failed=lambda job, why: background.call_soon(self.on_failed, job, why),
             checkpoints=self._trainer_checkpoints(),
             sealed_up_to=self._sealed_up_to,
+            datasets=lambda spec: load_dataset(spec, datasets),
         )
         self.refresh_job()
         self._worker.start()
@@ -176,6 +212,10 @@ class MinerRole:
         log.warning("node %s is a Byzantine miner (%s): devnet demo", self.context.node_id, attack)
         bootstrap = bootstrap_task_id(self.context.params)
         return ByzantineMiner(attack, lambda task: task != bootstrap, self.context.key.public_key)
+
+    def _forget_closed_failures(self) -> None:
+        tasks = self.ledger.chain.state.tasks
+        self._failures.keep_only(t for t, record in tasks.items() if record.status == "open")
 
     def _trainer_checkpoints(self) -> TrainerCheckpoints:
         """This node's saved trainers, less those of tasks no longer open."""
@@ -230,10 +270,12 @@ class MinerRole:
                 self._worker.wake()
 
     def _choose_job(self) -> Job | None:
-        """The oldest open client task this node was drawn for, else the bootstrap task."""
+        """The open client task this node was drawn for that pays best for its work
+        (`pouw.economics.schedule`), else the bootstrap task."""
         state, tasks = self.ledger.chain.state, self.context.tasks
-        for record in sorted(state.tasks.values(), key=lambda r: r.height):
-            if record.status != "open" or record.task_id in self._finished:
+        open_tasks = [record for record in state.tasks.values() if record.status == "open"]
+        for record in training_order(open_tasks):
+            if record.task_id in self._finished:
                 continue
             if tasks.of(record.task_id).failure:
                 continue
@@ -307,7 +349,9 @@ class MinerRole:
         records, self._unsent = self._unsent, []
         if records:
             key = self.context.key
-            batch = sign_batch(key, IterationBatch(key.public_key, tuple(records)))
+            batch = sign_batch(
+                key, self.context.params.chain_id, IterationBatch(key.public_key, tuple(records))
+            )
             self.announcer.announce(ItemKind.ITERATION, batch.item_id(), encode_item(batch))
 
     def _template(self) -> Block | None:
@@ -326,8 +370,20 @@ class MinerRole:
             self.hold.pause_training(self._stopping)
 
     def on_failed(self, job: Job, why: str) -> None:
-        self.context.tasks.of(job.task_id).failure = f"training diverged: {why}"
+        """The job's training failed (its spec, its dataset or its numbers): the task shows
+        `failed` with why, and this node does not pick it again, also after a restart."""
+        self.context.tasks.of(job.task_id).failure = why
+        if job.client_task:
+            self._failures.record(job.task_id, why)
+            self.context.metrics.training_failures.labels(failure_kind(why)).inc()
+            leave_task(self.ledger, self.context.key, job.task_id, why)
         self.refresh_job()
+
+    def _leave_failed_tasks(self) -> None:
+        """Withdraw again from the tasks that failed here while a withdrawal is neither on
+        chain nor pending (lost in a crash, or dropped from the mempool)."""
+        for task_id, why in self._failures.reasons().items():
+            leave_task(self.ledger, self.context.key, task_id, why)
 
     def on_finished(self, done: FinishedTraining) -> None:
         job, trainer, key = done.job, done.trainer, self.context.key
@@ -336,6 +392,7 @@ class MinerRole:
         self._inboxes.pop(job.task_id, None)  # nobody takes from it any more
         final = sign_final_model(
             key,
+            self.context.params.chain_id,
             FinalModel(
                 task_id=job.task_id,
                 miner=key.public_key,
@@ -344,6 +401,8 @@ class MinerRole:
                 iterations=trainer.completed_iterations,
             ),
         )
-        take_final_model(self.context, final)
+        refused = take_final_model(self.context, final, final_model_bytes(job.spec.model))
+        if refused is not None:
+            log.warning("own final model of task %s not kept here: %s", job.task_id.hex(), refused)
         self.announcer.announce(ItemKind.MODEL, final.item_id(), encode_item(final))
         self.refresh_job()

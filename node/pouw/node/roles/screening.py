@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from pouw.blockchain.iteration_message import IterationMessage
 from pouw.crypto import address_of
-from pouw.mining.messages import IterationMessage
 from pouw.ml.compression import CompressedUpdate
 from pouw.node.context import NodeContext
 from pouw.node.items import FinalModel, IterationRecord

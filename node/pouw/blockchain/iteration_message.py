@@ -21,7 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from pouw.blockchain.transactions import Hash, PublicKey
-from pouw.crypto import canonical_bytes, hash_concat, sha256
+from pouw.crypto import KeyPair, SignedKind, canonical_bytes, hash_concat, sha256
 from pouw.errors import MalformedData
 
 SAMPLE_BYTES_LIMIT = 64 * 1024
@@ -98,3 +98,14 @@ NO_UPDATES_HASH = sha256(b"")
 
 def initial_commitment(task_id: bytes, miner: bytes) -> bytes:
     return hash_concat(b"pouw-commitment", task_id, miner)
+
+
+def iteration_body(message: bytes, update: bytes) -> bytes:
+    """What an IT_RES signature covers (as `SignedKind.ITERATION`): the encoded message and the
+    hash of its update. Slashing evidence carries this body (`pouw.blockchain.slashing`)."""
+    return message + sha256(update)
+
+
+def sign_iteration(key: KeyPair, chain_id: str, message: bytes, update: bytes) -> bytes:
+    """The miner's signature of one IT_RES."""
+    return key.sign_as(SignedKind.ITERATION, chain_id, iteration_body(message, update))
