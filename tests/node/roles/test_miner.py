@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 import torch
 from tests.node.fakes import (
     IRIS,
@@ -134,6 +135,20 @@ def test_its_blocks_are_announced_once_the_ledger_takes_them(tmp_path: Path) -> 
     role.on_block(block(node.key, height=6))
     assert announcer.kinds() == [ItemKind.BLOCK] and node.counters.blocks_rejected == 1
     assert ledger.templates == 1  # the template is rebuilt on the tip
+
+
+@pytest.mark.parametrize(("attack", "published"), [("fake_work", True), ("sign_flip", False)])
+def test_only_a_fake_worker_publishes_its_own_rejected_blocks(
+    tmp_path: Path, attack: str, published: bool
+) -> None:
+    """A fake worker's forged blocks are its attack, published to be caught; an update
+    attacker's blocks are honest work, dropped when a race made them invalid."""
+    node, ledger, announcer, role = setup(tmp_path)
+    node.config.attack = attack
+    ledger.reject = InvalidBlock(Reason.NOT_DRAWN, "a block on a stale template")
+    role.on_block(block(node.key))
+    assert announcer.kinds() == ([ItemKind.BLOCK] if published else [])
+    assert node.counters.blocks_rejected == 1
 
 
 def test_a_task_whose_final_model_it_signed_is_never_trained_again(tmp_path: Path) -> None:

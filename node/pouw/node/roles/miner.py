@@ -325,7 +325,10 @@ class MinerRole:
             context.counters.rejected(error.reason)
             log.warning("own block rejected: %s", error)
             self.ledger.refresh_template()
-            if context.config.attack is not None:  # a Byzantine miner publishes it anyway
+            if context.config.attack == "fake_work":
+                # Its forged blocks are the attack: published anyway, to be caught. Other
+                # attackers' blocks are honest work, dropped like an honest miner's when a
+                # race made them invalid (a block on a stale template, say).
                 self.announcer.announce(ItemKind.BLOCK, block.hash(), encode_block(block))
             return
         if update.status in (AddStatus.EXTENDED, AddStatus.REORGANIZED, AddStatus.SIDE_BRANCH):
