@@ -28,6 +28,8 @@ def test_the_block_time_grows_with_the_nodes_each_core_carries() -> None:
     assert devnet_block_time_ms(6, 16) == 1_000
     assert devnet_block_time_ms(8, 2) < devnet_block_time_ms(16, 2)
     assert devnet_block_time_ms(16, 2) == devnet_block_time_ms(32, 4)
+    assert devnet_block_time_ms(6, 2) == 3_000, "within what a core runs well: 1 s a node"
+    assert devnet_block_time_ms(16, 2) == 12_000, "overloaded cores: half as much again"
 
 
 def test_every_node_gets_the_devnets_block_time(tmp_path: Path) -> None:
