@@ -1,0 +1,98 @@
+"""The defence a miner puts between its peers' updates and its model (docs/security.md).
+
+Each round (one aggregation of one update per sender):
+
+1. Degenerate updates are left out and flagged: a wrong length, or any NaN or infinite entry.
+   A zero update stays in: it is a vote for not moving, and scores cosine 0, so it banks no
+   credit with the screen.
+2. The screen (`SenderScreen`) scores every update's length against the round's median and
+   its direction against the others' clipped mean, and flags senders over their recent
+   rounds, or at once for a round over ten times too long. Its flags feed detection and
+   reputation; flagged updates are also left out.
+3. The rest are combined by `RobustAggregator` for f Byzantine senders: every update clipped
+   to a length of the honest majority's (ARC), mixed with its nearest neighbours (NNM),
+   trimmed coordinate-wise, and the result clipped again. Whatever the screen misses, no
+   round moves the model further than an honest update of that round could, and the
+   aggregate stays within the (f, kappa)-robustness bound of the honest updates' mean.
+
+`probe` runs a round on a copy, changing nothing: what an attacker who knows the defence (and
+with `fresh`, not its history) uses to choose its update (`pouw.security.adaptive`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from pouw.ml.aggregation import Aggregator, RobustAggregator, make_aggregator
+from pouw.security.detection import SenderScreen
+
+
+@dataclass(frozen=True)
+class Verdict:
+    aggregate: torch.Tensor
+    flagged: tuple[bool, ...]
+    """Per update: flagged by the screen, or degenerate (and so left out)."""
+    degenerate: tuple[bool, ...]
+
+
+def degenerate(update: torch.Tensor, size: int) -> bool:
+    """A wrong shape, or a NaN or infinite entry."""
+    return update.shape != (size,) or not bool(torch.isfinite(update).all())
+
+
+def assumed_byzantine(miners: int) -> int:
+    """The attackers a task of `miners` miners is defended against: the most that stay under a
+    third, at least one."""
+    return max(1, (miners - 1) // 3)
+
+
+@dataclass
+class Defence:
+    """A task's defence for `size`-entry updates from up to `byzantine` attackers, combining
+    what it keeps with `aggregator` (by default `RobustAggregator(byzantine)`)."""
+
+    size: int
+    byzantine: int
+    screen: SenderScreen = field(default_factory=SenderScreen)
+    aggregator: Aggregator | None = None
+
+    @classmethod
+    def for_task(cls, size: int, miners: int, aggregator: str) -> Defence:
+        """The defence of a task with `miners` miners and the aggregator it names."""
+        byzantine = assumed_byzantine(miners)
+        return cls(size, byzantine, aggregator=make_aggregator(aggregator, byzantine))
+
+    def aggregate(self, senders: Sequence[Hashable], updates: Sequence[torch.Tensor]) -> Verdict:
+        """The round's aggregate, each sender once; all zero when nothing usable came."""
+        if len(senders) != len(updates):
+            raise ValueError(f"{len(senders)} senders for {len(updates)} updates")
+        broken = tuple(degenerate(update, self.size) for update in updates)
+        usable = [i for i, bad in enumerate(broken) if not bad]
+        if not usable:
+            return Verdict(torch.zeros(self.size), broken, broken)
+        vectors = [updates[i] for i in usable]
+        screened = self.screen.screen([senders[i] for i in usable], vectors)
+        flagged = list(broken)
+        for index, flag in zip(usable, screened, strict=True):
+            flagged[index] = flag
+        kept = [updates[i] for i in usable if not flagged[i]] or vectors
+        aggregator = self.aggregator or RobustAggregator(self.byzantine)
+        aggregate = aggregator.aggregate(kept)
+        return Verdict(aggregate, tuple(flagged), broken)
+
+    def probe(
+        self, senders: Sequence[Hashable], updates: Sequence[torch.Tensor], *, fresh: bool = False
+    ) -> Verdict:
+        """`aggregate` on a copy of this defence (`fresh`: a copy without the screen's
+        history): the verdict this round would get, with nothing remembered."""
+        screen = self.screen.fresh() if fresh else copy.deepcopy(self.screen)
+        return Defence(self.size, self.byzantine, screen, self.aggregator).aggregate(
+            senders, updates
+        )
+
+    def forget(self, sender: Hashable) -> None:
+        self.screen.forget(sender)
