@@ -31,6 +31,9 @@ from pouw.ml.aggregation import Aggregator, RobustAggregator, make_aggregator
 from pouw.security.detection import SenderScreen
 
 
+MOMENTUM = 0.75
+
+
 @dataclass(frozen=True)
 class Verdict:
     aggregate: torch.Tensor
@@ -59,6 +62,8 @@ class Defence:
     byzantine: int
     screen: SenderScreen = field(default_factory=SenderScreen)
     aggregator: Aggregator | None = None
+    momentum: float = MOMENTUM
+    _averages: dict[Hashable, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_task(cls, size: int, miners: int, aggregator: str) -> Defence:
@@ -79,20 +84,32 @@ class Defence:
         flagged = list(broken)
         for index, flag in zip(usable, screened, strict=True):
             flagged[index] = flag
-        kept = [updates[i] for i in usable if not flagged[i]] or vectors
+        kept = [i for i in usable if not flagged[i]] or usable
+        averages = [self._average(senders[i], updates[i]) for i in kept]
         aggregator = self.aggregator or RobustAggregator(self.byzantine)
-        aggregate = aggregator.aggregate(kept)
+        aggregate = aggregator.aggregate(averages)
         return Verdict(aggregate, tuple(flagged), broken)
+
+    def _average(self, sender: Hashable, update: torch.Tensor) -> torch.Tensor:
+        """The sender's moving average of its updates (its first update to begin with)."""
+        previous = self._averages.get(sender)
+        if previous is None or self.momentum == 0:
+            average = update.clone()
+        else:
+            average = previous * self.momentum + update * (1 - self.momentum)
+        self._averages[sender] = average
+        return average
 
     def probe(
         self, senders: Sequence[Hashable], updates: Sequence[torch.Tensor], *, fresh: bool = False
     ) -> Verdict:
         """`aggregate` on a copy of this defence (`fresh`: a copy without the screen's
         history): the verdict this round would get, with nothing remembered."""
-        screen = self.screen.fresh() if fresh else copy.deepcopy(self.screen)
-        return Defence(self.size, self.byzantine, screen, self.aggregator).aggregate(
-            senders, updates
-        )
+        probe = copy.deepcopy(self)
+        if fresh:
+            probe.screen = self.screen.fresh()
+        return probe.aggregate(senders, updates)
 
     def forget(self, sender: Hashable) -> None:
         self.screen.forget(sender)
+        self._averages.pop(sender, None)
