@@ -130,7 +130,12 @@ def _fake_work_blocks(
         mined: dict[int, list[Block]] = {}
         for worker in range(FAKE_WORK_SETTING.workers):
             trainer = TaskTrainer(
-                rig.task_id, chain_spec, dataset, rig.miner_key.public_key, worker, FAKE_WORK_SETTING.workers
+                rig.task_id,
+                chain_spec,
+                dataset,
+                rig.miner_key.public_key,
+                worker,
+                FAKE_WORK_SETTING.workers,
             )
             before = len(rig.blocks)
             for _ in range(blocks_per_miner):

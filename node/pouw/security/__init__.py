@@ -16,7 +16,7 @@ from pouw.security.attacks import (
     little_is_enough_z,
 )
 from pouw.security.defence import Defence, Verdict
-from pouw.security.detection import SenderScreen, UpdateScreen
+from pouw.security.detection import SenderScreen
 
 __all__ = [
     "ADAPTIVE_ATTACKS",
@@ -25,7 +25,6 @@ __all__ = [
     "AttackKind",
     "Defence",
     "SenderScreen",
-    "UpdateScreen",
     "Verdict",
     "attack_update",
     "little_is_enough_z",

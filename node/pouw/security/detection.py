@@ -14,14 +14,18 @@ Each update of a round is scored on two things:
 One round's cosine says little when the honest updates share little: late in training a
 minibatch gradient is mostly noise, and a sign-flipped one is as orthogonal to the rest as an
 honest one. So a sender's direction score is its cosines averaged over rounds, each round
-weighted by how much that round's senders agree (the median cosine, at least 0), with older
-rounds fading by DECAY a round: rounds where honest work points one way decide, rounds of pure
-noise change nothing, and the evidence of a consistent attacker does not wear off while the
-signal is gone. A zero update scores cosine 0: it banks no credit.
+weighted by how much that round's senders agree (the median of all but the f lowest cosines,
+at least 0), older rounds fading by DECAY for each full unit of agreement that follows: rounds
+where honest work points one way decide, rounds of pure noise change nothing, and the evidence
+of a consistent attacker does not wear off while the signal is gone. A zero update scores
+cosine 0: it banks no credit. Senders flagged in their last round are left out of everyone's
+reference, so colluding attackers, once caught, no longer vouch for each other. What the
+screen cannot see in rounds of pure noise (an attacker bending the small honest mean there),
+the defence's aggregation bounds: `pouw.security.defence`.
 
 A sender is flagged in a round when:
 - the round's length ratio passes MAX_ROUND_NORM_RATIO (at once, whatever its history);
-- its direction score is below MIN_SCORE;
+- its direction score is negative, or below MIN_SCORE of the senders' median score;
 - the median of its last `window` length ratios is above MAX_WINDOW_NORM_RATIO (above
   MAX_NORM_RATIO while it has fewer rounds).
 Thresholds and their false-positive rates: docs/security.md (`pouw bench attacks`).
@@ -46,9 +50,10 @@ MAX_ROUND_NORM_RATIO = 10.0
 MIN_SCORE = 0.5
 """A sender whose direction score is below this share of the senders' median score (and any
 sender whose score is negative) is flagged."""
-MIN_COSINE = 0.0
-"""One round alone (`UpdateScreen`): an update pointing away from the others."""
 DECAY = 0.9
+MIN_EVIDENCE = 1.5
+"""Agreement weighed before a sender's direction is judged (two or three informative rounds:
+one round's cosine alone is too noisy to flag anyone)."""
 MIN_UPDATES = 3
 """Fewer updates than this have no meaningful median: nothing is flagged."""
 
@@ -94,26 +99,11 @@ def round_scores(
         others = count - int(mask[i])
         reference = (total - clipped[i] * mask[i]) / others if others else total / count
         cosines.append(_cosine(stacked[i], reference))
-    weight = max(0.0, statistics.median(c for c, ok in zip(cosines, mask.tolist()) if ok))
+    weight = _agreement([c for c, ok in zip(cosines, mask.tolist(), strict=True) if ok])
     scores = [
         RoundScore(_ratio(float(norms[i]), median_norm), cosines[i], weight) for i in range(n)
     ]
     return scores, RoundReference(median_norm, total / count, weight)
-
-
-@dataclass(frozen=True)
-class UpdateScreen:
-    """Flags updates of one round alone, by length ratio and cosine with the others."""
-
-    max_norm_ratio: float = MAX_NORM_RATIO
-    min_cosine: float = MIN_COSINE
-
-    def screen(self, updates: Sequence[torch.Tensor]) -> list[bool]:
-        """One flag per update (True = flagged as Byzantine)."""
-        if len(updates) < MIN_UPDATES:
-            return [False] * len(updates)
-        scores, _ = round_scores(updates)
-        return [s.norm_ratio > self.max_norm_ratio or s.cosine < self.min_cosine for s in scores]
 
 
 @dataclass
@@ -124,8 +114,8 @@ class _Evidence:
 
     @property
     def direction(self) -> float | None:
-        """The weighted mean cosine; None before any round with agreement."""
-        return self.weighted_cosines / self.weights if self.weights > 1e-9 else None
+        """The weighted mean cosine; None until MIN_EVIDENCE of agreement has been weighed."""
+        return self.weighted_cosines / self.weights if self.weights >= MIN_EVIDENCE else None
 
 
 @dataclass
@@ -200,6 +190,13 @@ class SenderScreen:
     def forget(self, sender: Hashable) -> None:
         self._evidence.pop(sender, None)
         self._flagged.pop(sender, None)
+
+
+def _agreement(cosines: list[float]) -> float:
+    """How much a round's senders agree: the median of the n - f highest cosines (attackers
+    sending the negation of honest updates drag those senders' cosines down too), at least 0."""
+    highest = sorted(cosines, reverse=True)[: max(1, len(cosines) - (len(cosines) - 1) // 3)]
+    return max(0.0, statistics.median(highest))
 
 
 def _ratio(norm: float, median_norm: float) -> float:
