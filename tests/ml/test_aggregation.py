@@ -89,7 +89,9 @@ def test_empty_input_is_refused(name: str) -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(ValueError, match="one of robust, screened_mean, mean, median, trimmed_mean, krum"):
+    with pytest.raises(
+        ValueError, match="one of robust, screened_mean, mean, median, trimmed_mean, krum"
+    ):
         make_aggregator("average")
     with pytest.raises(ValueError, match="one length"):
         MeanAggregator().aggregate([torch.zeros(2), torch.zeros(3)])

@@ -135,7 +135,7 @@ def test_label_flip_reads_every_class_as_another() -> None:
 
 
 def test_adaptive_attacks_need_a_defence_to_search() -> None:
-    with pytest.raises(ValueError, match="pouw.security.adaptive"):
+    with pytest.raises(ValueError, match=r"pouw\.security\.adaptive"):
         attack_update("adaptive_ipm", honest_update(), generator=generator())
 
 

@@ -38,7 +38,6 @@ Every figure is reported as measured; `targets_missed` names the targets the run
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import multiprocessing
 import statistics
 import tempfile
@@ -109,8 +108,8 @@ class _BlockVerdicts:
 def _fake_work_blocks(
     spec: TaskSpec, attackers: Sequence[int], blocks_per_miner: int, report: Report
 ) -> _BlockVerdicts:
-    """Mine real blocks for every worker of a FAKE_WORK_SETTING.workers-worker task, forge the attackers' ones
-    and re-execute all of them as a verifier does.
+    """Mine real blocks for every worker of a 7-miner task (FAKE_WORK_SETTING), forge the
+    attackers' ones and re-execute all of them as a verifier does.
 
     The attackers' claims rotate through three lies: a random update of the honest norm
     (`attack_update("fake_work")`), a peer's gradient copied, and their own previous one
@@ -280,7 +279,7 @@ def run(
         "results": results,
         "targets_met": not missed,
         "targets_missed": missed,
-        "fake_work_blocks": None if verdicts is None else dataclasses.asdict(verdicts),
+        "fake_work_blocks": None if verdicts is None else _blocks(verdicts),
         "settings": {
             "units": list(units),
             "settings": [s.name for s in settings],
@@ -296,6 +295,16 @@ def run(
             "processes": processes,
         },
         "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _blocks(verdicts: _BlockVerdicts) -> dict[str, Any]:
+    return {
+        "forged": verdicts.fake,
+        "forged_rejected": verdicts.fake_rejected,
+        "honest": verdicts.honest,
+        "honest_rejected": verdicts.honest_rejected,
+        "reasons": list(verdicts.reasons),
     }
 
 

@@ -18,15 +18,30 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from pouw.crypto import hash_concat
 from pouw.ml.compression import CompressedUpdate
-from pouw.security.defence import Defence
 
 APPLY_EVERY_S = 1.0
 """How often a miner applies its peers' updates: each IT_RES batch covers half a second."""
+
+
+class Judgement(Protocol):
+    @property
+    def aggregate(self) -> torch.Tensor: ...
+
+    @property
+    def flagged(self) -> tuple[bool, ...]: ...
+
+
+class Defence(Protocol):
+    """What combines a round's per-miner sums: the node gives `pouw.security.Defence`."""
+
+    def aggregate(self, senders: Sequence[bytes], updates: Sequence[torch.Tensor]) -> Judgement: ...
+
 
 @dataclass(frozen=True)
 class AppliedUpdates:

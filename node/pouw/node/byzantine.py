@@ -38,6 +38,7 @@ from pouw.ml.compression import CompressedUpdate
 from pouw.ml.models import state_snapshot
 from pouw.security import ADAPTIVE_ATTACKS, ATTACKS, attack_update
 from pouw.security.adaptive import adaptive_update
+from pouw.security.defence import Defence
 from pouw.security.attacks import STALE_ROUNDS, TRAINER_ATTACKS, flip_labels
 
 
@@ -95,7 +96,7 @@ class ByzantineMiner:
         self, trainer: TaskTrainer, honest: torch.Tensor, latest: dict[bytes, torch.Tensor]
     ) -> torch.Tensor:
         defence = trainer.peers.defence if trainer.peers is not None else None
-        if defence is None or not latest:
+        if not isinstance(defence, Defence) or not latest:
             return honest
         senders = [*latest, trainer.peers.own if trainer.peers is not None else b""]
         fresh = self.kind.endswith("_fresh")

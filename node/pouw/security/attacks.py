@@ -110,8 +110,8 @@ def attack_update(
     """The update an attacker of `kind` sends instead of `honest` (see the module docstring).
 
     `peers` are the honest updates the attacker has seen (little_is_enough, ipm and mimic use
-    them; with none they send `honest`). `workers` and `byzantine` fix little_is_enough's z; they default to
-    ``len(peers) + 1`` and the largest f < n/3.
+    them; with none they send `honest`). `workers` and `byzantine` fix little_is_enough's z;
+    they default to ``len(peers) + 1`` and the largest f < n/3.
     """
     if kind == "sign_flip":
         return -SIGN_FLIP_FACTOR * honest
