@@ -54,6 +54,8 @@ DECAY = 0.9
 MIN_EVIDENCE = 1.5
 """Agreement weighed before a sender's direction is judged (two or three informative rounds:
 one round's cosine alone is too noisy to flag anyone)."""
+FEW_SENDERS = 4
+"""Fewer trusted updates than this are scored against their coordinate median (round_scores)."""
 MIN_UPDATES = 3
 """Fewer updates than this have no meaningful median: nothing is flagged."""
 
@@ -95,7 +97,12 @@ def round_scores(
     mask = torch.tensor(list(trusted) if trusted is not None and any(trusted) else [True] * n)
     total, count = clipped[mask].sum(dim=0), int(mask.sum())
     cosines = []
-    for i in range(n):
+    if count < FEW_SENDERS:
+        # Among three, the others' mean is half an attacker's: score against the coordinate
+        # median of all, which one attacker cannot move past an honest value.
+        median = stacked[mask].median(dim=0).values if count > 1 else total
+        cosines = [_cosine(stacked[i], median) for i in range(n)]
+    for i in range(n if count >= FEW_SENDERS else 0):
         others = count - int(mask[i])
         reference = (total - clipped[i] * mask[i]) / others if others else total / count
         cosines.append(_cosine(stacked[i], reference))
