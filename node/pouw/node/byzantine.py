@@ -38,8 +38,8 @@ from pouw.ml.compression import CompressedUpdate
 from pouw.ml.models import state_snapshot
 from pouw.security import ADAPTIVE_ATTACKS, ATTACKS, attack_update
 from pouw.security.adaptive import adaptive_update
-from pouw.security.defence import Defence
 from pouw.security.attacks import STALE_ROUNDS, TRAINER_ATTACKS, flip_labels
+from pouw.security.defence import Defence
 
 
 class ByzantineMiner:
