@@ -104,8 +104,8 @@ class MultiKrumAggregator:
 
 
 class RobustAggregator:
-    """ARC, then NNM, then a coordinate-wise trimmed mean of f a side, clipped to ARC's radius
-    (see the module docstring). With n <= 2f (too few to trim f a side) f is taken as
+    """ARC, short rows lifted to the median length, NNM, then a coordinate-wise trimmed mean
+    of f a side, clipped to ARC's radius (see the module docstring). With n <= 2f (too few to trim f a side) f is taken as
     (n - 1) // 2: the most a majority of the given updates can outvote."""
 
     def __init__(self, byzantine: int) -> None:
@@ -118,7 +118,7 @@ class RobustAggregator:
         n = len(stacked)
         f = min(self.byzantine, (n - 1) // 2)
         clipped, radius = adaptive_clip(stacked, f)
-        mixed = nearest_neighbour_mixing(clipped, f)
+        mixed = nearest_neighbour_mixing(lift_short(clipped), f)
         ordered = mixed.sort(dim=0).values
         return clip_norm(ordered[f : n - f].mean(dim=0), radius)
 
@@ -133,6 +133,18 @@ def adaptive_clip(stacked: torch.Tensor, byzantine: int) -> tuple[torch.Tensor, 
     radius = float(norms.sort(descending=True, stable=True).values[k])
     scale = torch.where(norms > radius, radius / norms.clamp_min(1e-30), torch.ones_like(norms))
     return stacked * scale.unsqueeze(1), radius
+
+
+def lift_short(stacked: torch.Tensor) -> torch.Tensor:
+    """Rows shorter than the median length scaled up to it (zero rows stay zero). A short
+    vector is close to every other when the honest ones are long and noisy, so nearest-neighbour
+    mixing would give it a place in every mixture: attackers sending a short step against the
+    honest mean (IPM) exploit exactly that. At the median length it is one voice among others."""
+    norms = stacked.norm(dim=1)
+    floor = float(norms.median())
+    short = (norms < floor) & (norms > 0)
+    scale = torch.where(short, floor / norms.clamp_min(1e-30), torch.ones_like(norms))
+    return stacked * scale.unsqueeze(1)
 
 
 def nearest_neighbour_mixing(stacked: torch.Tensor, byzantine: int) -> torch.Tensor:

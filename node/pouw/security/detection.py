@@ -47,7 +47,7 @@ WINDOW = 10
 MAX_WINDOW_NORM_RATIO = 3.0
 MAX_ROUND_NORM_RATIO = 10.0
 """An update this much longer than the round's median is flagged whatever its history."""
-MIN_SCORE = 0.5
+MIN_SCORE = 0.4
 """A sender whose direction score is below this share of the senders' median score (and any
 sender whose score is negative) is flagged."""
 DECAY = 0.9
@@ -185,9 +185,13 @@ class SenderScreen:
         return flagged
 
     def _min_direction(self) -> float:
-        """`min_score` of the senders' median score (the honest majority's), at least 0."""
-        scores = [e.direction for e in self._evidence.values() if e.direction is not None]
-        return max(0.0, self.min_score * statistics.median(scores)) if scores else 0.0
+        """`min_score` of the median of the senders' scores but the f highest (colluders
+        copying one update agree perfectly with each other and would raise it), at least 0."""
+        scores = sorted(e.direction for e in self._evidence.values() if e.direction is not None)
+        if not scores:
+            return 0.0
+        kept = scores[: len(scores) - (len(scores) - 1) // 3]
+        return max(0.0, self.min_score * statistics.median(kept))
 
     def direction(self, sender: Hashable) -> float | None:
         """A sender's weighted mean cosine so far (None: no evidence yet)."""
