@@ -6,10 +6,11 @@ et al. 2017) averages the updates closest to their neighbours, tolerating f with
 
 ``robust``, the default, is the one with a guarantee against attackers who know it
 (docs/security.md): adaptive robust clipping (ARC, Allouah et al. 2024) bounds every update's
-length by one of the honest majority's, nearest-neighbour mixing (NNM, Allouah et al. 2023)
-then averages each update with its n - f nearest, and a coordinate-wise trimmed mean drops the
-f largest and smallest of every coordinate; the result is clipped to the same bound, so no
-round moves the model further than an honest update of that round could.
+length by one of the honest majority's, updates shorter than the median length are lifted to
+it (`lift_short`), nearest-neighbour mixing (NNM, Allouah et al. 2023) then averages each
+update with its n - f nearest, and a coordinate-wise trimmed mean drops the f largest and
+smallest of every coordinate; the result is clipped to the same bound, so no round moves the
+model further than an honest update of that round could.
 
 A task names one of AGGREGATORS. Its miners apply every one but ``mean`` behind the anomaly
 screen (`pouw.security.Defence`, in `pouw.mining.peers`).
@@ -105,8 +106,9 @@ class MultiKrumAggregator:
 
 class RobustAggregator:
     """ARC, short rows lifted to the median length, NNM, then a coordinate-wise trimmed mean
-    of f a side, clipped to ARC's radius (see the module docstring). With n <= 2f (too few to trim f a side) f is taken as
-    (n - 1) // 2: the most a majority of the given updates can outvote."""
+    of f a side, clipped to ARC's radius (see the module docstring). With n <= 2f (too few to
+    trim f a side) f is taken as (n - 1) // 2: the most a majority of the given updates can
+    outvote."""
 
     def __init__(self, byzantine: int) -> None:
         if byzantine < 0:
