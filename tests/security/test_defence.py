@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pouw.ml.aggregation import RobustAggregator, adaptive_clip, nearest_neighbour_mixing
+from pouw.ml.aggregation import (
+    RobustAggregator,
+    adaptive_clip,
+    lift_short,
+    nearest_neighbour_mixing,
+)
 from pouw.security.defence import Defence, assumed_byzantine
 
 SIZE = 512
@@ -83,6 +88,22 @@ def test_adaptive_clipping_takes_its_radius_from_the_honest_majority() -> None:
     clipped, radius = adaptive_clip(stacked, byzantine=2)
     assert radius <= longest(honest)
     assert float(clipped.norm(dim=1).max()) <= radius * (1 + 1e-6)
+
+
+def test_a_short_update_is_lifted_to_the_median_length_and_no_longer_everyones_nearest() -> None:
+    """Long noisy honest updates and two short ones against their mean (IPM): unlifted, the
+    short ones are every honest update's nearest neighbours; lifted, they are not."""
+    honest = torch.stack(honest_round(3, mean=0.01))
+    short = -0.5 * honest.mean(dim=0)
+    stacked = torch.cat([honest, short.expand(2, -1)])
+    distances = torch.cdist(stacked, stacked)[:HONEST].fill_diagonal_(float("inf"))
+    assert set(distances.argmin(dim=1).tolist()) <= {5, 6}
+    lifted = lift_short(stacked)
+    median = float(stacked.norm(dim=1).median())
+    assert float(lifted[5].norm()) == pytest.approx(median, rel=1e-5)
+    assert torch.equal(lift_short(torch.zeros(3, 4)), torch.zeros(3, 4)), "zero stays zero"
+    distances = torch.cdist(lifted, lifted)[:HONEST].fill_diagonal_(float("inf"))
+    assert not set(distances.argmin(dim=1).tolist()) <= {5, 6}
 
 
 def test_nearest_neighbour_mixing_averages_each_with_its_nearest() -> None:
