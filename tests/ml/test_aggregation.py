@@ -10,7 +10,6 @@ from pouw.ml.aggregation import (
     MeanAggregator,
     MultiKrumAggregator,
     TrimmedMeanAggregator,
-    anomaly_scores,
     make_aggregator,
 )
 
@@ -56,24 +55,6 @@ def test_median_and_trimmed_mean_per_coordinate() -> None:
     assert torch.equal(CoordinateMedianAggregator().aggregate(updates), torch.tensor([2.5, -2.5]))
     assert torch.equal(TrimmedMeanAggregator(0.25).aggregate(updates), torch.tensor([2.5, -2.5]))
     assert torch.equal(TrimmedMeanAggregator(0.5).aggregate(updates[:3]), torch.tensor([2.0, -2.0]))
-
-
-def test_anomaly_scores_flag_sign_flip_and_scale() -> None:
-    updates, _ = honest_and_byzantine()
-    scores = anomaly_scores(updates)
-    assert [score.suspicious for score in scores] == [False] * 7 + [True, True]
-    assert scores[7].cosine < -0.9
-    assert scores[8].norm_ratio > 50
-
-
-def test_anomaly_scores_with_a_zero_median() -> None:
-    zero = torch.zeros(3)
-    scores = anomaly_scores([zero, zero, torch.ones(3)])
-    assert [(s.norm_ratio, s.suspicious) for s in scores] == [
-        (0.0, False),
-        (0.0, False),
-        (float("inf"), True),
-    ]
 
 
 @pytest.mark.parametrize("name", AGGREGATORS)

@@ -19,7 +19,6 @@ screen (`pouw.security.Defence`, in `pouw.mining.peers`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -176,51 +175,3 @@ def make_aggregator(name: str, byzantine: int = 0) -> Aggregator:
     if name == "krum":
         return MultiKrumAggregator(byzantine)
     raise ValueError(f"unknown aggregator {name!r}: one of {', '.join(AGGREGATORS)}")
-
-
-@dataclass(frozen=True)
-class AnomalyScore:
-    norm_ratio: float
-    cosine: float
-    suspicious: bool
-
-
-def anomaly_scores(
-    updates: Sequence[torch.Tensor],
-    max_norm_ratio: float = 3.0,
-    min_cosine: float = 0.0,
-    reference: torch.Tensor | None = None,
-) -> list[AnomalyScore]:
-    """Each update against `reference` (by default the coordinate median): how much larger,
-    and how aligned.
-
-    A zero median makes any nonzero update's ratio infinite. A cosine involving a zero vector
-    is undefined and counts as 0: no direction, so neither evidence against a sender nor
-    credit it can bank against later rounds.
-    """
-    stacked = _stack(updates)
-    median = CoordinateMedianAggregator().aggregate(updates) if reference is None else reference
-    norms, dots = stacked.norm(dim=1).tolist(), (stacked @ median).tolist()
-    return [
-        _score(norm, dot, float(median.norm()), max_norm_ratio, min_cosine)
-        for norm, dot in zip(norms, dots, strict=True)
-    ]
-
-
-def anomaly_score(
-    update: torch.Tensor,
-    median: torch.Tensor,
-    max_norm_ratio: float = 3.0,
-    min_cosine: float = 0.0,
-) -> AnomalyScore:
-    """One update against a median computed without it (a laggard's, judged late)."""
-    norm, dot = float(update.norm()), float(update @ median)
-    return _score(norm, dot, float(median.norm()), max_norm_ratio, min_cosine)
-
-
-def _score(
-    norm: float, dot: float, median_norm: float, max_norm_ratio: float, min_cosine: float
-) -> AnomalyScore:
-    ratio = norm / median_norm if median_norm > 0 else (0.0 if norm == 0 else float("inf"))
-    cosine = dot / (norm * median_norm) if norm * median_norm > 0 else 0.0
-    return AnomalyScore(ratio, cosine, ratio > max_norm_ratio or cosine < min_cosine)
