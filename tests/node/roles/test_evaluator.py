@@ -75,6 +75,14 @@ def arrive(node: NodeContext, model: FinalModel) -> None:
     node.events.final_model.emit(model)
 
 
+async def all_hand_in_and_settle(node: NodeContext, ledger: FakeLedger) -> None:
+    """Every drawn miner hands in its final model, and the evaluator sends its result."""
+    node.background.loop = asyncio.get_running_loop()
+    for miner in MINERS:
+        arrive(node, final(miner))
+    await settled(ledger)
+
+
 def run(scenario: Callable[[], object]) -> None:
     async def main() -> None:
         await scenario()  # type: ignore[misc]
@@ -197,10 +205,7 @@ def test_a_result_dropped_unmined_is_sent_again(tmp_path: Path) -> None:
     node, ledger, _ = setup(tmp_path)
 
     async def scenario() -> None:
-        node.background.loop = asyncio.get_running_loop()
-        for miner in MINERS:
-            arrive(node, final(miner))
-        await settled(ledger)
+        await all_hand_in_and_settle(node, ledger)
         node.events.tick.emit(2)
         await asyncio.sleep(0.05)
         assert len(ledger.submitted) == 1, "still in the mempool: not sent twice"
@@ -219,10 +224,7 @@ def test_a_result_dropped_unmined_is_sent_again_as_it_was_after_a_restart(tmp_pa
     node, ledger, _ = setup(tmp_path)
 
     async def before_the_restart() -> None:
-        node.background.loop = asyncio.get_running_loop()
-        for miner in MINERS:
-            arrive(node, final(miner))
-        await settled(ledger)
+        await all_hand_in_and_settle(node, ledger)
 
     run(before_the_restart)
     ledger.mempool.clear()  # evicted, then the node stopped
