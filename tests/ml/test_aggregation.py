@@ -10,6 +10,7 @@ from pouw.ml.aggregation import (
     MeanAggregator,
     MultiKrumAggregator,
     TrimmedMeanAggregator,
+    copies,
     make_aggregator,
 )
 
@@ -80,3 +81,16 @@ def test_errors() -> None:
         TrimmedMeanAggregator(0.6)
     with pytest.raises(ValueError, match="byzantine"):
         MultiKrumAggregator(byzantine=-1)
+
+
+def test_copies_are_the_later_updates_equal_bit_for_bit_to_an_earlier_one() -> None:
+    update = torch.arange(6, dtype=torch.float32)
+    near = update.clone()
+    near[5] += 1e-6
+    assert copies([update, update.clone(), near, near.clone(), torch.zeros(6)]) == [
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]

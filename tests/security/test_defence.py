@@ -112,6 +112,16 @@ def test_nearest_neighbour_mixing_averages_each_with_its_nearest() -> None:
     assert mixed.squeeze(1).tolist() == pytest.approx([1.0, 1.0, 1.0, 103 / 3])
 
 
+def test_copies_of_one_update_are_one_vote() -> None:
+    """Mimic (Karimireddy et al. 2022): two attackers resend an honest miner's update to weigh
+    it three times; the defence counts it once."""
+    honest = honest_round(4)
+    copied = Defence(SIZE, byzantine=2).aggregate(SENDERS, [*honest, honest[0], honest[0]])
+    alone = Defence(SIZE, byzantine=2).aggregate(SENDERS[:HONEST], honest)
+    assert torch.equal(copied.aggregate, alone.aggregate)
+    assert copied.flagged == (False,) * len(SENDERS)
+
+
 def test_probing_changes_nothing_and_a_fresh_probe_forgets_the_history() -> None:
     defence = Defence(SIZE, byzantine=2)
     for round_ in range(12):

@@ -11,7 +11,7 @@ from torch import nn
 from pouw.ml.datasets import Dataset, epoch_order, load_dataset, shard_indices
 from pouw.ml.models import build_model
 from pouw.security.attacks import attack_update
-from pouw.security.detection import SenderScreen
+from pouw.security.detection import SenderScreen, round_scores
 from pouw.spec import DatasetSpec, ModelSpec
 
 MINERS = 7
@@ -139,6 +139,55 @@ def test_colluders_once_caught_no_longer_vouch_for_each_other() -> None:
         flags = screen.screen(range(MINERS), updates)
     assert flags == EXPECTED
     assert (screen.direction(5) or 0.0) < 0 < (screen.direction(0) or 0.0)
+
+
+def test_credit_banked_by_sending_the_honest_mean_does_not_pay_for_attacks() -> None:
+    """The honest mean agrees with the others far better than any honest update does; an
+    attacker sending it two rounds in three and its negation the third would keep a direction
+    score like an honest sender's. A round credits no sender more than the round's agreement."""
+    generator = torch.Generator().manual_seed(7)
+    truth = torch.randn(512, generator=generator)
+    screen = SenderScreen()
+    flags = []
+    for index in range(30):
+        updates = [truth + 2 * torch.randn(512, generator=generator) for _ in range(MINERS)]
+        mean = torch.stack(updates[:5]).mean(dim=0)
+        updates[5] = updates[6] = -0.25 * mean if index % 3 == 2 else mean
+        flags.append(screen.screen(range(MINERS), updates))
+    assert flags[-1] == EXPECTED
+    assert not any(flag[worker] for flag in flags for worker in range(5))
+
+
+def test_copies_of_an_update_are_left_out_of_the_references() -> None:
+    """Senders resending another's update (mimic) would make it most of the round's reference;
+    a copy is scored like any update, but it is no vote in the reference."""
+    generator = torch.Generator().manual_seed(8)
+    truth = torch.randn(256, generator=generator)
+    honest = [truth + 2 * torch.randn(256, generator=generator) for _ in range(5)]
+    copied, _ = round_scores([*honest, honest[0], honest[0]])
+    left_out, _ = round_scores([*honest, honest[0], honest[0]], trusted=[True] * 5 + [False] * 2)
+    counted, _ = round_scores([*honest, honest[0], honest[0].clone() + 1e-3])
+    assert copied == left_out
+    assert copied[5] == copied[6] == copied[0]
+    assert counted[1].cosine < copied[1].cosine, "counted, copies pull the reference their way"
+
+
+def test_colluders_cannot_make_the_rounds_they_attack_weigh_nothing() -> None:
+    """Late in training honest updates are mostly noise. Three of ten attackers sending one
+    honest-length vector against the mean dominated a plain mean of the others: every honest
+    cosine fell to about 0, the round weighed nothing, and the attack cost the attackers no
+    evidence. Scored against the robust aggregate, the round weighs what it would without
+    them and the attackers' cosines count against them."""
+    generator = torch.Generator().manual_seed(9)
+    truth = torch.randn(1024, generator=generator)
+    honest = [truth + 4 * torch.randn(1024, generator=generator) for _ in range(7)]
+    mean = torch.stack(honest).mean(dim=0)
+    against = -mean / mean.norm() * honest[0].norm()
+    alone, _ = round_scores(honest)
+    attacked, _ = round_scores([*honest, against, against, against])
+    assert attacked[0].weight > 0.5 * alone[0].weight > 0
+    assert all(score.cosine > 0 for score in attacked[:7])
+    assert all(score.cosine < 0 for score in attacked[7:])
 
 
 def test_the_sender_screen_refuses_bad_input() -> None:

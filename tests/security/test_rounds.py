@@ -41,9 +41,9 @@ def test_a_miner_pushing_the_other_way_is_flagged_and_excluded() -> None:
             update = honest(100 * epoch + index)
             judged += screen.add(miner, epoch, -update if index == 3 else update)
     assert [j.round for j in judged] == [0, 1, 2, 3, 4]
-    # Flagged once the screen has weighed enough agreement (MIN_EVIDENCE): from round 2.
-    assert [j.flagged for j in judged] == [(), ()] + [(MINERS[3],)] * 3
-    assert screen.flagged_rounds[MINERS[3]] == 3 and screen.screened_rounds[MINERS[3]] == 5
+    # Flagged once the screen has weighed enough agreement (MIN_EVIDENCE): from round 1.
+    assert [j.flagged for j in judged] == [()] + [(MINERS[3],)] * 4
+    assert screen.flagged_rounds[MINERS[3]] == 4 and screen.screened_rounds[MINERS[3]] == 5
     assert screen.excluded() == {MINERS[3]}
 
 

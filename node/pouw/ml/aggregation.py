@@ -18,6 +18,7 @@ screen (`pouw.security.Defence`, in `pouw.mining.peers`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -160,6 +161,17 @@ def nearest_neighbour_mixing(stacked: torch.Tensor, byzantine: int) -> torch.Ten
 def clip_norm(vector: torch.Tensor, radius: float) -> torch.Tensor:
     norm = float(vector.norm())
     return vector * (radius / norm) if norm > radius else vector
+
+
+def copies(updates: Sequence[torch.Tensor]) -> list[bool]:
+    """Per update, whether an earlier one is bit for bit the same."""
+    seen: set[bytes] = set()
+    flags = []
+    for update in updates:
+        digest = hashlib.blake2b(update.detach().cpu().contiguous().numpy().tobytes()).digest()
+        flags.append(digest in seen)
+        seen.add(digest)
+    return flags
 
 
 def make_aggregator(name: str, byzantine: int = 0) -> Aggregator:

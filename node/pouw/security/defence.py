@@ -6,7 +6,7 @@ Each round (one aggregation of one update per sender):
    A zero update stays in: it is a vote for not moving, and scores cosine 0, so it banks no
    credit with the screen.
 2. The screen (`SenderScreen`) scores every update's length against the round's median and
-   its direction against the others' clipped mean, and flags senders over their recent
+   its direction against the round's robust aggregate, and flags senders over their recent
    rounds, or at once for a round over ten times too long. Its flags feed detection and
    reputation; flagged updates are also left out.
 3. Each kept sender's update joins its moving average (MOMENTUM; worker momentum,
@@ -14,7 +14,9 @@ Each round (one aggregation of one update per sender):
    optimization"): averaging over rounds shrinks the spread of the honest updates, and the
    spread is what attackers hiding inside it (ALIE, IPM) exploit and what a robust
    aggregator's error grows with.
-4. The averages are combined by `RobustAggregator` for f Byzantine senders: each clipped to a
+4. Copies of one average count once (`one_vote_each`: mimic's attackers resend an honest
+   update to over-weigh it).
+5. The averages are combined by `RobustAggregator` for f Byzantine senders: each clipped to a
    length of the honest majority's (ARC), mixed with its nearest neighbours (NNM), trimmed
    coordinate-wise, and the result clipped again. Whatever the screen misses, no round moves
    the model further than an honest sender's average of that round could, and the aggregate
@@ -32,12 +34,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pouw.ml.aggregation import Aggregator, RobustAggregator, make_aggregator
+from pouw.ml.aggregation import copies, make_aggregator
 from pouw.security.detection import SenderScreen
 
-MOMENTUM = 0.75
+MOMENTUM = 0.8
 """Weight of a sender's past in its moving average: 0.9 lost 0.8 pp without attackers in
-`pouw bench attacks`, 0 let an adaptive IPM attacker cost 5 pp (docs/security.md)."""
+`pouw bench attacks`, 0 let an adaptive IPM attacker cost 5 pp, 0.75 up to 3 (docs/security.md)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ def degenerate(update: torch.Tensor, size: int) -> bool:
     return update.shape != (size,) or not bool(torch.isfinite(update).all())
 
 
+def one_vote_each(updates: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of one update are one vote: honest senders, on their own data, never send the same
+    update, and copies would over-weigh the one they copy (mimic)."""
+    return [update for update, copy_ in zip(updates, copies(updates), strict=True) if not copy_]
+
+
 def assumed_byzantine(miners: int) -> int:
     """The attackers a task of `miners` miners is defended against: the most that stay under a
     third, at least one."""
@@ -62,20 +70,19 @@ def assumed_byzantine(miners: int) -> int:
 @dataclass
 class Defence:
     """A task's defence for `size`-entry updates from up to `byzantine` attackers, combining
-    what it keeps with `aggregator` (by default `RobustAggregator(byzantine)`)."""
+    what it keeps with the aggregator named `aggregator` (`make_aggregator`)."""
 
     size: int
     byzantine: int
     screen: SenderScreen = field(default_factory=SenderScreen)
-    aggregator: Aggregator | None = None
+    aggregator: str = "robust"
     momentum: float = MOMENTUM
     _averages: dict[Hashable, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_task(cls, size: int, miners: int, aggregator: str) -> Defence:
         """The defence of a task with `miners` miners and the aggregator it names."""
-        byzantine = assumed_byzantine(miners)
-        return cls(size, byzantine, aggregator=make_aggregator(aggregator, byzantine))
+        return cls(size, assumed_byzantine(miners), aggregator=aggregator)
 
     def aggregate(self, senders: Sequence[Hashable], updates: Sequence[torch.Tensor]) -> Verdict:
         """The round's aggregate, each sender once; all zero when nothing usable came."""
@@ -107,8 +114,8 @@ class Defence:
             flagged[index] = flag
         kept = [i for i in usable if not flagged[i]] or usable
         averages = {senders[i]: self._average(senders[i], updates[i]) for i in kept}
-        aggregator = self.aggregator or RobustAggregator(self.byzantine)
-        aggregate = aggregator.aggregate(list(averages.values()))
+        distinct = one_vote_each(list(averages.values()))
+        aggregate = make_aggregator(self.aggregator, self.byzantine).aggregate(distinct)
         return Verdict(aggregate, tuple(flagged), broken), averages
 
     def _average(self, sender: Hashable, update: torch.Tensor) -> torch.Tensor:

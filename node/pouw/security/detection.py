@@ -5,11 +5,15 @@ Each update of a round is scored on two things:
 
 - its length against the round's median length (a scaled or noisy update is longer than
   most; f < n/2 attackers cannot move the median length out of the honest lengths' range);
-- its cosine with the *others'* mean, every update first clipped to the length of the
-  (f + 1)-th longest (`adaptive_clip`): nobody's own vote is in its reference, and no attacker
-  weighs more than an honest update in anyone's. The coordinate median is no reference: f
-  attackers sending one central value (ALIE, IPM) become the median when the honest spread is
-  wider than the honest mean, and honest updates then look like the outliers.
+- its cosine with the round's reference: the robust aggregate (`RobustAggregator`, the
+  defence's own) of the updates of senders not flagged in their last round, each copy of an
+  earlier update left out (one vote, however many send it). Attackers cannot turn it: f of
+  them move it no further than the aggregator's bound, where they dominated a plain mean of
+  noisy honest updates and made every honest cosine look like theirs. Neither is the
+  coordinate median a reference: f attackers sending one central value (ALIE, IPM) become the
+  median when the honest spread is wider than the honest mean. Among fewer than FEW_SENDERS
+  trusted updates the reference is their coordinate median (one attacker among three cannot
+  move it past an honest value).
 
 One round's cosine says little when the honest updates share little: late in training a
 minibatch gradient is mostly noise, and a sign-flipped one is as orthogonal to the rest as an
@@ -17,15 +21,18 @@ honest one. So a sender's direction score is its cosines averaged over rounds, e
 weighted by how much that round's senders agree (the median of all but the f lowest cosines,
 at least 0), older rounds fading by DECAY for each full unit of agreement that follows: rounds
 where honest work points one way decide, rounds of pure noise change nothing, and the evidence
-of a consistent attacker does not wear off while the signal is gone. A zero update scores
-cosine 0: it banks no credit. Senders flagged in their last round are left out of everyone's
-reference, so colluding attackers, once caught, no longer vouch for each other. What the
+of a consistent attacker does not wear off while the signal is gone. No round credits a
+sender more than the round's agreement: sending the honest mean, which agrees with the
+reference far better than any honest update, banks nothing to pay for attacks later. A zero
+update scores cosine 0: no credit either. Senders flagged in their last round are left out of
+the reference, so colluding attackers, once caught, no longer vouch for each other. What the
 screen cannot see in rounds of pure noise (an attacker bending the small honest mean there),
 the defence's aggregation bounds: `pouw.security.defence`.
 
 A sender is flagged in a round when:
 - the round's length ratio passes MAX_ROUND_NORM_RATIO (at once, whatever its history);
-- its direction score is negative, or below MIN_SCORE of the senders' median score;
+- its direction score is negative, or below MIN_SCORE of the median of the senders' scores
+  but the f highest;
 - the median of its last `window` length ratios is above MAX_WINDOW_NORM_RATIO (above
   MAX_NORM_RATIO while it has fewer rounds).
 Thresholds and their false-positive rates: docs/security.md (`pouw bench attacks`).
@@ -40,7 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pouw.ml.aggregation import adaptive_clip
+from pouw.ml.aggregation import RobustAggregator, copies
 
 MAX_NORM_RATIO = 4.0
 WINDOW = 10
@@ -63,7 +70,7 @@ MIN_UPDATES = 3
 @dataclass(frozen=True)
 class RoundScore:
     """One update against its round: its length over the median length, its cosine with the
-    others' clipped mean, and how much the round's senders agreed (its weight)."""
+    round's reference, and how much the round's senders agreed (its weight)."""
 
     norm_ratio: float
     cosine: float
@@ -75,42 +82,43 @@ class RoundReference:
     """What a round's updates were judged by, kept to judge a late sender's update alone."""
 
     median_norm: float
-    clipped_mean: torch.Tensor
+    aggregate: torch.Tensor
     weight: float
 
     def score(self, update: torch.Tensor) -> RoundScore:
-        """A sender that was not in the round: its reference is the round's clipped mean."""
+        """A sender that was not in the round: scored against the round's reference."""
         ratio = _ratio(float(update.norm()), self.median_norm)
-        return RoundScore(ratio, _cosine(update, self.clipped_mean), self.weight)
+        return RoundScore(ratio, _cosine(update, self.aggregate), self.weight)
 
 
 def round_scores(
     updates: Sequence[torch.Tensor], trusted: Sequence[bool] | None = None
 ) -> tuple[list[RoundScore], RoundReference]:
     """Each update's score, and the round's reference (module docstring). Only `trusted`
-    updates (by default all; if none, all) make up the references."""
+    updates (by default all) but copies of an earlier one make up the references (if none,
+    all)."""
     stacked = torch.stack(list(updates))
     n = len(stacked)
     norms = stacked.norm(dim=1)
     median_norm = float(norms.median())
-    clipped, _ = adaptive_clip(stacked, (n - 1) // 3)
-    mask = torch.tensor(list(trusted) if trusted is not None and any(trusted) else [True] * n)
-    total, count = clipped[mask].sum(dim=0), int(mask.sum())
-    cosines = []
-    if count < FEW_SENDERS:
-        # Among three, the others' mean is half an attacker's: score against the coordinate
-        # median of all, which one attacker cannot move past an honest value.
-        median = stacked[mask].median(dim=0).values if count > 1 else total
-        cosines = [_cosine(stacked[i], median) for i in range(n)]
-    for i in range(n if count >= FEW_SENDERS else 0):
-        others = count - int(mask[i])
-        reference = (total - clipped[i] * mask[i]) / others if others else total / count
-        cosines.append(_cosine(stacked[i], reference))
+    # A copy of an earlier update is left out of the references: one vote, however many send it.
+    original = [not copy_ for copy_ in copies(updates)]
+    if trusted is not None:
+        original = [ok and trust for ok, trust in zip(original, trusted, strict=True)]
+    mask = torch.tensor(original if any(original) else [True] * n)
+    trusted_updates = stacked[mask]
+    if len(trusted_updates) < FEW_SENDERS:
+        # Among three, a robust aggregate cannot leave one attacker out: their coordinate median
+        # can, when the other two are honest.
+        reference = trusted_updates.median(dim=0).values
+    else:
+        reference = RobustAggregator((n - 1) // 3).aggregate(list(trusted_updates))
+    cosines = [_cosine(update, reference) for update in stacked]
     weight = _agreement([c for c, ok in zip(cosines, mask.tolist(), strict=True) if ok])
     scores = [
         RoundScore(_ratio(float(norms[i]), median_norm), cosines[i], weight) for i in range(n)
     ]
-    return scores, RoundReference(median_norm, total / count, weight)
+    return scores, RoundReference(median_norm, reference, weight)
 
 
 @dataclass
@@ -169,7 +177,8 @@ class SenderScreen:
             evidence = self._evidence[sender] = _Evidence(deque(maxlen=self.window))
         evidence.ratios.append(score.norm_ratio)
         fading = self.decay**score.weight
-        evidence.weighted_cosines = fading * evidence.weighted_cosines + score.weight * score.cosine
+        credit = min(score.cosine, score.weight)
+        evidence.weighted_cosines = fading * evidence.weighted_cosines + score.weight * credit
         evidence.weights = fading * evidence.weights + score.weight
 
     def _judge(self, sender: Hashable, score: RoundScore) -> bool:

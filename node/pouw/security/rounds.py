@@ -151,7 +151,7 @@ class TaskScreen:
 
     def _remember(self, round_: int, judged: _JudgedRound) -> None:
         self._judged[round_] = judged
-        mean = judged.reference.clipped_mean
+        mean = judged.reference.aggregate
         size = mean.numel() * mean.element_size()
         while len(self._judged) > 1 and size * len(self._judged) > REFERENCES_BYTES:
             oldest, _ = self._judged.popitem(last=False)
