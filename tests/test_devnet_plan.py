@@ -36,10 +36,10 @@ def test_a_devnet_keeps_an_honest_miner_and_names_its_attack(
 
 
 def test_the_aggregator_option_sets_the_tasks(tmp_path: Path) -> None:
-    assert set(AGGREGATORS) == {"screened_mean", "median", "trimmed_mean", "krum", "mean"}
+    assert set(AGGREGATORS) == {"robust", "screened_mean", "median", "trimmed_mean", "krum", "mean"}
     devnet = Devnet(tmp_path, 7, BUILTIN_TASKS["iris"], aggregator="mean")
     assert devnet.task.aggregator == "mean" and devnet.task.miners == 3
-    assert Devnet(tmp_path, 7, BUILTIN_TASKS["iris"]).task.aggregator == "screened_mean"
+    assert Devnet(tmp_path, 7, BUILTIN_TASKS["iris"]).task.aggregator == "robust"
 
 
 def test_the_cli_refuses_a_byzantine_devnet_it_cannot_run() -> None:

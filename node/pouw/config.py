@@ -19,7 +19,21 @@ from pouw.errors import PouwError
 from pouw.roles import NodeRole
 
 DEVICES = ("cpu", "cuda", "auto")
-ATTACKS = ("sign_flip", "scale", "noise", "little_is_enough", "fake_work", "stale_model")
+ATTACKS = (
+    "sign_flip",
+    "scale",
+    "noise",
+    "little_is_enough",
+    "ipm",
+    "mimic",
+    "label_flip",
+    "adaptive_alie",
+    "adaptive_alie_fresh",
+    "adaptive_ipm",
+    "adaptive_ipm_fresh",
+    "fake_work",
+    "stale_model",
+)
 """What POUW_ATTACK may name (`pouw.security.ATTACKS`, kept here without torch for the CLI)."""
 DEVNET_CHAIN_PREFIX = "pouw-devnet"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

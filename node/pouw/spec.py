@@ -45,11 +45,12 @@ PositiveInt = Annotated[int, Meta(ge=1, le=2**31)]
 Count = Annotated[int, Meta(ge=0, le=2**31)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
 HexDigest = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
-Aggregator = Literal["screened_mean", "median", "trimmed_mean", "krum", "mean"]
+Aggregator = Literal["robust", "screened_mean", "median", "trimmed_mean", "krum", "mean"]
 """How miners combine their peers' updates (pouw.ml.aggregation): every one but mean behind the
-anomaly screen (pouw.security); mean is the unprotected average."""
+anomaly screen (pouw.security.Defence); robust is the one with per-round bounds; mean is the
+unprotected average."""
 AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
-DEFAULT_AGGREGATOR: Aggregator = "screened_mean"
+DEFAULT_AGGREGATOR: Aggregator = "robust"
 
 
 class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

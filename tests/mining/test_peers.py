@@ -1,4 +1,4 @@
-"""Miners apply their peers' updates through the task's aggregator, and still mine valid blocks."""
+"""Miners apply their peers' updates through the task's defence, and still mine valid blocks."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pouw.bench.mining import MiningRig
 from pouw.blockchain.iteration_message import decode_iteration_message
 from pouw.crypto import hash_concat
 from pouw.mining.miner import MiningStats
-from pouw.mining.peers import AppliedUpdates, PeerUpdates, aggregate_updates, apply_correction
+from pouw.mining.peers import AppliedUpdates, PeerUpdates, apply_correction
 from pouw.mining.verify import BlockVerifier
+from pouw.ml.aggregation import MultiKrumAggregator
 from pouw.ml.compression import CompressedUpdate, StromCompressor
+from pouw.security.defence import Defence
 
 SIZE = 50
 OWN, PEER, ATTACKER, STRANGER = (bytes([i]) * 32 for i in range(4))
@@ -36,10 +38,25 @@ def encoded(values: list[float]) -> bytes:
     return StromCompressor(SIZE, TAU).compress(dense * TAU).to_bytes()
 
 
+def defence(aggregator: str, size: int = SIZE) -> Defence | None:
+    """The task's defence with `aggregator` (None: the unprotected mean), no momentum."""
+    if aggregator == "mean":
+        return None
+    return Defence(size, 1, aggregator=aggregator, momentum=0.0)
+
+
 def inbox(aggregator: str = "median") -> tuple[PeerUpdates, Clock]:
     clock = Clock()
-    peers = PeerUpdates(OWN, [OWN, PEER, ATTACKER], SIZE, aggregator, every_s=1.0, clock=clock)
+    peers = PeerUpdates(
+        OWN, [OWN, PEER, ATTACKER], SIZE, defence=defence(aggregator), every_s=1.0, clock=clock
+    )
     return peers, clock
+
+
+def boosted(factor: float) -> bytes:
+    return CompressedUpdate(
+        SIZE, factor * TAU, torch.tensor([0, 1]), torch.tensor([1, 1], dtype=torch.int8)
+    ).to_bytes()
 
 
 def test_nothing_is_taken_before_it_is_time_or_without_peers() -> None:
@@ -58,8 +75,8 @@ def test_the_median_ignores_a_flipped_update_and_the_mean_does_not() -> None:
     for aggregator, expected in (("median", 0.0), ("mean", -2 / 3 * TAU)):
         peers, clock = inbox(aggregator)
         peers.add(OWN, encoded([1, 1, 1]))
-        peers.add(PEER, encoded([1, 1, 1]))
-        peers.add(ATTACKER, encoded([-1, -1, -1]))
+        peers.add(PEER, encoded([1, 1, 1, 1]))  # a copy of OWN's would be one vote
+        peers.add(ATTACKER, encoded([-1, -1, -1, -1]))
         clock.now = 1.0
         applied = peers.take()
         assert applied is not None
@@ -67,20 +84,16 @@ def test_the_median_ignores_a_flipped_update_and_the_mean_does_not() -> None:
         assert not applied.correction[3:].any()
 
 
-def test_a_screen_leaves_flagged_peers_out_but_never_the_miner_itself() -> None:
-    clock = Clock()
-    peers = PeerUpdates(
-        OWN, [OWN, PEER, ATTACKER], SIZE, "mean", every_s=1.0, clock=clock,
-        screen=lambda senders, updates: [bool(u[0] > 0) for u in updates],
-    )  # fmt: skip
-    peers.add(OWN, encoded([1]))
-    peers.add(PEER, encoded([-1]))
-    peers.add(ATTACKER, encoded([1]))
+def test_the_defence_leaves_a_flagged_peer_out() -> None:
+    peers, clock = inbox("robust")
+    peers.add(OWN, encoded([1, 1]))
+    peers.add(PEER, encoded([-1, -1]))
+    peers.add(ATTACKER, boosted(100))
     clock.now = 1.0
     applied = peers.take()
-    assert applied is not None and applied.miners == 2
-    # mean(own, peer) - own: the attacker's +TAU is gone, the miner's own stays in
-    assert torch.allclose(applied.correction[0], torch.tensor(-TAU))
+    assert applied is not None and applied.miners == 2, "over ten times the median length"
+    # mean(own, peer) - own: the attacker's boost is gone
+    assert torch.allclose(applied.correction[:2], torch.full((2,), -TAU))
 
 
 def test_updates_are_summed_per_miner_and_committed_to() -> None:
@@ -94,7 +107,7 @@ def test_updates_are_summed_per_miner_and_committed_to() -> None:
     assert torch.allclose(applied.correction[:2], torch.tensor([TAU, TAU / 2]))
     digests = [CompressedUpdate.from_bytes(u, SIZE).digest() for u in (first, second)]
     assert applied.digest == hash_concat(*digests)
-    (latest,) = peers.latest()
+    (latest,) = peers.latest().values()
     assert torch.equal(latest, CompressedUpdate.from_bytes(second, SIZE).to_dense())
 
 
@@ -110,7 +123,7 @@ def test_strangers_and_undecodable_updates_are_left_out() -> None:
 
 def test_krum_with_few_updates_falls_back_to_the_median() -> None:
     updates = [torch.ones(4), torch.ones(4), -10 * torch.ones(4)]
-    assert torch.equal(aggregate_updates("krum", updates), torch.ones(4))
+    assert torch.equal(MultiKrumAggregator(1).aggregate(updates), torch.ones(4))
 
 
 def test_a_correction_moves_every_parameter_in_order() -> None:
@@ -127,8 +140,8 @@ def test_blocks_mined_while_applying_peers_updates_still_reexecute(tmp_path: Pat
     trainer = rig.trainer(TINY)
     peer = bytes(32)
     peers = PeerUpdates(
-        rig.miner_key.public_key, [rig.miner_key.public_key, peer], trainer.model_size, "median",
-        every_s=0.0,
+        rig.miner_key.public_key, [rig.miner_key.public_key, peer], trainer.model_size,
+        defence=defence("median", trainer.model_size), every_s=0.0,
     )  # fmt: skip
     trainer.peers = peers
     compressor = StromCompressor(trainer.model_size, TINY.tau)
@@ -159,19 +172,16 @@ def test_blocks_mined_while_applying_peers_updates_still_reexecute(tmp_path: Pat
         verifier.reexecute(block)
 
 
-def test_with_a_screen_nothing_is_applied_until_it_can_judge() -> None:
-    """Two updates give the screen no median to judge by: a boosted one would go into the
+def test_with_a_defence_nothing_is_applied_until_it_can_judge() -> None:
+    """Two updates give the screen nothing to judge by: a boosted one would go into the
     average unscreened. With a quorum of three the miner waits for the third."""
     clock = Clock()
     peers = PeerUpdates(
-        OWN, [OWN, PEER, ATTACKER], SIZE, "screened_mean", every_s=1.0, clock=clock, quorum=3,
-        screen=lambda senders, updates: [bool(u.norm() > 10 * TAU) for u in updates],
+        OWN, [OWN, PEER, ATTACKER], SIZE, defence=defence("robust"), every_s=1.0, clock=clock,
+        quorum=3,
     )  # fmt: skip
-    boosted = CompressedUpdate(
-        SIZE, 100 * TAU, torch.tensor([0, 1]), torch.tensor([1, 1], dtype=torch.int8)
-    )
     peers.add(OWN, encoded([1, 1]))
-    peers.add(ATTACKER, boosted.to_bytes())
+    peers.add(ATTACKER, boosted(100))
     clock.now = 1.0
     assert peers.take() is None, "itself and one peer: no quorum"
     peers.add(PEER, encoded([-1, -1]))

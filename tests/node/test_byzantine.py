@@ -24,6 +24,8 @@ from pouw.ml.compression import StromCompressor
 from pouw.node.byzantine import ByzantineMiner, encode_dense
 from pouw.roles import NodeRole
 from pouw.security import SenderScreen
+from pouw.security.attacks import flip_labels
+from pouw.security.defence import Defence
 from pouw.spec import TaskSpec
 
 TAU = 1e-3
@@ -106,6 +108,73 @@ def test_a_stale_model_publishes_gradients_of_an_older_model(tmp_path: Path) -> 
             parameter.add_(0.1)
     again = attacker.gradients(trainer, x, y, [])
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True)), "still the old model"
+
+
+def test_a_label_flipper_publishes_gradients_of_the_flipped_labels(tmp_path: Path) -> None:
+    rig = MiningRig(TINY, tmp_path, difficulty=10**9)
+    trainer = rig.trainer(TINY)
+    attacker = ByzantineMiner("label_flip", lambda task_id: True, b"attacker")
+    x, y = trainer.batch_tensors()
+    honest = [p.grad for p in trainer.model.parameters()]
+    flipped = attacker.gradients(trainer, x, y, [])
+    trainer.model.zero_grad()
+    loss = torch.nn.functional.cross_entropy(
+        trainer.model(x), flip_labels(y, trainer.dataset.num_classes)
+    )
+    expected = torch.autograd.grad(loss, list(trainer.model.parameters()))
+    assert all(torch.allclose(a, b) for a, b in zip(flipped, expected, strict=True))
+    assert [p.grad for p in trainer.model.parameters()] == honest, "its own grads untouched"
+
+
+class _Inbox:
+    """What an attacker reads of its trainer's PeerUpdates: its peers' latest updates and the
+    task's defence."""
+
+    def __init__(self, latest: dict[bytes, torch.Tensor], defence: Defence | None) -> None:
+        self._latest = latest
+        self.defence = defence
+        self.own = b"attacker"
+
+    def latest(self) -> dict[bytes, torch.Tensor]:
+        return self._latest
+
+
+def _peers(count: int = 4) -> dict[bytes, torch.Tensor]:
+    generator = torch.Generator().manual_seed(11)
+    shared = 3 * TAU * torch.randn(300, generator=generator)
+    return {
+        bytes([i]) * 32: shared + TAU * torch.randn(300, generator=generator) for i in range(count)
+    }
+
+
+@pytest.mark.parametrize("kind", ["ipm", "mimic"])
+def test_ipm_and_mimic_are_made_from_the_peers_latest_updates(kind: str) -> None:
+    peers = _peers()
+    trainer = _Trainer()
+    trainer.peers = _Inbox(peers, None)  # type: ignore[assignment]
+    published = ByzantineMiner(kind, lambda task_id: True, b"attacker").update(
+        trainer,  # type: ignore[arg-type]
+        strom_update(3),
+    )
+    mean = torch.stack(list(peers.values())).mean(dim=0)
+    cosine = torch.nn.functional.cosine_similarity(published.to_dense(), mean, dim=0)
+    assert (cosine < -0.5) if kind == "ipm" else (cosine > 0.5)
+
+
+@pytest.mark.parametrize("kind", ["adaptive_ipm", "adaptive_alie_fresh"])
+def test_an_adaptive_attacker_searches_against_its_own_copy_of_the_defence(kind: str) -> None:
+    peers = _peers()
+    defence = Defence(300, byzantine=1)
+    trainer = _Trainer()
+    trainer.peers = _Inbox(peers, defence)  # type: ignore[assignment]
+    published = ByzantineMiner(kind, lambda task_id: True, b"attacker").update(
+        trainer,  # type: ignore[arg-type]
+        strom_update(4),
+    )
+    senders = [*peers, b"attacker"]
+    verdict = defence.probe(senders, [*peers.values(), published.to_dense()])
+    assert not verdict.flagged[-1], "it sends what the defence passes"
+    assert defence.screen.direction(b"attacker") is None, "probing left no trace"
 
 
 def _sealed_blocks(rig: MiningRig, tampering: ByzantineMiner | None, count: int) -> list[Block]:

@@ -449,7 +449,7 @@ def test_the_openapi_bits_become_json_schema() -> None:
                 "hyperparameters": {"learningRate": 0.1, "batchSize": 32, "epochs": 10},
                 "minAccuracy": 0,
                 "miners": 1,
-                "aggregator": "screened_mean",
+                "aggregator": "robust",
                 "reward": 50,
                 "fee": 0.01,
             },

@@ -8,13 +8,17 @@ import pytest
 import torch
 from rich.console import Console
 
+from pouw.security.adaptive import STRENGTHS, adaptive_update, candidate
 from pouw.security.attacks import (
+    ADAPTIVE_ATTACKS,
     ATTACKS,
+    IPM_EPSILON,
     NOISE_FACTOR,
     SCALE_FACTOR,
     SIGN_FLIP_FACTOR,
-    UPDATE_ATTACKS,
+    TRAINER_ATTACKS,
     attack_update,
+    flip_labels,
     little_is_enough_z,
 )
 
@@ -37,10 +41,17 @@ def test_the_attack_lists_match_the_shared_contract() -> None:
         "scale",
         "noise",
         "little_is_enough",
+        "ipm",
+        "mimic",
+        "label_flip",
+        "adaptive_alie",
+        "adaptive_alie_fresh",
+        "adaptive_ipm",
+        "adaptive_ipm_fresh",
         "fake_work",
         "stale_model",
     )
-    assert set(UPDATE_ATTACKS) == set(ATTACKS) - {"fake_work"}
+    assert set(ADAPTIVE_ATTACKS) | set(TRAINER_ATTACKS) < set(ATTACKS)
 
 
 def test_the_configuration_accepts_exactly_these_attacks() -> None:
@@ -99,6 +110,58 @@ def test_little_is_enough_shifts_the_mean_by_z_standard_deviations() -> None:
     assert float((crafted - stacked.mean(dim=0)).norm()) < typical
 
 
+def test_ipm_sends_a_small_step_against_the_peers_mean() -> None:
+    peers = [honest_update(256, seed) + 1.0 for seed in range(5)]
+    mean = torch.stack(peers).mean(dim=0)
+    crafted = attack_update("ipm", peers[0], peers=peers, generator=generator())
+    assert torch.allclose(crafted, -IPM_EPSILON * mean)
+    assert float(crafted @ mean) < 0
+    assert float(crafted.norm()) < min(float(p.norm()) for p in peers), "short: looks harmless"
+
+
+def test_mimic_copies_the_same_honest_peer() -> None:
+    peers = [honest_update(256, seed) for seed in range(5)]
+    crafted = attack_update("mimic", honest_update(256, 9), peers=peers, generator=generator())
+    assert torch.equal(crafted, peers[0])
+    assert crafted is not peers[0]
+
+
+def test_label_flip_reads_every_class_as_another() -> None:
+    labels = torch.arange(10)
+    flipped = flip_labels(labels, 10)
+    assert flipped.tolist() == [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    assert not bool((flipped == labels).any())
+    assert torch.equal(attack_update("label_flip", labels.float(), generator=generator()), labels)
+
+
+def test_adaptive_attacks_need_a_defence_to_search() -> None:
+    with pytest.raises(ValueError, match=r"pouw\.security\.adaptive"):
+        attack_update("adaptive_ipm", honest_update(), generator=generator())
+
+
+@pytest.mark.parametrize("kind", ADAPTIVE_ATTACKS)
+def test_the_adaptive_attacker_sends_the_strongest_update_the_screen_passes(kind: str) -> None:
+    """Against a probe that lets through any strength up to 2 (and averages plainly), the
+    attacker picks strength 2 exactly: further than all weaker ones, and unflagged."""
+    peers = [honest_update(256, seed) + 1.0 for seed in range(5)]
+    tried: list[float] = []
+
+    def probe(update: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        strength = next(s for s in STRENGTHS if torch.equal(candidate(kind, peers, s), update))
+        tried.append(strength)
+        return torch.stack([*peers, update, update]).mean(dim=0), strength > 2.0
+
+    chosen = adaptive_update(kind, peers, probe)
+    assert tried == list(STRENGTHS)
+    assert torch.equal(chosen, candidate(kind, peers, 2.0))
+
+
+def test_an_adaptive_attacker_the_screen_flags_at_every_strength_sends_the_mean() -> None:
+    peers = [honest_update(256, seed) for seed in range(5)]
+    chosen = adaptive_update("adaptive_alie", peers, lambda update: (update, True))
+    assert torch.allclose(chosen, torch.stack(peers).mean(dim=0))
+
+
 def test_little_is_enough_without_peers_sends_the_honest_update() -> None:
     honest = honest_update()
     assert torch.equal(attack_update("little_is_enough", honest, generator=generator()), honest)
@@ -122,33 +185,47 @@ def test_unknown_attack_is_refused() -> None:
         attack_update("bit_flip", honest_update(), generator=generator())
 
 
-def test_the_attacks_bench_reports_every_attack() -> None:
+def test_the_attacks_bench_reports_every_attack_in_both_units_and_settings() -> None:
     """A short run of `pouw bench attacks` (figures need its full length; this checks the
     shape, and that forged blocks are rejected and honest ones are not)."""
     from pouw.bench import attacks as bench
 
     lines: list[str] = []
-    result = bench.run(lines.append, rounds=12, seeds=1, processes=1, blocks_per_miner=2)
+    result = bench.run(
+        lines.append,
+        rounds={"gradients": 6, "sums": 2},
+        seeds=1,
+        processes=1,
+        blocks_per_miner=2,
+    )
     assert result["bench"] == "attacks"
-    assert set(result["attacks"]) == set(ATTACKS)
-    for row in result["attacks"].values():
-        assert {
-            "honest_accuracy",
-            "byzantine_accuracy",
-            "unprotected_accuracy",
-            "detection_rate",
-            "false_positive_rate",
-        } <= set(row)
-        assert all(0.0 <= value <= 1.0 for value in row.values())
-    fake_work = result["attacks"]["fake_work"]
-    assert fake_work["detection_rate"] == 1.0
-    assert fake_work["false_positive_rate"] == 0.0
+    assert set(result["results"]) == {"gradients", "sums"}
+    for sections in result["results"].values():
+        assert set(sections) == {"n7_f2", "n10_f3"}
+        for section in sections.values():
+            base = section["baselines"]
+            for name in ("honest_all", "honest_only", "defence"):
+                assert 0.0 <= base[f"{name}_accuracy"] <= 1.0
+                assert len(base["per_seed"][name]) == 1
+            assert set(section["attacks"]) == set(ATTACKS)
+            for row in section["attacks"].values():
+                assert len(row["protected_per_seed"]) == 1
+                for key in ("protected", "unprotected"):
+                    assert 0.0 <= row[f"{key}_accuracy"] <= 1.0
+                assert 0.0 <= row["detection_rate"] <= 1.0
+                assert 0.0 <= row["false_positive_rate"] <= 1.0
+            fake_work = section["attacks"]["fake_work"]
+            assert fake_work["detection_rate"] == 1.0
+            assert fake_work["false_positive_rate"] == 0.0
+            assert section["attacks"]["scale"]["detection_rate"] == 1.0
     assert result["fake_work_blocks"]["forged"] == 4
-    assert result["attacks"]["scale"]["detection_rate"] == 1.0
-    assert any(line.startswith("honest:") for line in lines)
-    console = Console(record=True, width=120)
+    assert isinstance(result["targets_met"], bool)
+    console = Console(record=True, width=160)
     console.print(bench.results_table(result))
-    rows = console.export_text().splitlines()
+    text = console.export_text()
+    assert "sums, n10_f3" in text
+    first = result["results"]["gradients"]["n7_f2"]["attacks"]
+    rows = text.splitlines()
     for kind in ATTACKS:
         row = next(line for line in rows if line.startswith(f"│ {kind} "))
-        assert f"{result['attacks'][kind]['byzantine_accuracy']:.4f}" in row
+        assert f"{first[kind]['protected_accuracy']:.4f}" in row

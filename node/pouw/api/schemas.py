@@ -59,7 +59,9 @@ class TaskBody(BaseModel):
     tau: float = Field(default=0.0, ge=0.0)
     min_accuracy: float = Field(default=0.0, ge=0.0, le=1.0)
     miners: int = Field(default=3, ge=1, le=64)
-    aggregator: Literal["screened_mean", "median", "trimmed_mean", "krum", "mean"] = "screened_mean"
+    aggregator: Literal["robust", "screened_mean", "median", "trimmed_mean", "krum", "mean"] = (
+        "robust"
+    )
     reward: float = Field(gt=0.0, le=MAX_COINS, description="coins paid into the task's escrow")
     fee: float = Field(default=DEFAULT_FEE, ge=0.0, le=MAX_COINS, description="coins to the miner")
     request_id: str | None = Field(

@@ -1,32 +1,27 @@
-"""`pouw bench attacks`: what Byzantine miners do to a task's model, with and without defences.
+"""`pouw bench attacks`: what Byzantine miners do to a task's model, with and without the defence.
 
-Method. The protocol's data-parallel training core, in process: MINERS miners, BYZANTINE of them
-attackers (the last two workers), train the digits MLP 64-128-64-10 (`pouw.ml` model and
-dataset, the task's shards; each worker reads full batches of 64 from its shard in the task's
-epoch order) in synchronous rounds. Each round every miner computes the gradient of its batch
-at the current model (all miners in one vectorised call); attackers replace theirs with
-`attack_update` (little_is_enough sees all seven honest gradients; stale_model sends the
-gradient at the model of STALE_ROUNDS rounds ago); the round's updates are aggregated and the
-model takes one SGD step (learning rate 0.2). For each attack kind:
+Method. The protocol's data-parallel training core, in process (`attack_training`): n workers,
+the last f of them attackers, train the digits MLP 64-128-64-10 (`pouw.ml` model and dataset,
+the task's shards, batches of 64 in the task's epoch order, learning rate 0.2) in synchronous
+rounds, in two units (what one round's update is) and two settings (n = 7, f = 2 and
+n = 10, f = 3):
 
-- honest_accuracy: the same training without attackers, the plain mean of all seven.
-- byzantine_accuracy: with the attackers, protected as a miner applying its peers' updates is
-  by default: `SenderScreen` drops the updates it flags (each miner judged over its last 10
-  rounds, as a node that knows who signed each update can) and AGGREGATOR, the task's default
-  (screened_mean), averages the rest.
-- unprotected_accuracy: with the attackers, the plain mean, unscreened (`--aggregator mean`).
-- krum_accuracy: with the attackers, behind the same screen, multi-Krum with f = 2 (ALTERNATIVE,
-  the robust aggregator that lost least before the screen existed): what the default is
-  measured against.
-- detection_rate / false_positive_rate: in the byzantine run, the share of attacker updates
-  and of honest updates that `SenderScreen` flags; per_round_*: the same for `UpdateScreen`,
-  one round alone.
+- ``gradients``: one SGD step per worker a round, 300 rounds (as the literature measures).
+- ``sums``: what the live protocol aggregates, each miner's sum of LOCAL_STEPS
+  Strom-compressed steps since the last aggregation, 75 rounds (the same 300 steps).
 
-Accuracy is measured on the withheld test set (359 rows: one row is 0.28 pp) after ROUNDS
-rounds and averaged over SEEDS seeds (each its own initial model and batch order; per-seed
-figures in `accuracy_per_seed`). The screens' thresholds were chosen on seeds 0-2; the bench
-runs seeds from SEED_BASE, so its figures are not fitted to its own data. Jobs (one seed of
-one attack) run on PROCESSES worker processes with one torch thread each.
+Per unit, setting and seed (SEEDS seeds from SEED_BASE; the screen was tuned on seeds 0-2):
+
+- honest_all_accuracy: no attackers, the plain mean of all n;
+- honest_only_accuracy: the f attackers' workers left out, the plain mean of the rest: what
+  the honest majority achieves alone, the baseline the targets compare with;
+- defence_accuracy: no attackers, through `pouw.security.Defence` (what the defence costs);
+- per attack, protected_accuracy (through the defence) and unprotected_accuracy (plain mean);
+  detection_rate and false_positive_rate: the share of the attackers' and of the honest
+  updates the defence flags.
+
+Accuracy is measured on the withheld test set (359 rows: one row is 0.28 pp). Jobs (one seed of
+one attack in one unit and setting) run on PROCESSES worker processes with one torch thread each.
 
 fake_work is a block-level attack: the attackers publish blocks whose iteration message claims
 an update the claimed iteration did not compute (a random vector of the honest norm, a peer's
@@ -34,7 +29,7 @@ gradient copied, their own previous one replayed), with message, commitment, pre
 and signature all consistent. Real blocks are mined with `pouw.mining` for every worker of a
 7-miner task and `BlockVerifier.reexecute` judges each one: detection_rate = forged blocks
 rejected / forged blocks, false_positive_rate = honest blocks rejected / honest blocks. The
-protocol excludes a rejected block's work, so byzantine_accuracy trains with the attackers'
+protocol excludes a rejected block's work, so protected_accuracy trains with the attackers'
 updates dropped; unprotected_accuracy averages their random updates in.
 
 Every figure is reported as measured; `targets_missed` names the targets the run missed.
@@ -55,24 +50,21 @@ from typing import Any
 import msgspec
 import numpy as np
 import torch
+from rich.console import Group
 from rich.table import Table
 
 from pouw.bench.attack_rounds import (
-    AGGREGATOR,
-    ALTERNATIVE,
-    ATTACKERS,
-    BYZANTINE,
-    MINERS,
     PROCESSES,
     ROUNDS,
     SEED_BASE,
     SEEDS,
-    SPEC,
+    SETTINGS,
     Job,
     Outcome,
     Run,
     run_job,
 )
+from pouw.bench.attack_training import LOCAL_STEPS, SPEC, TAU, UNITS, Setting
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block
 from pouw.blockchain.iteration_message import decode_iteration_message
@@ -81,18 +73,23 @@ from pouw.mining.trainer import TaskTrainer
 from pouw.ml.datasets import load_dataset
 from pouw.ml.iteration import configure_determinism
 from pouw.security.attacks import ATTACKS, STALE_ROUNDS, attack_update
-from pouw.security.detection import SenderScreen, UpdateScreen
 from pouw.spec import TaskSpec
 
 Report = Callable[[str], None]
 
 FAKE_WORK_BLOCKS = 20
 """Blocks each miner of the fake_work chain mines (difficulty 1: every iteration wins)."""
+FAKE_WORK_SETTING = Setting(7, 2)
 
 TARGET_DETECTION = 0.9
 TARGET_FALSE_POSITIVES = 0.05
 TARGET_ACCURACY_GAP = 0.02
-DETECTION_TARGETS = ("sign_flip", "scale", "fake_work")
+"""Protected accuracy below honest-only by at most this, on average and on every seed."""
+TARGET_COLLAPSE = 0.5
+"""Protected accuracy above this on every seed."""
+TARGET_DEFENCE_COST = 0.005
+"""Without attackers, the defence below the plain mean by at most this."""
+DETECTION_TARGETS = ("sign_flip", "scale", "noise", "ipm", "label_flip", "fake_work")
 
 
 def _grad_sample(block: Block) -> bytes:
@@ -111,14 +108,16 @@ class _BlockVerdicts:
 def _fake_work_blocks(
     spec: TaskSpec, attackers: Sequence[int], blocks_per_miner: int, report: Report
 ) -> _BlockVerdicts:
-    """Mine real blocks for every worker of a MINERS-worker task, forge the attackers' ones
-    and re-execute all of them as a verifier does.
+    """Mine real blocks for every worker of a 7-miner task (FAKE_WORK_SETTING), forge the
+    attackers' ones and re-execute all of them as a verifier does.
 
     The attackers' claims rotate through three lies: a random update of the honest norm
     (`attack_update("fake_work")`), a peer's gradient copied, and their own previous one
     replayed. Message, commitment, precursor, nonce and signature are all consistent, so only
     re-execution can tell."""
-    chain_spec = msgspec.structs.replace(spec, epochs=1000, tau=1e-3)
+    chain_spec = msgspec.structs.replace(
+        spec, epochs=1000, tau=1e-3, miners=FAKE_WORK_SETTING.workers
+    )
     generator = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="pouw-bench-attacks-") as tmp:
         # A 1 ms target block time keeps the retargeted difficulty at 1: every iteration wins.
@@ -128,9 +127,14 @@ def _fake_work_blocks(
         rig.chain.claim_rule = None
         dataset = load_dataset(chain_spec.dataset)
         mined: dict[int, list[Block]] = {}
-        for worker in range(MINERS):
+        for worker in range(FAKE_WORK_SETTING.workers):
             trainer = TaskTrainer(
-                rig.task_id, chain_spec, dataset, rig.miner_key.public_key, worker, MINERS
+                rig.task_id,
+                chain_spec,
+                dataset,
+                rig.miner_key.public_key,
+                worker,
+                FAKE_WORK_SETTING.workers,
             )
             before = len(rig.blocks)
             for _ in range(blocks_per_miner):
@@ -180,19 +184,23 @@ def _fake_work_blocks(
 
 
 def _rate(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else 0.0
+    return round(numerator / denominator, 4) if denominator else 0.0
 
 
-def _flag_rates(runs: Sequence[Run], view: str) -> tuple[float, float]:
-    flags = [getattr(run, view) for run in runs]
+def _detection(runs: Sequence[Run]) -> tuple[float, float]:
+    flags = [run.flags for run in runs]
     return (
         _rate(sum(f.attacker_flagged for f in flags), sum(f.attacker_updates for f in flags)),
         _rate(sum(f.honest_flagged for f in flags), sum(f.honest_updates for f in flags)),
     )
 
 
-def _mean_accuracy(runs: Sequence[Run | None]) -> float:
-    return round(statistics.fmean(run.accuracy for run in runs if run is not None), 4)
+def _accuracies(runs: Sequence[Run]) -> list[float]:
+    return [round(run.accuracy, 4) for run in runs]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return round(statistics.fmean(values), 4)
 
 
 def _outcomes(jobs: list[Job], processes: int, report: Report) -> list[Outcome]:
@@ -202,15 +210,11 @@ def _outcomes(jobs: list[Job], processes: int, report: Report) -> list[Outcome]:
 
     def finished(outcome: Outcome) -> None:
         done.append(outcome)
-        kind = outcome.job.kind or "honest"
+        job = outcome.job
         report(
-            f"{len(done)}/{len(jobs)}: {kind} seed {outcome.job.seed}: test accuracy "
-            f"{outcome.byzantine.accuracy:.4f}"
-            + (
-                f", unprotected {outcome.unprotected.accuracy:.4f}"
-                if outcome.unprotected is not None
-                else ""
-            )
+            f"{len(done)}/{len(jobs)}: {job.unit} {job.setting.name} {job.kind or 'no attack'} "
+            f"seed {job.seed}: protected {outcome.protected.accuracy:.4f}, "
+            f"unprotected {outcome.unprotected.accuracy:.4f}"
         )
 
     if processes <= 1:
@@ -224,154 +228,206 @@ def _outcomes(jobs: list[Job], processes: int, report: Report) -> list[Outcome]:
     return done
 
 
+def _slowest_first(job: Job) -> tuple[int, int]:
+    adaptive = job.kind is not None and job.kind.startswith("adaptive")
+    return (-int(adaptive) * job.rounds * job.setting.workers, -job.rounds)
+
+
 def run(
     report: Report,
     *,
-    rounds: int = ROUNDS,
+    rounds: dict[str, int] | None = None,
     seeds: int = SEEDS,
-    aggregator: str = AGGREGATOR,
+    attacks: Sequence[str] = ATTACKS,
+    settings: Sequence[Setting] = SETTINGS,
+    units: Sequence[str] = UNITS,
     processes: int = PROCESSES,
     blocks_per_miner: int = FAKE_WORK_BLOCKS,
 ) -> dict[str, Any]:
     configure_determinism()
     started = time.perf_counter()
+    rounds = {**ROUNDS, **(rounds or {})}
     seed_list = [SEED_BASE + seed for seed in range(seeds)]
-    kinds: list[str | None] = [None, *ATTACKS]
-    jobs = [Job(kind, seed, rounds, aggregator) for kind in kinds for seed in seed_list]
+    kinds: list[str | None] = [None, *attacks]
+    jobs = [
+        Job(kind, unit, setting, seed, rounds[unit])
+        for unit in units
+        for setting in settings
+        for kind in kinds
+        for seed in seed_list
+    ]
     report(
-        f"{MINERS} miners ({BYZANTINE} attackers), {rounds} rounds, seeds {seed_list}, "
-        f"{len(jobs)} training jobs on {processes} processes"
+        f"units {', '.join(units)}; settings {', '.join(s.name for s in settings)}; "
+        f"seeds {seed_list}; {len(jobs)} training jobs on {processes} processes"
     )
-    outcomes = _outcomes(jobs, processes, report)
-    by_kind: dict[str | None, list[Outcome]] = {kind: [] for kind in kinds}
-    for outcome in outcomes:
-        by_kind[outcome.job.kind].append(outcome)
-
-    honest_runs = [outcome.byzantine for outcome in by_kind[None]]
-    honest_accuracy = _mean_accuracy(honest_runs)
-    _, honest_only_per_round = _flag_rates(honest_runs, "per_round")
-    _, honest_only_per_sender = _flag_rates(honest_runs, "per_sender")
-    report(
-        f"honest: test accuracy {honest_accuracy:.4f}; honest updates flagged "
-        f"{honest_only_per_sender:.4f} (one round alone: {honest_only_per_round:.4f})"
+    outcomes = _outcomes(sorted(jobs, key=_slowest_first), processes, report)
+    verdicts = (
+        _fake_work_blocks(SPEC, FAKE_WORK_SETTING.attackers, blocks_per_miner, report)
+        if "fake_work" in attacks
+        else None
     )
-    verdicts = _fake_work_blocks(SPEC, ATTACKERS, blocks_per_miner, report)
-    results: dict[str, dict[str, float]] = {}
-    per_seed: dict[str, list[float]] = {"honest": [round(run.accuracy, 4) for run in honest_runs]}
-    for kind in ATTACKS:
-        runs = sorted(by_kind[kind], key=lambda outcome: outcome.job.seed)
-        byzantine = [outcome.byzantine for outcome in runs]
-        per_seed[kind] = [round(run.accuracy, 4) for run in byzantine]
-        if kind == "fake_work":
-            detection = per_round_detection = _rate(verdicts.fake_rejected, verdicts.fake)
-            false_positives = per_round_fp = _rate(verdicts.honest_rejected, verdicts.honest)
-            alternative = _mean_accuracy(byzantine)
-        else:
-            detection, false_positives = _flag_rates(byzantine, "per_sender")
-            per_round_detection, per_round_fp = _flag_rates(byzantine, "per_round")
-            alternative = _mean_accuracy([outcome.alternative for outcome in runs])
-        row = results[kind] = {
-            "honest_accuracy": honest_accuracy,
-            "byzantine_accuracy": _mean_accuracy(byzantine),
-            "unprotected_accuracy": _mean_accuracy([outcome.unprotected for outcome in runs]),
-            "detection_rate": round(detection, 4),
-            "false_positive_rate": round(false_positives, 4),
-            "per_round_detection_rate": round(per_round_detection, 4),
-            "per_round_false_positive_rate": round(per_round_fp, 4),
-            f"{ALTERNATIVE}_accuracy": alternative,
-        }
-        report(
-            f"{kind}: accuracy {row['byzantine_accuracy']:.4f} protected, "
-            f"{row['unprotected_accuracy']:.4f} unprotected, {alternative:.4f} {ALTERNATIVE} "
-            f"(honest {honest_accuracy:.4f}); detection {row['detection_rate']:.4f}, "
-            f"false positives {row['false_positive_rate']:.4f}"
-        )
+    results: dict[str, dict[str, Any]] = {}
+    for unit in units:
+        for setting in settings:
+            mine = [o for o in outcomes if o.job.unit == unit and o.job.setting == setting]
+            results.setdefault(unit, {})[setting.name] = _section(mine, attacks, verdicts)
     missed = _missed_targets(results)
     for line in missed:
         report(f"target missed: {line}")
     return {
         "bench": "attacks",
-        "attacks": results,
+        "results": results,
         "targets_met": not missed,
         "targets_missed": missed,
-        "honest_only_false_positive_rate": round(honest_only_per_sender, 4),
-        "honest_only_per_round_false_positive_rate": round(honest_only_per_round, 4),
-        "accuracy_per_seed": per_seed,
-        "fake_work_blocks": {
-            "forged": verdicts.fake,
-            "forged_rejected": verdicts.fake_rejected,
-            "honest": verdicts.honest,
-            "honest_rejected": verdicts.honest_rejected,
-            "reasons": list(verdicts.reasons),
-        },
+        "fake_work_blocks": None if verdicts is None else _blocks(verdicts),
         "settings": {
-            "miners": MINERS,
-            "byzantine": BYZANTINE,
+            "units": list(units),
+            "settings": [s.name for s in settings],
             "rounds": rounds,
+            "local_steps": LOCAL_STEPS,
+            "tau": TAU,
             "seeds": seed_list,
             "model": list(SPEC.model.layers),
             "dataset": SPEC.dataset.name,
             "batch_size": SPEC.batch_size,
             "learning_rate": SPEC.learning_rate,
-            "aggregator": aggregator,
-            "alternative": ALTERNATIVE,
             "stale_rounds": STALE_ROUNDS,
-            "screen": {
-                "max_norm_ratio": UpdateScreen().max_norm_ratio,
-                "min_cosine": UpdateScreen().min_cosine,
-                "window": SenderScreen().window,
-                "window_max_norm_ratio": SenderScreen().max_norm_ratio,
-                "window_min_cosine": SenderScreen().min_cosine,
-            },
             "processes": processes,
         },
         "seconds": round(time.perf_counter() - started, 1),
     }
 
 
-def _missed_targets(results: dict[str, dict[str, float]]) -> list[str]:
+def _blocks(verdicts: _BlockVerdicts) -> dict[str, Any]:
+    return {
+        "forged": verdicts.fake,
+        "forged_rejected": verdicts.fake_rejected,
+        "honest": verdicts.honest,
+        "honest_rejected": verdicts.honest_rejected,
+        "reasons": list(verdicts.reasons),
+    }
+
+
+def _section(
+    outcomes: Sequence[Outcome], attacks: Sequence[str], verdicts: _BlockVerdicts | None
+) -> dict[str, Any]:
+    """One unit and setting: the baselines, and one row per attack."""
+
+    def by_seed(kind: str | None) -> list[Outcome]:
+        return sorted((o for o in outcomes if o.job.kind == kind), key=lambda o: o.job.seed)
+
+    honest = by_seed(None)
+    honest_only = [o.honest_only for o in honest if o.honest_only is not None]
+    _, defence_false_positives = _detection([o.protected for o in honest])
+    baselines = {
+        "honest_all_accuracy": _mean(_accuracies([o.unprotected for o in honest])),
+        "honest_only_accuracy": _mean(_accuracies(honest_only)),
+        "defence_accuracy": _mean(_accuracies([o.protected for o in honest])),
+        "defence_false_positive_rate": defence_false_positives,
+        "per_seed": {
+            "honest_all": _accuracies([o.unprotected for o in honest]),
+            "honest_only": _accuracies(honest_only),
+            "defence": _accuracies([o.protected for o in honest]),
+        },
+    }
+    rows: dict[str, Any] = {}
+    for kind in attacks:
+        runs = by_seed(kind)
+        detection, false_positives = _detection([o.protected for o in runs])
+        if kind == "fake_work" and verdicts is not None:
+            detection = _rate(verdicts.fake_rejected, verdicts.fake)
+            false_positives = _rate(verdicts.honest_rejected, verdicts.honest)
+        protected = _accuracies([o.protected for o in runs])
+        rows[kind] = {
+            "protected_accuracy": _mean(protected),
+            "unprotected_accuracy": _mean(_accuracies([o.unprotected for o in runs])),
+            "detection_rate": detection,
+            "false_positive_rate": false_positives,
+            "protected_per_seed": protected,
+        }
+    return {"baselines": baselines, "attacks": rows}
+
+
+def _missed_targets(results: dict[str, dict[str, Any]]) -> list[str]:
     missed = []
-    for kind, row in results.items():
-        if kind in DETECTION_TARGETS:
-            if row["detection_rate"] < TARGET_DETECTION:
+    for unit, sections in results.items():
+        for setting, section in sections.items():
+            where = f"{unit} {setting}"
+            base = section["baselines"]
+            cost = base["honest_all_accuracy"] - base["defence_accuracy"]
+            if cost > TARGET_DEFENCE_COST:
+                missed.append(f"{where}: the defence costs {cost * 100:.2f} pp without attackers")
+            if base["defence_false_positive_rate"] > TARGET_FALSE_POSITIVES:
                 missed.append(
-                    f"{kind}: detection_rate {row['detection_rate']} < {TARGET_DETECTION}"
+                    f"{where}: false positives without attackers "
+                    f"{base['defence_false_positive_rate']} > {TARGET_FALSE_POSITIVES}"
                 )
-            if row["false_positive_rate"] > TARGET_FALSE_POSITIVES:
-                missed.append(
-                    f"{kind}: false_positive_rate {row['false_positive_rate']} "
-                    f"> {TARGET_FALSE_POSITIVES}"
+            honest_only = base["per_seed"]["honest_only"]
+            for kind, row in section["attacks"].items():
+                missed.extend(
+                    f"{where} {kind}: {line}"
+                    for line in _row_misses(kind, row, base["honest_only_accuracy"], honest_only)
                 )
-        gap = row["honest_accuracy"] - row["byzantine_accuracy"]
-        if gap > TARGET_ACCURACY_GAP:
-            missed.append(f"{kind}: byzantine_accuracy {gap * 100:.2f} pp below honest")
     return missed
 
 
-def results_table(result: dict[str, Any]) -> Table:
-    """The bench's figures as a person reads them: one row per attack, misses in red."""
-    rows = result["attacks"]
-    honest = next(iter(rows.values()))["honest_accuracy"]
-    aggregator = result["settings"]["aggregator"]
-    table = Table(title=f"test accuracy (honest {honest:.4f}) and detection; {aggregator} protects")
+def _row_misses(
+    kind: str, row: dict[str, Any], honest_only: float, honest_only_per_seed: Sequence[float]
+) -> list[str]:
+    missed = []
+    if honest_only - row["protected_accuracy"] > TARGET_ACCURACY_GAP:
+        missed.append(f"protected {row['protected_accuracy']} vs honest-only {honest_only}")
+    for seed, (mine, base) in enumerate(
+        zip(row["protected_per_seed"], honest_only_per_seed, strict=False)
+    ):
+        if base - mine > TARGET_ACCURACY_GAP or mine <= TARGET_COLLAPSE:
+            missed.append(f"seed {SEED_BASE + seed}: protected {mine} vs honest-only {base}")
+    if row["false_positive_rate"] > TARGET_FALSE_POSITIVES:
+        missed.append(f"false positives {row['false_positive_rate']} > {TARGET_FALSE_POSITIVES}")
+    if kind in DETECTION_TARGETS and row["detection_rate"] < TARGET_DETECTION:
+        missed.append(f"detection {row['detection_rate']} < {TARGET_DETECTION}")
+    return missed
+
+
+def results_table(result: dict[str, Any]) -> Group:
+    """The bench's figures as a person reads them: a table per unit and setting, one row per
+    attack, misses in red."""
+    tables = []
+    for unit, sections in result["results"].items():
+        for setting, section in sections.items():
+            tables.append(_table(f"{unit}, {setting}", section))
+    return Group(*tables)
+
+
+def _table(title: str, section: dict[str, Any]) -> Table:
+    base = section["baselines"]
+    honest_only, honest_per_seed = base["honest_only_accuracy"], base["per_seed"]["honest_only"]
+    table = Table(
+        title=(
+            f"{title}: honest-only {honest_only:.4f}, honest-all {base['honest_all_accuracy']:.4f}"
+            f", defence without attackers {base['defence_accuracy']:.4f}"
+        )
+    )
     table.add_column("attack", no_wrap=True)
-    for header in ("protected", "unprotected", ALTERNATIVE, "detection", "false pos."):
+    for header in ("protected", "worst seed", "unprotected", "detection", "false pos."):
         table.add_column(header, justify="right", no_wrap=True)
-    for kind, row in rows.items():
-        protected = f"{row['byzantine_accuracy']:.4f}"
-        if row["honest_accuracy"] - row["byzantine_accuracy"] > TARGET_ACCURACY_GAP:
-            protected = f"[red]{protected}[/]"
+    for kind, row in section["attacks"].items():
+        misses = _row_misses(kind, row, honest_only, honest_per_seed)
+        protected = f"{row['protected_accuracy']:.4f}"
+        worst = f"{min(row['protected_per_seed'], default=0.0):.4f}"
+        if any(line.startswith(("protected", "seed")) for line in misses):
+            protected, worst = f"[red]{protected}[/]", f"[red]{worst}[/]"
         detection = f"{row['detection_rate']:.3f}"
-        if kind in DETECTION_TARGETS and row["detection_rate"] < TARGET_DETECTION:
+        if any(line.startswith("detection") for line in misses):
             detection = f"[red]{detection}[/]"
         false_positives = f"{row['false_positive_rate']:.3f}"
-        if kind in DETECTION_TARGETS and row["false_positive_rate"] > TARGET_FALSE_POSITIVES:
+        if any(line.startswith("false") for line in misses):
             false_positives = f"[red]{false_positives}[/]"
         table.add_row(
             kind,
             protected,
+            worst,
             f"{row['unprotected_accuracy']:.4f}",
-            f"{row[f'{ALTERNATIVE}_accuracy']:.4f}",
             detection,
             false_positives,
         )

@@ -3,12 +3,11 @@
 The miners of a task publish their updates (Strom-compressed, in their IT_RES). Each miner
 collects its peers' as they arrive and, about once a second, moves its model to the
 aggregate of everyone's progress since the last time: its own published updates and each
-peer's, summed per miner, screened (an anomaly screen drops the sums that point away from or
-far beyond the rest) and combined by the task's aggregator (by default the mean of what the
-screen kept; or median, trimmed mean, multi-Krum; ``mean`` is the unprotected average,
-unscreened). Its own steps are
-already in its model, so it adds ``aggregate - own``: a poisoned update moves honest models
-only as far as the screen and the aggregator let it.
+peer's, summed per miner, and combined by the task's defence (`pouw.security.Defence`: the
+screen flags, the task's aggregator combines what it kept; by default the robust aggregator,
+whose bounds hold whatever the screen misses). ``mean`` is the unprotected average, with no
+defence. Its own steps are already in its model, so it adds ``aggregate - own``: a poisoned
+update moves honest models only as far as the defence lets it.
 
 The node's event loop adds updates; the training thread takes them between iterations.
 """
@@ -19,20 +18,29 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Protocol
 
 import torch
 
 from pouw.crypto import hash_concat
-from pouw.ml.aggregation import make_aggregator
 from pouw.ml.compression import CompressedUpdate
 
 APPLY_EVERY_S = 1.0
 """How often a miner applies its peers' updates: each IT_RES batch covers half a second."""
 
-Screen: TypeAlias = Callable[[Sequence[bytes], Sequence[torch.Tensor]], list[bool]]
-"""Flags the anomalous updates of a round by their senders (True = leave out); the node
-gives `pouw.security.SenderScreen().screen`."""
+
+class Judgement(Protocol):
+    @property
+    def aggregate(self) -> torch.Tensor: ...
+
+    @property
+    def flagged(self) -> tuple[bool, ...]: ...
+
+
+class Defence(Protocol):
+    """What combines a round's per-miner sums: the node gives `pouw.security.Defence`."""
+
+    def aggregate(self, senders: Sequence[bytes], updates: Sequence[torch.Tensor]) -> Judgement: ...
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,8 @@ class PeerUpdates:
         own: bytes,
         miners: Sequence[bytes],
         size: int,
-        aggregator: str,
         *,
-        screen: Screen | None = None,
+        defence: Defence | None = None,
         quorum: int = 2,
         every_s: float = APPLY_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
@@ -61,12 +68,12 @@ class PeerUpdates:
         self.miners = frozenset(miners)
         """The task's drawn miners (public keys): nobody else's updates count."""
         self.size = size
-        self.aggregator = aggregator
-        self.screen = screen
+        self.defence = defence
+        """None: the plain mean of every miner's sum (the task's ``mean`` aggregator)."""
         self.quorum = quorum
-        """Miners (itself included) whose updates must be in before any is applied: a screen
-        judges an update against the others' median and cannot judge two; with fewer, an
-        attacker's update would go into the average unscreened."""
+        """Miners (itself included) whose updates must be in before any is applied: the
+        defence judges an update against the others' and cannot judge two; with fewer, an
+        attacker's update would go into the average unjudged."""
         self.every_s = every_s
         self.clock = clock
         self._lock = threading.Lock()
@@ -94,10 +101,10 @@ class PeerUpdates:
             self._latest[miner] = dense
         return True
 
-    def latest(self) -> list[torch.Tensor]:
-        """Each peer's most recent update (what a little-is-enough attacker imitates)."""
+    def latest(self) -> dict[bytes, torch.Tensor]:
+        """Each peer's most recent update (what a Byzantine miner imitates or bends)."""
         with self._lock:
-            return [update for miner, update in self._latest.items() if miner != self.own]
+            return {miner: update for miner, update in self._latest.items() if miner != self.own}
 
     def take(self) -> AppliedUpdates | None:
         """The correction to apply now, or None when it is not yet time or no peer sent
@@ -114,19 +121,15 @@ class PeerUpdates:
         self._last_taken = self.clock()
         own = sums.setdefault(self.own, torch.zeros(self.size))
         miners = sorted(sums)
-        if self.screen is not None:
-            flags = self.screen(miners, [sums[m] for m in miners])
-            miners = [m for m, flag in zip(miners, flags, strict=True) if not flag or m == self.own]
-        aggregate = aggregate_updates(self.aggregator, [sums[m] for m in miners])
+        updates = [sums[m] for m in miners]
+        if self.defence is None:
+            aggregate = torch.stack(updates).mean(dim=0)
+        else:
+            verdict = self.defence.aggregate(miners, updates)
+            aggregate = verdict.aggregate
+            miners = [m for m, flag in zip(miners, verdict.flagged, strict=True) if not flag]
         digest = hash_concat(*(d for m in miners for d in digests.get(m, [])))
         return AppliedUpdates(aggregate - own, digest, len(miners))
-
-
-def aggregate_updates(name: str, updates: Sequence[torch.Tensor]) -> torch.Tensor:
-    """`name`'s aggregate, assuming up to a third of the updates Byzantine (at least one for
-    multi-Krum, which falls back to the median when that leaves too few neighbours)."""
-    byzantine = max(1, (len(updates) - 1) // 3)
-    return make_aggregator(name, byzantine).aggregate(updates)
 
 
 def apply_correction(parameters: Sequence[torch.nn.Parameter], correction: torch.Tensor) -> None:

@@ -4,20 +4,27 @@ All aggregators take same-length float32 vectors and return one. Coordinate medi
 trimmed mean bound the influence of any f < n/2 outliers per coordinate; multi-Krum (Blanchard
 et al. 2017) averages the updates closest to their neighbours, tolerating f with n > 2f + 2.
 
+``robust``, the default, is the one with a guarantee against attackers who know it
+(docs/security.md): adaptive robust clipping (ARC, Allouah et al. 2024) bounds every update's
+length by one of the honest majority's, updates shorter than the median length are lifted to
+it (`lift_short`), nearest-neighbour mixing (NNM, Allouah et al. 2023) then averages each
+update with its n - f nearest, and a coordinate-wise trimmed mean drops the f largest and
+smallest of every coordinate; the result is clipped to the same bound, so no round moves the
+model further than an honest update of that round could.
+
 A task names one of AGGREGATORS. Its miners apply every one but ``mean`` behind the anomaly
-screen (`pouw.security.SenderScreen`, in `pouw.mining.peers`), so ``screened_mean``, the
-default, is the plain mean of the updates the screen kept (why it is the default: docs/security.md).
+screen (`pouw.security.Defence`, in `pouw.mining.peers`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-AGGREGATORS = ("screened_mean", "mean", "median", "trimmed_mean", "krum")
+AGGREGATORS = ("robust", "screened_mean", "mean", "median", "trimmed_mean", "krum")
 UNSCREENED = "mean"
 """The one aggregator applied without the screen in front: the unprotected average."""
 
@@ -97,8 +104,80 @@ class MultiKrumAggregator:
         return _stack([updates[i] for i in chosen]).mean(dim=0)
 
 
+class RobustAggregator:
+    """ARC, short rows lifted to the median length, NNM, then a coordinate-wise trimmed mean
+    of f a side, clipped to ARC's radius (see the module docstring). With n <= 2f (too few to
+    trim f a side) f is taken as (n - 1) // 2: the most a majority of the given updates can
+    outvote."""
+
+    def __init__(self, byzantine: int) -> None:
+        if byzantine < 0:
+            raise ValueError(f"byzantine must be >= 0, got {byzantine}")
+        self.byzantine = byzantine
+
+    def aggregate(self, updates: Sequence[torch.Tensor]) -> torch.Tensor:
+        stacked = _stack(updates)
+        n = len(stacked)
+        f = min(self.byzantine, (n - 1) // 2)
+        clipped, radius = adaptive_clip(stacked, f)
+        mixed = nearest_neighbour_mixing(lift_short(clipped), f)
+        ordered = mixed.sort(dim=0).values
+        return clip_norm(ordered[f : n - f].mean(dim=0), radius)
+
+
+def adaptive_clip(stacked: torch.Tensor, byzantine: int) -> tuple[torch.Tensor, float]:
+    """ARC (Allouah et al. 2024): the k = max(f, floor(2f(n - f)/n)) longest rows clipped to
+    the length of the (k + 1)-th longest, and that length. As k >= f, the radius is at most the
+    longest honest row's length whoever the f attackers are."""
+    n = len(stacked)
+    norms = stacked.norm(dim=1)
+    k = min(n - 1, max(byzantine, (2 * byzantine * (n - byzantine)) // n))
+    radius = float(norms.sort(descending=True, stable=True).values[k])
+    scale = torch.where(norms > radius, radius / norms.clamp_min(1e-30), torch.ones_like(norms))
+    return stacked * scale.unsqueeze(1), radius
+
+
+def lift_short(stacked: torch.Tensor) -> torch.Tensor:
+    """Rows shorter than the median length scaled up to it (zero rows stay zero). A short
+    vector is close to every other when the honest ones are long and noisy, so nearest-neighbour
+    mixing would give it a place in every mixture: attackers sending a short step against the
+    honest mean (IPM) exploit exactly that. At the median length it is one voice among others."""
+    norms = stacked.norm(dim=1)
+    floor = float(norms.median())
+    short = (norms < floor) & (norms > 0)
+    scale = torch.where(short, floor / norms.clamp_min(1e-30), torch.ones_like(norms))
+    return stacked * scale.unsqueeze(1)
+
+
+def nearest_neighbour_mixing(stacked: torch.Tensor, byzantine: int) -> torch.Tensor:
+    """NNM (Allouah et al. 2023): each row replaced by the mean of its n - f nearest rows,
+    itself included (exact distances and a stable sort: every peer mixes alike)."""
+    n = len(stacked)
+    distances = torch.cdist(stacked, stacked, compute_mode="donot_use_mm_for_euclid_dist")
+    nearest = distances.argsort(dim=1, stable=True)[:, : n - byzantine]
+    return stacked[nearest].mean(dim=1)
+
+
+def clip_norm(vector: torch.Tensor, radius: float) -> torch.Tensor:
+    norm = float(vector.norm())
+    return vector * (radius / norm) if norm > radius else vector
+
+
+def copies(updates: Sequence[torch.Tensor]) -> list[bool]:
+    """Per update, whether an earlier one is bit for bit the same."""
+    seen: set[bytes] = set()
+    flags = []
+    for update in updates:
+        digest = hashlib.blake2b(update.detach().cpu().contiguous().numpy().tobytes()).digest()
+        flags.append(digest in seen)
+        seen.add(digest)
+    return flags
+
+
 def make_aggregator(name: str, byzantine: int = 0) -> Aggregator:
     """`name`'s combining step; the screen in front of it is the caller's."""
+    if name == "robust":
+        return RobustAggregator(byzantine)
     if name in ("mean", "screened_mean"):
         return MeanAggregator()
     if name == "median":
@@ -108,46 +187,3 @@ def make_aggregator(name: str, byzantine: int = 0) -> Aggregator:
     if name == "krum":
         return MultiKrumAggregator(byzantine)
     raise ValueError(f"unknown aggregator {name!r}: one of {', '.join(AGGREGATORS)}")
-
-
-@dataclass(frozen=True)
-class AnomalyScore:
-    norm_ratio: float
-    cosine: float
-    suspicious: bool
-
-
-def anomaly_scores(
-    updates: Sequence[torch.Tensor], max_norm_ratio: float = 3.0, min_cosine: float = 0.0
-) -> list[AnomalyScore]:
-    """Each update against the coordinate median: how much larger, and how aligned.
-
-    A zero median makes any nonzero update's ratio infinite; a cosine involving a zero vector is
-    undefined and counts as 1 (no evidence of a direction attack).
-    """
-    stacked = _stack(updates)
-    median = CoordinateMedianAggregator().aggregate(updates)
-    norms, dots = stacked.norm(dim=1).tolist(), (stacked @ median).tolist()
-    return [
-        _score(norm, dot, float(median.norm()), max_norm_ratio, min_cosine)
-        for norm, dot in zip(norms, dots, strict=True)
-    ]
-
-
-def anomaly_score(
-    update: torch.Tensor,
-    median: torch.Tensor,
-    max_norm_ratio: float = 3.0,
-    min_cosine: float = 0.0,
-) -> AnomalyScore:
-    """One update against a median computed without it (a laggard's, judged late)."""
-    norm, dot = float(update.norm()), float(update @ median)
-    return _score(norm, dot, float(median.norm()), max_norm_ratio, min_cosine)
-
-
-def _score(
-    norm: float, dot: float, median_norm: float, max_norm_ratio: float, min_cosine: float
-) -> AnomalyScore:
-    ratio = norm / median_norm if median_norm > 0 else (0.0 if norm == 0 else float("inf"))
-    cosine = dot / (norm * median_norm) if norm * median_norm > 0 else 1.0
-    return AnomalyScore(ratio, cosine, ratio > max_norm_ratio or cosine < min_cosine)

@@ -3,10 +3,14 @@
 It trains honestly, so its own model and its blocks are real work, but publishes what
 `pouw.security.attack_update` makes of its work:
 
-- sign_flip, scale, noise, little_is_enough: each iteration's published update, attacked and
-  re-encoded as one compressed update (`encode_dense`);
+- sign_flip, scale, noise, little_is_enough, ipm, mimic: each iteration's published update,
+  attacked (against its peers' latest updates) and re-encoded as one compressed update
+  (`encode_dense`);
+- adaptive_*: the same, at the strength its own copy of the task's defence lets through
+  furthest (`pouw.security.adaptive`: its peers' latest updates and its own in the probe);
 - stale_model: updates computed from its model of STALE_ROUNDS iterations ago (the batch is
   the current one);
+- label_flip: updates computed on the batch with its labels flipped;
 - fake_work: it claims work it did not do: the gradient sample of its iteration messages (so
   of the blocks it mines) and its update are random vectors of the honest norm. A verifier's
   re-execution rejects such a block, and the signed IT_RES is slashing evidence.
@@ -32,8 +36,10 @@ from pouw.crypto import sha256
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.compression import CompressedUpdate
 from pouw.ml.models import state_snapshot
-from pouw.security import ATTACKS, attack_update
-from pouw.security.attacks import STALE_ROUNDS
+from pouw.security import ADAPTIVE_ATTACKS, ATTACKS, attack_update
+from pouw.security.adaptive import adaptive_update
+from pouw.security.attacks import STALE_ROUNDS, TRAINER_ATTACKS, flip_labels
+from pouw.security.defence import Defence
 
 
 class ByzantineMiner:
@@ -60,25 +66,46 @@ class ByzantineMiner:
     def gradients(
         self, trainer: TaskTrainer, x: torch.Tensor, y: torch.Tensor, grads: list[torch.Tensor]
     ) -> list[torch.Tensor]:
-        if self.kind != "stale_model" or not self.attacks(trainer.task_id):
+        if self.kind not in TRAINER_ATTACKS or not self.attacks(trainer.task_id):
             return grads
+        if self.kind == "label_flip":
+            return _gradients(trainer.model, x, flip_labels(y, trainer.dataset.num_classes))
         stale = self._stale.get(trainer.task_id)
         if stale is None:
             stale = self._stale[trainer.task_id] = _StaleModel(trainer.model, STALE_ROUNDS)
         return stale.gradients(trainer.model, x, y)
 
     def update(self, trainer: TaskTrainer, update: CompressedUpdate) -> CompressedUpdate:
-        if self.kind == "stale_model" or not self.attacks(trainer.task_id):
+        if self.kind in TRAINER_ATTACKS or not self.attacks(trainer.task_id):
             return update
-        peers = trainer.peers.latest() if trainer.peers is not None else []
-        attacked = attack_update(
-            self.kind,
-            update.to_dense(),
-            peers=peers,
-            generator=self._update_noise,
-            workers=trainer.workers,
-        )
+        latest = trainer.peers.latest() if trainer.peers is not None else {}
+        honest = update.to_dense()
+        if self.kind in ADAPTIVE_ATTACKS:
+            attacked = self._adaptive(trainer, honest, latest)
+        else:
+            attacked = attack_update(
+                self.kind,
+                honest,
+                peers=list(latest.values()),
+                generator=self._update_noise,
+                workers=trainer.workers,
+            )
         return encode_dense(attacked, max(1, update.nnz))
+
+    def _adaptive(
+        self, trainer: TaskTrainer, honest: torch.Tensor, latest: dict[bytes, torch.Tensor]
+    ) -> torch.Tensor:
+        defence = trainer.peers.defence if trainer.peers is not None else None
+        if not isinstance(defence, Defence) or not latest:
+            return honest
+        senders = [*latest, trainer.peers.own if trainer.peers is not None else b""]
+        fresh = self.kind.endswith("_fresh")
+
+        def probe(candidate: torch.Tensor) -> tuple[torch.Tensor, bool]:
+            verdict = defence.probe(senders, [*latest.values(), candidate], fresh=fresh)
+            return verdict.aggregate, verdict.flagged[-1]
+
+        return adaptive_update(self.kind, list(latest.values()), probe)
 
 
 def encode_dense(vector: torch.Tensor, entries: int) -> CompressedUpdate:
@@ -106,11 +133,20 @@ class _StaleModel:
     def gradients(self, current: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         self.history.append(state_snapshot(current))
         self.model.load_state_dict(self.history[0])
-        parameters = list(self.model.parameters())
-        for parameter in parameters:
-            parameter.grad = None
-        F.cross_entropy(self.model(x), y).backward()  # type: ignore[no-untyped-call]
-        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        return _gradients(self.model, x, y)
+
+
+def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """The model's gradients on (x, y), its own left as they were."""
+    parameters = list(model.parameters())
+    saved = [parameter.grad for parameter in parameters]
+    for parameter in parameters:
+        parameter.grad = None
+    F.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    for parameter, grad in zip(parameters, saved, strict=True):
+        parameter.grad = grad
+    return grads
 
 
 def _generator(seed: bytes) -> torch.Generator:

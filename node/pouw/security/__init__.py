@@ -1,25 +1,31 @@
-"""Security: Byzantine update attacks (for tests, the devnet and benchmarks) and their screening.
+"""Security: Byzantine update attacks (for tests, the devnet and benchmarks), their screening,
+and the defence a task's miners apply to their peers' updates.
 
-`attacks` says what a Byzantine miner may send; `detection` flags such updates among a round's
-updates. Robust aggregation itself lives in `pouw.ml.aggregation`.
+`attacks` and `adaptive` say what a Byzantine miner may send; `detection` flags such updates
+among a round's; `defence` combines a round's updates so that what the screen misses moves the
+model no further than the honest majority allows. The robust aggregators themselves live in
+`pouw.ml.aggregation`.
 """
 
 from pouw.security.attacks import (
+    ADAPTIVE_ATTACKS,
     ATTACKS,
-    UPDATE_ATTACKS,
+    TRAINER_ATTACKS,
     AttackKind,
     attack_update,
     little_is_enough_z,
 )
-from pouw.security.detection import ScreenedAggregator, SenderScreen, UpdateScreen
+from pouw.security.defence import Defence, Verdict
+from pouw.security.detection import SenderScreen
 
 __all__ = [
+    "ADAPTIVE_ATTACKS",
     "ATTACKS",
-    "UPDATE_ATTACKS",
+    "TRAINER_ATTACKS",
     "AttackKind",
-    "ScreenedAggregator",
+    "Defence",
     "SenderScreen",
-    "UpdateScreen",
+    "Verdict",
     "attack_update",
     "little_is_enough_z",
 ]

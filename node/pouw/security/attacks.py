@@ -14,6 +14,18 @@ returns the one it sends instead:
   small shift inside the honest spread, so the median and Krum keep choosing it. ``z`` is the
   paper's largest value that still hides the attackers:
   ``s = floor(n / 2 + 1) - f``, ``z = Phi^-1((n - s) / n)``.
+- ``ipm``: ``-IPM_EPSILON * mean(peers)`` (inner-product manipulation, Xie, Koyejo and Gupta
+  2020, "Fall of empires"): small enough to pass distance-based defences, it turns the
+  aggregate's inner product with the true gradient towards negative.
+- ``mimic``: a copy of one honest peer's update, the same peer every round (Karimireddy, He
+  and Jaggi 2022): it over-weights that peer's data and cannot be told from honest work.
+- ``label_flip``: honest work on wrong labels (class ``c`` read as ``classes - 1 - c``, Biggio
+  et al. 2012). Like stale_model, the trainer computes it (`flip_labels`).
+- ``adaptive_alie`` and ``adaptive_ipm``: ALIE's and IPM's direction at the strength that
+  moves the defence's aggregate furthest while the screen still passes the attackers, searched
+  every round on a copy of the defence with its history (the AGR-tailored attacks of
+  Shejwalkar and Houmansadr 2021); the ``_fresh`` variants search on a fresh copy, without
+  the history. `pouw.security.adaptive` makes them.
 - ``stale_model``: an honest update computed from the model of ``k`` rounds ago (a lazy miner
   replaying old work). It cannot be made from the current update, so the trainer computes it
   from its old model; ``attack_update`` returns the update it is given unchanged.
@@ -32,21 +44,42 @@ from typing import Literal, get_args
 
 import torch
 
-AttackKind = Literal["sign_flip", "scale", "noise", "little_is_enough", "fake_work", "stale_model"]
-ATTACKS: tuple[AttackKind, ...] = get_args(AttackKind)
-# Attacks on the update itself; stale_model needs the trainer to compute from an old model.
-UPDATE_ATTACKS: tuple[AttackKind, ...] = (
+AttackKind = Literal[
     "sign_flip",
     "scale",
     "noise",
     "little_is_enough",
+    "ipm",
+    "mimic",
+    "label_flip",
+    "adaptive_alie",
+    "adaptive_alie_fresh",
+    "adaptive_ipm",
+    "adaptive_ipm_fresh",
+    "fake_work",
     "stale_model",
+]
+ATTACKS: tuple[AttackKind, ...] = get_args(AttackKind)
+ADAPTIVE_ATTACKS: tuple[AttackKind, ...] = (
+    "adaptive_alie",
+    "adaptive_alie_fresh",
+    "adaptive_ipm",
+    "adaptive_ipm_fresh",
 )
+"""Attacks that need the defence to search against (`pouw.security.adaptive`)."""
+TRAINER_ATTACKS: tuple[AttackKind, ...] = ("label_flip", "stale_model")
+"""Attacks the trainer makes by computing other gradients; `attack_update` leaves them be."""
 
 SIGN_FLIP_FACTOR = 1.0
 SCALE_FACTOR = 10.0
 NOISE_FACTOR = 3.0
+IPM_EPSILON = 0.5
 STALE_ROUNDS = 20
+
+
+def flip_labels(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """label_flip's labels: class c read as classes - 1 - c."""
+    return classes - 1 - labels
 
 
 def little_is_enough_z(workers: int, byzantine: int) -> float:
@@ -76,9 +109,9 @@ def attack_update(
 ) -> torch.Tensor:
     """The update an attacker of `kind` sends instead of `honest` (see the module docstring).
 
-    `peers` are the honest updates the attacker has seen (only little_is_enough uses them; with
-    none it sends `honest`). `workers` and `byzantine` fix little_is_enough's z; they default to
-    ``len(peers) + 1`` and the largest f < n/3.
+    `peers` are the honest updates the attacker has seen (little_is_enough, ipm and mimic use
+    them; with none they send `honest`). `workers` and `byzantine` fix little_is_enough's z;
+    they default to ``len(peers) + 1`` and the largest f < n/3.
     """
     if kind == "sign_flip":
         return -SIGN_FLIP_FACTOR * honest
@@ -99,6 +132,14 @@ def attack_update(
         stacked = torch.stack(list(peers))
         spread = stacked.std(dim=0) if len(peers) > 1 else torch.zeros_like(honest)
         return stacked.mean(dim=0) - little_is_enough_z(n, f) * spread
-    if kind == "stale_model":
+    if kind == "ipm":
+        if not peers:
+            return honest.clone()
+        return -IPM_EPSILON * torch.stack(list(peers)).mean(dim=0)
+    if kind == "mimic":
+        return (peers[0] if peers else honest).clone()
+    if kind in TRAINER_ATTACKS:
         return honest.clone()
+    if kind in ADAPTIVE_ATTACKS:
+        raise ValueError(f"{kind} searches against a defence: use pouw.security.adaptive")
     raise ValueError(f"unknown attack {kind!r}: one of {', '.join(ATTACKS)}")

@@ -6,10 +6,10 @@ over a round does. So a round is `epochs_per_round` epochs (about ROUNDS_PER_TAS
 task, whatever its length), each miner's published updates in a round are summed, and the
 round's sums are screened together once every miner has moved past the round, or once at
 least MIN_SCREENED have moved LAGGARD_ROUNDS further. A laggard left out of its round is
-judged late, when it moves past the round, against the median the round was judged by: an
+judged late, when it moves past the round, against the reference the round was judged by: an
 attacker slowed by its own attack (or any slow miner) is screened on every round all the same.
 The screen is `pouw.security.SenderScreen`: each sum's norm ratio and cosine against the
-round's coordinate median, judged over the sender's last rounds, so that an unlucky honest
+round's robust aggregate, judged over the sender's last rounds, so that an unlucky honest
 round is forgiven and a consistent attacker is not.
 
 A flagged miner loses reputation (the node's screening role does that); a miner flagged in most of
@@ -25,20 +25,18 @@ from typing import TypeVar
 
 import torch
 
-from pouw.ml.aggregation import CoordinateMedianAggregator, anomaly_score
-from pouw.security import SenderScreen
-from pouw.security.detection import MIN_UPDATES
+from pouw.security.detection import MIN_UPDATES, RoundReference, SenderScreen, round_scores
 
 ROUNDS_PER_TASK = 40
 MIN_SCREENED = MIN_UPDATES
-"""Fewer updates have no meaningful median: the screen flags nothing."""
+"""Fewer updates have no meaningful reference: the screen flags nothing."""
 LAGGARD_ROUNDS = 2
 FINISHED = 2**62
 """The round a miner that sent its final model is taken to have reached."""
 _Key = TypeVar("_Key")
-MEDIANS_BYTES = 256 * 1024 * 1024
-"""Judged rounds' medians kept for laggards, at most this much (the oldest go first; a
-laggard's round whose median is gone is not judged)."""
+REFERENCES_BYTES = 256 * 1024 * 1024
+"""Judged rounds' references kept for laggards, at most this much (the oldest go
+first; a laggard's round whose reference is gone is not judged)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class ScreenedRound:
 
 @dataclass
 class _JudgedRound:
-    median: torch.Tensor
+    reference: RoundReference
     screened: set[bytes] = field(default_factory=set)
 
 
@@ -121,7 +119,7 @@ class TaskScreen:
 
     def _ready_late(self) -> list[ScreenedRound]:
         """Laggards' sums for judged rounds they have now moved past, each judged alone
-        against its round's median."""
+        against its round's reference."""
         done = []
         for round_, miner in sorted(self._late):
             if self._reached.get(miner, -1) <= round_:
@@ -131,11 +129,7 @@ class TaskScreen:
             if judged is None:
                 continue
             judged.screened.add(miner)
-            round_screen = self.screen.round_screen
-            score = anomaly_score(
-                update, judged.median, round_screen.max_norm_ratio, round_screen.min_cosine
-            )
-            (flag,) = self.screen.observe([miner], [score])
+            flag = self.screen.observe(miner, judged.reference.score(update))
             self.screened_rounds[miner] += 1
             self.flagged_rounds[miner] += flag
             done.append(ScreenedRound(round_, (miner,), (miner,) if flag else ()))
@@ -147,9 +141,9 @@ class TaskScreen:
         if len(updates) < MIN_SCREENED:
             return None
         screened = tuple(m for m, _ in updates)
-        flags = self.screen.screen(screened, [update for _, update in updates])
-        median = CoordinateMedianAggregator().aggregate([update for _, update in updates])
-        self._remember(round_, _JudgedRound(median, set(screened)))
+        scores, reference = round_scores([update for _, update in updates])
+        flags = [self.screen.observe(m, score) for m, score in zip(screened, scores, strict=True)]
+        self._remember(round_, _JudgedRound(reference, set(screened)))
         flagged = tuple(m for m, flag in zip(screened, flags, strict=True) if flag)
         self.screened_rounds.update(screened)
         self.flagged_rounds.update(flagged)
@@ -157,8 +151,9 @@ class TaskScreen:
 
     def _remember(self, round_: int, judged: _JudgedRound) -> None:
         self._judged[round_] = judged
-        size = judged.median.numel() * judged.median.element_size()
-        while len(self._judged) > 1 and size * len(self._judged) > MEDIANS_BYTES:
+        mean = judged.reference.aggregate
+        size = mean.numel() * mean.element_size()
+        while len(self._judged) > 1 and size * len(self._judged) > REFERENCES_BYTES:
             oldest, _ = self._judged.popitem(last=False)
             for key in [key for key in self._late if key[0] == oldest]:
                 del self._late[key]

@@ -52,7 +52,7 @@ from pouw.node.ledger import Ledger
 from pouw.node.training_failures import FILE_NAME, TrainingFailures, leave_task
 from pouw.node.worker import FinishedTraining, Job, MiningWorker, failure_kind
 from pouw.roles import NodeRole
-from pouw.security import SenderScreen
+from pouw.security import Defence
 from pouw.security.detection import MIN_UPDATES
 from pouw.spec import model_parameters
 
@@ -297,13 +297,14 @@ class MinerRole:
         inbox = self._inboxes.get(record.task_id)
         screened = record.spec.aggregator != UNSCREENED
         if inbox is None:
+            size, miners = model_parameters(record.spec.model), len(assignment.miners)
+            defence = Defence.for_task(size, miners, record.spec.aggregator)
             inbox = self._inboxes[record.task_id] = PeerUpdates(
                 self.context.key.public_key,
                 [t.public_key for t in assignment.miners],
-                model_parameters(record.spec.model),
-                record.spec.aggregator,
-                screen=SenderScreen().screen if screened else None,
-                quorum=min(len(assignment.miners), MIN_UPDATES) if screened else 2,
+                size,
+                defence=defence if screened else None,
+                quorum=min(miners, MIN_UPDATES) if screened else 2,
             )
         return inbox
 
