@@ -13,13 +13,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pouw.errors import PouwError
 from pouw.roles import NodeRole
 
 DEVICES = ("cpu", "cuda", "auto")
-ATTACKS = (
+AttackKind = Literal[
     "sign_flip",
     "scale",
     "noise",
@@ -33,8 +33,9 @@ ATTACKS = (
     "adaptive_ipm_fresh",
     "fake_work",
     "stale_model",
-)
-"""What POUW_ATTACK may name (`pouw.security.ATTACKS`, kept here without torch for the CLI)."""
+]
+ATTACKS: tuple[AttackKind, ...] = get_args(AttackKind)
+"""What POUW_ATTACK may name: `pouw.security`'s attacks (here without torch, for the CLI)."""
 DEVNET_CHAIN_PREFIX = "pouw-devnet"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")

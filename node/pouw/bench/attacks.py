@@ -68,11 +68,12 @@ from pouw.bench.attack_training import LOCAL_STEPS, SPEC, TAU, UNITS, Setting
 from pouw.bench.mining import MiningRig
 from pouw.blockchain.block import Block
 from pouw.blockchain.iteration_message import decode_iteration_message
+from pouw.config import ATTACKS
 from pouw.errors import InvalidBlock
 from pouw.mining.trainer import TaskTrainer
 from pouw.ml.datasets import load_dataset
 from pouw.ml.iteration import configure_determinism
-from pouw.security.attacks import ATTACKS, STALE_ROUNDS, attack_update
+from pouw.security.attacks import STALE_ROUNDS, attack_update
 from pouw.spec import TaskSpec
 
 Report = Callable[[str], None]

@@ -7,11 +7,10 @@ model no further than the honest majority allows. The robust aggregators themsel
 `pouw.ml.aggregation`.
 """
 
+from pouw.config import ATTACKS, AttackKind
 from pouw.security.attacks import (
     ADAPTIVE_ATTACKS,
-    ATTACKS,
     TRAINER_ATTACKS,
-    AttackKind,
     attack_update,
     little_is_enough_z,
 )

@@ -40,26 +40,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from typing import Literal, get_args
 
 import torch
 
-AttackKind = Literal[
-    "sign_flip",
-    "scale",
-    "noise",
-    "little_is_enough",
-    "ipm",
-    "mimic",
-    "label_flip",
-    "adaptive_alie",
-    "adaptive_alie_fresh",
-    "adaptive_ipm",
-    "adaptive_ipm_fresh",
-    "fake_work",
-    "stale_model",
-]
-ATTACKS: tuple[AttackKind, ...] = get_args(AttackKind)
+from pouw.config import ATTACKS, AttackKind
+
 ADAPTIVE_ATTACKS: tuple[AttackKind, ...] = (
     "adaptive_alie",
     "adaptive_alie_fresh",
