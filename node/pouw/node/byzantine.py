@@ -95,10 +95,11 @@ class ByzantineMiner:
     def _adaptive(
         self, trainer: TaskTrainer, honest: torch.Tensor, latest: dict[bytes, torch.Tensor]
     ) -> torch.Tensor:
-        defence = trainer.peers.defence if trainer.peers is not None else None
-        if not isinstance(defence, Defence) or not latest:
+        peers = trainer.peers
+        defence = peers.defence if peers is not None else None
+        if peers is None or not isinstance(defence, Defence) or not latest:
             return honest
-        senders = [*latest, trainer.peers.own if trainer.peers is not None else b""]
+        senders = [*latest, peers.own]
         fresh = self.kind.endswith("_fresh")
 
         def probe(candidate: torch.Tensor) -> tuple[torch.Tensor, bool]:

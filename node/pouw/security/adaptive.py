@@ -26,26 +26,34 @@ Probe = Callable[[torch.Tensor], tuple[torch.Tensor, bool]]
 
 def candidate(kind: str, honest: Sequence[torch.Tensor], strength: float) -> torch.Tensor:
     """The update `kind`'s attackers send at `strength`."""
-    stacked = torch.stack(list(honest))
-    mean = stacked.mean(dim=0)
-    if kind.startswith("adaptive_alie"):
-        spread = stacked.std(dim=0) if len(stacked) > 1 else torch.zeros_like(mean)
-        return mean - strength * spread
-    if kind.startswith("adaptive_ipm"):
-        return -strength * mean
-    raise ValueError(f"{kind!r} is not adaptive: one of {', '.join(ADAPTIVE_ATTACKS)}")
+    base, step = _line(kind, honest)
+    return base + strength * step
 
 
 def adaptive_update(kind: str, honest: Sequence[torch.Tensor], probe: Probe) -> torch.Tensor:
     """The update that moves the aggregate furthest from the honest mean unflagged."""
     if not honest:
         raise ValueError("an adaptive attacker needs the honest updates of the round")
+    base, step = _line(kind, honest)
     mean = torch.stack(list(honest)).mean(dim=0)
     best, furthest = mean, -1.0
     for strength in STRENGTHS:
-        update = candidate(kind, honest, strength)
+        update = base + strength * step
         aggregate, flagged = probe(update)
         deviation = float((aggregate - mean).norm())
         if not flagged and deviation > furthest:
             best, furthest = update, deviation
     return best
+
+
+def _line(kind: str, honest: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`kind`'s candidates as base + strength * step (ALIE: the mean minus standard deviations;
+    IPM: minus the mean)."""
+    stacked = torch.stack(list(honest))
+    mean = stacked.mean(dim=0)
+    if kind.startswith("adaptive_alie"):
+        spread = stacked.std(dim=0) if len(stacked) > 1 else torch.zeros_like(mean)
+        return mean, -spread
+    if kind.startswith("adaptive_ipm"):
+        return torch.zeros_like(mean), -mean
+    raise ValueError(f"{kind!r} is not adaptive: one of {', '.join(ADAPTIVE_ATTACKS)}")

@@ -213,8 +213,8 @@ class SenderScreen:
 
 
 def _agreement(cosines: list[float]) -> float:
-    """How much a round's senders agree: the median of the n - f highest cosines (attackers
-    sending the negation of honest updates drag those senders' cosines down too), at least 0."""
+    """How much a round's senders agree: the median of the n - f highest cosines (the f lowest
+    may be attackers pointing away), at least 0."""
     highest = sorted(cosines, reverse=True)[: max(1, len(cosines) - (len(cosines) - 1) // 3)]
     return max(0.0, statistics.median(highest))
 
